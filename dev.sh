@@ -1,0 +1,74 @@
+#!/usr/bin/env sh
+# voicegw developer entry point. Two commands on a fresh machine (Python 3.11+ and apt assumed):
+#   ./dev.sh serve   set up a virtualenv and run the gateway on embedded defaults (Piper voice, in-process store)
+#   ./dev.sh test    set up everything the tests need (redis-server, ChatTTS, STT) and run lint, types and tests
+# Both are idempotent: running them again reuses what is already installed.
+set -eu
+cd "$(dirname "$0")"
+PY="${PYTHON:-python3}"
+VENV=.venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+need_sys() {  # need_sys <command> <apt package>
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$2" >/dev/null
+    else
+        echo "please install $2 (needed for $1)" >&2; exit 1
+    fi
+}
+
+venv() {
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade "pip>=24" >/dev/null
+}
+
+setup_base() {
+    venv
+    "$VENV/bin/python" -m pip install -q -e .
+}
+
+setup_full() {
+    venv
+    need_sys redis-server redis-server
+    # torch first, pinned: 2.13.0 is the CPU build (a bare "torch" would pull several GB of CUDA wheels).
+    command -v nvidia-smi >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q -e ".[stt,chattts,dev]"
+    # silero-vad only for its ONNX file: its Python deps would pull torch again.
+    "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
+    # PyPI's torchaudio is a CUDA build; on CPU hosts drop its native libs so it runs in pure-Python mode
+    # (ChatTTS only uses MelSpectrogram). See notes in README "ChatTTS on CPU".
+    if ! command -v nvidia-smi >/dev/null 2>&1; then
+        "$VENV/bin/python" - <<'PYEOF'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("torchaudio")
+if spec and spec.origin:
+    for so in (pathlib.Path(spec.origin).parent / "lib").glob("*.so"):
+        so.unlink()
+PYEOF
+    fi
+}
+
+case "${1:-}" in
+    serve)
+        setup_base
+        shift
+        exec "$VENV/bin/voicegw" serve "$@"
+        ;;
+    test)
+        setup_full
+        shift
+        export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+        "$VENV/bin/ruff" check gateway tts agents tests bench
+        "$VENV/bin/mypy"
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    setup)
+        setup_full
+        ;;
+    *)
+        echo "usage: ./dev.sh serve|test|setup" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,148 @@
+"""Gateway settings, read once at startup from environment variables.
+
+Rules of this file: an injected mapping in, a frozen :class:`Settings` out.
+Empty values mean "unset". Every malformed value raises
+:class:`SettingsError` naming the variable and what is allowed. The variables
+are documented one by one in ``config/gateway.example.env``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+
+class SettingsError(Exception):
+    """A setting is malformed; the message names the variable."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _get(env: Mapping[str, str], key: str) -> str | None:
+    value = env.get(key)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    raw = _get(env, key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{key}={value} is not within {lo}–{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    raw = _get(env, key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{key}={value} is not within {lo:g}–{hi:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = _get(env, key)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{key}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _url(env: Mapping[str, str], key: str, schemes: tuple[str, ...]) -> str | None:
+    raw = _get(env, key)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(f"{key}={raw!r} is not a URL with scheme {' or '.join(schemes)}")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Public base URL Twilio uses to reach us (https://gw.example.com). Signatures are checked against it.
+    public_url: str | None = None
+    agents_dir: Path = Path("config/agents")
+    redis_url: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_account_sid: str | None = None
+    #: Base URL of Twilio's REST API (tests point it at a loopback fake).
+    twilio_api_base_url: str | None = None
+    require_signature: bool = False
+    cartesia_api_key: str | None = None
+    cartesia_base_url: str | None = None
+    chattts_model_dir: Path | None = None
+    chattts_device: Literal["auto", "cuda", "cpu"] = "auto"
+    chattts_compile: bool = False
+    api_key: str | None = None
+    #: Lead of audio kept buffered at Twilio ahead of playout, seconds.
+    playout_lead_s: float = 0.1
+    max_ws_message_bytes: int = 65536
+    drain_timeout_s: float = 600.0
+    recordings_dir: Path | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def signatures_enforced(self) -> bool:
+        return self.twilio_auth_token is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        device = (_get(env, "CHATTTS_DEVICE") or "auto").lower()
+        if device not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"CHATTTS_DEVICE={device!r} is not one of auto, cuda, cpu")
+        level = (_get(env, "VOICEGW_LOG_LEVEL") or "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"VOICEGW_LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        model_dir = _get(env, "CHATTTS_MODEL_DIR")
+        rec_dir = _get(env, "VOICEGW_RECORDINGS_DIR")
+        settings = cls(
+            host=_get(env, "VOICEGW_HOST") or "127.0.0.1",
+            port=_int(env, "VOICEGW_PORT", 8080, 0, 65535),
+            public_url=_url(env, "PUBLIC_URL", ("https", "http")),
+            agents_dir=Path(_get(env, "VOICEGW_AGENTS_DIR") or "config/agents"),
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+            twilio_auth_token=_get(env, "TWILIO_AUTH_TOKEN"),
+            twilio_account_sid=_get(env, "TWILIO_ACCOUNT_SID"),
+            twilio_api_base_url=_url(env, "TWILIO_API_BASE_URL", ("https", "http")),
+            require_signature=_bool(env, "VOICEGW_REQUIRE_SIGNATURE", False),
+            cartesia_api_key=_get(env, "CARTESIA_API_KEY"),
+            cartesia_base_url=_url(env, "CARTESIA_BASE_URL", ("https", "http")),
+            chattts_model_dir=Path(model_dir) if model_dir else None,
+            chattts_device=device,  # type: ignore[arg-type]
+            chattts_compile=_bool(env, "CHATTTS_COMPILE", False),
+            api_key=_get(env, "VOICEGW_API_KEY"),
+            playout_lead_s=_float(env, "VOICEGW_PLAYOUT_LEAD_MS", 100.0, 20.0, 2000.0) / 1000.0,
+            max_ws_message_bytes=_int(env, "VOICEGW_MAX_WS_MESSAGE_BYTES", 65536, 1024, 16 * 1024 * 1024),
+            drain_timeout_s=_float(env, "VOICEGW_DRAIN_TIMEOUT_S", 600.0, 0.0, 86400.0),
+            recordings_dir=Path(rec_dir) if rec_dir else None,
+            log_level=level,
+            log_json=_bool(env, "VOICEGW_LOG_JSON", False),
+        )
+        if settings.require_signature and settings.twilio_auth_token is None:
+            raise SettingsError("VOICEGW_REQUIRE_SIGNATURE=1 but TWILIO_AUTH_TOKEN is not set")
+        return settings

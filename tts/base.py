@@ -1,0 +1,66 @@
+"""The engine interface every TTS provider implements.
+
+Rules of this file: types only. An engine turns one sentence of text plus the
+agent's voice settings into a stream of :class:`~gateway.audio.AudioChunk`
+(each with its own format). Cancellation is task cancellation: when the
+consumer stops iterating (or the task is cancelled) the engine must stop
+spending compute on that sentence as soon as practical and must not affect
+other requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from gateway.audio import AudioChunk
+
+
+class TTSError(Exception):
+    """A provider could not synthesize a sentence. ``reason`` is short and loggable."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisRequest:
+    """One sentence to speak.
+
+    ``settings`` is the provider-specific section of the agent's ``tts`` config
+    (e.g. ``ChatTTSVoice``), or None for the provider's defaults.
+    ``priority`` 0 is most urgent (first sentence of a turn).
+    ``deadline`` is an absolute ``time.monotonic()`` by which first audio is
+    useful; engines with queues fail fast when they cannot meet it.
+    """
+
+    text: str
+    settings: Any = None
+    language: str = "en"
+    priority: int = 1
+    deadline: float | None = None
+    request_id: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TTSEngine(Protocol):
+    """A speech synthesizer."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        """True when the engine is loaded and can take requests."""
+        ...
+
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        """Stream audio for one sentence. Raises :class:`TTSError` on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
