@@ -1,0 +1,36 @@
+"""Cut a mu-law byte stream into exact 20 ms (160-byte) Twilio frames.
+
+Rules of this file: pure, stateful only in the carried remainder. ``flush``
+pads the final partial frame with mu-law silence (0xFF) and is the only way
+the remainder leaves.
+"""
+
+from __future__ import annotations
+
+from gateway.audio import FRAME_BYTES, MULAW_SILENCE
+
+
+class Framer:
+    def __init__(self, frame_bytes: int = FRAME_BYTES) -> None:
+        self.frame_bytes = frame_bytes
+        self._rest = b""  # bytes carried over to the next feed
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._rest + data
+        n = len(buf) // self.frame_bytes * self.frame_bytes
+        self._rest = buf[n:]
+        return [buf[i : i + self.frame_bytes] for i in range(0, n, self.frame_bytes)]
+
+    def flush(self) -> list[bytes]:
+        if not self._rest:
+            return []
+        frame = self._rest + bytes([MULAW_SILENCE]) * (self.frame_bytes - len(self._rest))
+        self._rest = b""
+        return [frame]
+
+    def reset(self) -> None:
+        self._rest = b""
+
+    @property
+    def pending(self) -> int:
+        return len(self._rest)
