@@ -86,7 +86,7 @@ class PiperVoice(_Model):
 class TTSConfig(_Model):
     provider: Provider = "piper"
     fallback: list[Provider] = Field(
-        default_factory=lambda: ["cartesia", "piper"],
+        default_factory=lambda: ["cartesia", "piper"],  # type: ignore[arg-type]
         description="Providers tried in order after `provider` (duplicates and the primary are skipped).",
     )
     first_audio_budget_ms: Annotated[int, within(50, 5000), Ranged(50, 5000)] = 400

@@ -60,7 +60,8 @@ def lin2ulaw(samples: npt.NDArray[np.int16]) -> bytes:
 
 def ulaw2lin(data: bytes) -> npt.NDArray[np.int16]:
     """mu-law bytes → int16 PCM (same as ``audioop.ulaw2lin(x, 2)``)."""
-    return _DEC[np.frombuffer(data, dtype=np.uint8)]
+    out: npt.NDArray[np.int16] = _DEC[np.frombuffer(data, dtype=np.uint8)]
+    return out
 
 
 def float_to_int16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:

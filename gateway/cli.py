@@ -1,0 +1,200 @@
+"""The ``voicegw`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import wave
+from pathlib import Path
+
+from agents.loader import load_agents
+from agents.spec import AgentSpec
+from gateway.codec import ulaw2lin
+from gateway.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"voicegw: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings()
+    _logging(settings)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    app = create_app(settings)
+    print(f"voicegw: serving on http://{host}:{port}  (webhook: POST /twilio/voice)", flush=True)
+    uvicorn.run(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes, log_level="info",
+                lifespan="on")
+    return 0
+
+
+def cmd_agents_validate(args: argparse.Namespace) -> int:
+    directory = Path(args.dir or os.environ.get("VOICEGW_AGENTS_DIR") or "config/agents")
+    agents, problems = load_agents(directory)
+    for p in problems:
+        print(p)
+    if problems:
+        return 1
+    print(f"{len(agents)} agent(s) valid: {', '.join(sorted(agents))}")
+    return 0
+
+
+def cmd_agents_schema(args: argparse.Namespace) -> int:
+    schema = AgentSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "voicegw agent"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def cmd_agents_push(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from agents.store import push
+
+    settings = _settings()
+    directory = Path(args.dir or settings.agents_dir)
+    agents, problems = load_agents(directory)
+    if problems:
+        for p in problems:
+            print(p)
+        print("not pushed: fix the problems above", file=sys.stderr)
+        return 1
+    url = args.redis_url or settings.redis_url
+    if not url:
+        print("voicegw: REDIS_URL is not set (or pass --redis-url)", file=sys.stderr)
+        return 2
+
+    async def run() -> str:
+        client = aioredis.from_url(url, socket_connect_timeout=3)
+        try:
+            return await push(client, agents)
+        finally:
+            await client.aclose()
+
+    try:
+        version = asyncio.run(run())
+    except Exception as exc:
+        print(f"voicegw: cannot push to redis at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"pushed {len(agents)} agent(s) as version {version}")
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_wav(path: Path, mulaw: bytes) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(ulaw2lin(mulaw).tobytes())
+
+
+async def _call(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.emulator import TwilioEmulator
+
+    settings = _settings()
+    server = None
+    task = None
+    url = args.url
+    if not url:
+        port = _free_port()
+        app = create_app(settings)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                return 1
+            await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+    try:
+        emu = TwilioEmulator(url, auth_token=settings.twilio_auth_token, public_url=settings.public_url)
+        result = await emu.call(agent=args.agent, to=args.to, hold_s=0.3, max_s=args.max_seconds)
+    finally:
+        if server is not None and task is not None:
+            server.should_exit = True
+            await task
+    if args.out:
+        write_wav(Path(args.out), bytes(result.audio))
+    ttfa = f"{result.time_to_first_audio * 1000:.0f} ms" if result.time_to_first_audio is not None else "n/a"
+    print(
+        f"heard {result.seconds:.2f} s of audio; time to first audio {ttfa}; marks echoed "
+        f"{len(result.marks_echoed)}; underruns {result.underruns}"
+        + (f"; written to {args.out}" if args.out else "")
+        + (f"; protocol errors: {result.errors}" if result.errors else "")
+    )
+    return 0 if result.seconds > 0 and not result.errors else 1
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    settings = _settings()
+    logging.basicConfig(level="WARNING")
+    del settings
+    return asyncio.run(_call(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicegw", description="Real-time telephony voice gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway (settings from environment variables)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("call", help="place an emulated Twilio call and record what the caller hears")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--url", help="gateway base URL (default: start one in-process)")
+    p.add_argument("--to", default="+15005550006")
+    p.add_argument("--out", help="write what the caller heard to this WAV file")
+    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.set_defaults(func=cmd_call)
+
+    agents = sub.add_parser("agents", help="agent YAML tools").add_subparsers(dest="agents_cmd", required=True)
+    p = agents.add_parser("validate", help="validate agent YAML files")
+    p.add_argument("dir", nargs="?")
+    p.set_defaults(func=cmd_agents_validate)
+    p = agents.add_parser("schema", help="print the JSON Schema of an agent file")
+    p.set_defaults(func=cmd_agents_schema)
+    p = agents.add_parser("push", help="validate and push agent YAML to Redis (REDIS_URL)")
+    p.add_argument("dir", nargs="?")
+    p.add_argument("--redis-url")
+    p.set_defaults(func=cmd_agents_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

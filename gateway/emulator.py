@@ -1,0 +1,316 @@
+"""A Twilio emulator: places a call against a gateway exactly as Twilio would.
+
+Used by tests, benchmarks and ``voicegw call``. It POSTs the (optionally
+signed) incoming-call webhook, parses the TwiML, opens the media stream,
+sends ``connected``/``start`` and 20 ms inbound ``media`` frames, plays the
+received audio out in real time, echoes each ``mark`` when playout reaches
+it, honours ``clear``, and validates every message the gateway sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.audio import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
+
+
+class EmulatorError(Exception):
+    """The gateway did something Twilio would reject (or the call could not be placed)."""
+
+
+@dataclass
+class CallResult:
+    twiml: str
+    audio: bytearray = field(default_factory=bytearray)  # mu-law 8 kHz, as heard
+    marks_echoed: list[str] = field(default_factory=list)
+    marks_cleared: list[str] = field(default_factory=list)
+    clears: int = 0
+    time_to_first_audio: float | None = None  # seconds from `start` to first outbound media
+    underruns: int = 0
+    errors: list[str] = field(default_factory=list)
+    close_code: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / 8000
+
+
+def sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def parse_stream(twiml: str) -> tuple[str, dict[str, str]] | None:
+    """The `<Connect><Stream>` URL and parameters, or None if the TwiML has none."""
+    root = ET.fromstring(twiml)
+    stream = root.find("./Connect/Stream")
+    if stream is None:
+        return None
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), params
+
+
+class Playout:
+    """Real-time playout of received audio, with pending marks (the Twilio buffer)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.play_end = 0.0  # when the buffered audio finishes playing
+        self.pending: list[tuple[float, str]] = []  # (play time at which the mark is reached, name)
+        self.underruns = 0
+        self.started = False
+
+    def add_audio(self, seconds: float) -> None:
+        now = self.clock()
+        if self.play_end < now:
+            if self.started and now - self.play_end > 0.02:
+                self.underruns += 1
+            self.play_end = now
+        self.started = True
+        self.play_end += seconds
+
+    def add_mark(self, name: str) -> None:
+        self.pending.append((max(self.play_end, self.clock()), name))
+
+    def due_marks(self) -> list[str]:
+        now = self.clock()
+        due = [name for at, name in self.pending if at <= now]
+        self.pending = [(at, name) for at, name in self.pending if at > now]
+        return due
+
+    def clear(self) -> list[str]:
+        names = [name for _, name in self.pending]
+        self.pending = []
+        self.play_end = self.clock()
+        self.started = False
+        return names
+
+    def idle(self) -> bool:
+        return not self.pending and self.play_end <= self.clock()
+
+
+class TwilioEmulator:
+    def __init__(
+        self,
+        base_url: str,
+        auth_token: str | None = None,
+        public_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth_token = auth_token
+        self.public_url = (public_url or base_url).rstrip("/")  # the URL Twilio signs
+        self.clock = clock
+        self.account_sid = sid("AC")
+
+    async def fetch_twiml(self, to: str = "+15005550006", from_: str = "+14155550100",
+                          agent: str | None = None, call_sid: str | None = None) -> tuple[str, str]:
+        call_sid = call_sid or sid("CA")
+        params = {
+            "CallSid": call_sid, "AccountSid": self.account_sid, "From": from_, "To": to,
+            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01",
+        }
+        query = f"?agent={agent}" if agent else ""
+        headers = {}
+        if self.auth_token:
+            signed_url = f"{self.public_url}/twilio/voice{query}"
+            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(signed_url, params)
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.post(f"{self.base_url}/twilio/voice{query}", data=params, headers=headers)
+        if resp.status_code != 200:
+            raise EmulatorError(f"webhook answered {resp.status_code}: {resp.text[:200]}")
+        return resp.text, call_sid
+
+    def _ws_url(self, url: str) -> str:
+        """Twilio connects to the TwiML URL; locally we reach the same path on base_url."""
+        path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+        scheme = "wss" if self.base_url.startswith("https") else "ws"
+        return f"{scheme}://{self.base_url.split('://', 1)[1]}/{path}"
+
+    async def call(
+        self,
+        agent: str | None = None,
+        to: str = "+15005550006",
+        inbound: bytes = b"",
+        hold_s: float = 1.0,
+        max_s: float = 30.0,
+        until_marks: int = 1,
+        script: Callable[[CallControl], Any] | None = None,
+    ) -> CallResult:
+        """Place one call; returns what the caller heard.
+
+        The call streams ``inbound`` mu-law (then silence) and ends ``hold_s``
+        after ``until_marks`` marks were echoed, when the gateway closes, or at ``max_s``.
+        """
+        twiml, call_sid = await self.fetch_twiml(to=to, agent=agent)
+        result = CallResult(twiml=twiml)
+        stream = parse_stream(twiml)
+        if stream is None:
+            return result
+        url, params = stream
+        headers = {}
+        if self.auth_token:
+            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(url, {})
+        async with connect(self._ws_url(url), additional_headers=headers, max_size=2**20) as ws:
+            control = CallControl(ws, self, result, call_sid, params)
+            await control.run(inbound, hold_s, max_s, until_marks, script)
+        return result
+
+
+class CallControl:
+    """One live emulated call; scripts use it to send DTMF, speech or stop."""
+
+    def __init__(self, ws: ClientConnection, emu: TwilioEmulator, result: CallResult, call_sid: str,
+                 params: dict[str, str]) -> None:
+        self.ws = ws
+        self.emu = emu
+        self.result = result
+        self.call_sid = call_sid
+        self.params = params
+        self.stream_sid = sid("MZ")
+        self.seq = 0
+        self.playout = Playout(emu.clock)
+        self.inbound = bytearray()
+        self.stopped = False
+        self.t0 = emu.clock()
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        self.seq += 1
+        if msg["event"] != "connected":
+            msg = {"event": msg["event"], "sequenceNumber": str(self.seq), **{k: v for k, v in msg.items()
+                                                                            if k != "event"}}
+        await self.ws.send(json.dumps(msg))
+
+    def speak(self, mulaw: bytes) -> None:
+        self.inbound.extend(mulaw)
+
+    async def dtmf(self, digit: str) -> None:
+        await self.send({"event": "dtmf", "streamSid": self.stream_sid,
+                         "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.send({"event": "stop", "streamSid": self.stream_sid,
+                             "stop": {"accountSid": self.emu.account_sid, "callSid": self.call_sid}})
+
+    def _validate(self, raw: str | bytes) -> dict[str, Any] | None:
+        if isinstance(raw, bytes):
+            self.result.errors.append("31950: binary frame")
+            return None
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            self.result.errors.append("31951: invalid JSON")
+            return None
+        event = msg.get("event")
+        allowed = {"media": {"event", "streamSid", "media"}, "mark": {"event", "streamSid", "mark"},
+                   "clear": {"event", "streamSid"}}
+        if event not in allowed:
+            self.result.errors.append(f"31924: unexpected event {event!r}")
+            return None
+        if set(msg) != allowed[event]:
+            self.result.errors.append(f"31951: fields {sorted(msg)} for {event}")
+            return None
+        if msg["streamSid"] != self.stream_sid:
+            self.result.errors.append("31951: wrong streamSid")
+            return None
+        if event == "media":
+            media = msg["media"]
+            if not isinstance(media, dict) or set(media) != {"payload"}:
+                self.result.errors.append("31951: media must only carry payload")
+                return None
+            try:
+                base64.b64decode(media["payload"], validate=True)
+            except Exception:
+                self.result.errors.append("31951: payload is not base64")
+                return None
+        if event == "mark" and (not isinstance(msg["mark"], dict) or set(msg["mark"]) != {"name"}):
+            self.result.errors.append("31951: mark must only carry name")
+            return None
+        checked: dict[str, Any] = msg
+        return checked
+
+    async def _receiver(self) -> None:
+        async for raw in self.ws:
+            msg = self._validate(raw)
+            if msg is None:
+                continue
+            if msg["event"] == "media":
+                payload = base64.b64decode(msg["media"]["payload"])
+                if self.result.time_to_first_audio is None:
+                    self.result.time_to_first_audio = self.emu.clock() - self.t0
+                self.result.audio.extend(payload)
+                self.playout.add_audio(len(payload) / 8000)
+            elif msg["event"] == "mark":
+                self.playout.add_mark(msg["mark"]["name"])
+            elif msg["event"] == "clear":
+                self.result.clears += 1
+                for name in self.playout.clear():
+                    self.result.marks_cleared.append(name)
+                    await self._echo(name)
+
+    async def _echo(self, name: str) -> None:
+        await self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    async def run(self, inbound: bytes, hold_s: float, max_s: float, until_marks: int,
+                  script: Callable[[CallControl], Any] | None) -> None:
+        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await self.send({
+            "event": "start", "streamSid": self.stream_sid,
+            "start": {
+                "accountSid": self.emu.account_sid, "streamSid": self.stream_sid, "callSid": self.call_sid,
+                "tracks": ["inbound"], "customParameters": self.params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        })
+        self.inbound.extend(inbound)
+        receiver = asyncio.create_task(self._receiver())
+        script_task = asyncio.create_task(script(self)) if script else None
+        chunk = 0
+        done_at: float | None = None
+        try:
+            while not receiver.done():
+                now = self.emu.clock()
+                for name in self.playout.due_marks():
+                    self.result.marks_echoed.append(name)
+                    await self._echo(name)
+                if done_at is None and len(self.result.marks_echoed) >= until_marks and script_task is None:
+                    done_at = now + hold_s
+                if script_task is not None and script_task.done():
+                    script_task.result()
+                    script_task = None
+                    done_at = now + hold_s
+                if (done_at is not None and now >= done_at) or now - self.t0 >= max_s or self.stopped:
+                    break
+                chunk += 1
+                frame = bytes(self.inbound[:FRAME_BYTES]).ljust(FRAME_BYTES, bytes([MULAW_SILENCE]))
+                del self.inbound[:FRAME_BYTES]
+                await self.send({"event": "media", "streamSid": self.stream_sid, "media": {
+                    "track": "inbound", "chunk": str(chunk), "timestamp": str(chunk * 20 - 20),
+                    "payload": base64.b64encode(frame).decode()}})
+                next_at = self.t0 + chunk * FRAME_SECONDS
+                await asyncio.sleep(max(0.0, next_at - self.emu.clock()))
+            if not receiver.done():
+                await self.stop()
+        finally:
+            if script_task is not None:
+                script_task.cancel()
+            self.result.underruns = self.playout.underruns
+            await self.ws.close()
+            try:
+                await asyncio.wait_for(receiver, 2)
+            except (TimeoutError, Exception):  # noqa: S110 - closing; nothing left to report
+                receiver.cancel()
+            self.result.close_code = self.ws.close_code
