@@ -47,8 +47,8 @@ def _decode_one(u: int) -> int:
 
 
 # Index by the uint16 view of an int16 sample.
-_ENC = np.array([_encode_one(int(np.int16(np.uint16(i)))) for i in range(65536)], dtype=np.uint8)
-_DEC = np.array([_decode_one(i) for i in range(256)], dtype=np.int16)
+_ENC: npt.NDArray[np.uint8] = np.array([_encode_one(int(np.int16(np.uint16(i)))) for i in range(65536)], dtype=np.uint8)
+_DEC: npt.NDArray[np.int16] = np.array([_decode_one(i) for i in range(256)], dtype=np.int16)
 
 
 def lin2ulaw(samples: npt.NDArray[np.int16]) -> bytes:
@@ -60,7 +60,8 @@ def lin2ulaw(samples: npt.NDArray[np.int16]) -> bytes:
 
 def ulaw2lin(data: bytes) -> npt.NDArray[np.int16]:
     """mu-law bytes → int16 PCM (same as ``audioop.ulaw2lin(x, 2)``)."""
-    out: npt.NDArray[np.int16] = _DEC[np.frombuffer(data, dtype=np.uint8)]
+    idx: npt.NDArray[np.uint8] = np.frombuffer(data, dtype=np.uint8)
+    out: npt.NDArray[np.int16] = np.take(_DEC, idx)
     return out
 
 
