@@ -68,4 +68,5 @@ def ulaw2lin(data: bytes) -> npt.NDArray[np.int16]:
 def float_to_int16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
     """Clip to [-1, 1] and scale to int16 (no wrap-around on loud input)."""
     clipped = np.clip(samples, -1.0, 1.0) * 32767.0
-    return np.rint(clipped).astype(np.int16)
+    out: npt.NDArray[np.int16] = np.rint(clipped).astype(np.int16)
+    return out
