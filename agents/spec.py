@@ -25,7 +25,7 @@ CHATTTS_PRESETS: tuple[str, ...] = (
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+    return str(x)
 
 
 def within(lo: float, hi: float) -> AfterValidator:

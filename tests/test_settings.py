@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, SettingsError
+
+
+def test_defaults_from_empty_environment() -> None:
+    s = Settings.from_env({})
+    assert s.port == 8080 and s.host == "127.0.0.1"
+    assert s.agents_dir == Path("config/agents")
+    assert s.redis_url is None and s.twilio_auth_token is None and not s.signatures_enforced
+    assert s.chattts_device == "auto" and s.playout_lead_s == pytest.approx(0.1)
+
+
+def test_empty_values_mean_unset() -> None:
+    s = Settings.from_env({"REDIS_URL": "", "VOICEGW_PORT": "  ", "TWILIO_AUTH_TOKEN": ""})
+    assert s.redis_url is None and s.port == 8080 and s.twilio_auth_token is None
+
+
+def test_values_are_parsed() -> None:
+    s = Settings.from_env({
+        "VOICEGW_HOST": "0.0.0.0", "VOICEGW_PORT": "9000", "PUBLIC_URL": "https://gw.example.com/",
+        "REDIS_URL": "redis://r:6379/0", "TWILIO_AUTH_TOKEN": "tok", "CHATTTS_DEVICE": "CUDA",
+        "CHATTTS_MODEL_DIR": "/models/chattts", "VOICEGW_API_KEY": "k", "CARTESIA_BASE_URL": "http://127.0.0.1:1",
+    })
+    assert (s.host, s.port, s.public_url) == ("0.0.0.0", 9000, "https://gw.example.com")
+    assert s.signatures_enforced and s.chattts_device == "cuda"
+    assert s.chattts_model_dir == Path("/models/chattts")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"VOICEGW_PORT": "eighty"}, "VOICEGW_PORT='eighty' is not an integer"),
+        ({"VOICEGW_PORT": "70000"}, "VOICEGW_PORT=70000 is not within 0–65535"),
+        ({"PUBLIC_URL": "gw.example.com"}, "PUBLIC_URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"CHATTTS_DEVICE": "tpu"}, "CHATTTS_DEVICE='tpu' is not one of auto, cuda, cpu"),
+        ({"VOICEGW_REQUIRE_SIGNATURE": "maybe"}, "VOICEGW_REQUIRE_SIGNATURE"),
+        ({"VOICEGW_REQUIRE_SIGNATURE": "1"}, "TWILIO_AUTH_TOKEN is not set"),
+    ],
+)
+def test_malformed_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert needle in str(info.value)
+
+
+def test_example_env_documents_every_setting() -> None:
+    text = (Path(__file__).parent.parent / "config" / "gateway.example.env").read_text()
+    for key in ["VOICEGW_HOST", "VOICEGW_PORT", "PUBLIC_URL", "VOICEGW_AGENTS_DIR", "REDIS_URL",
+                "TWILIO_AUTH_TOKEN", "CARTESIA_API_KEY", "CARTESIA_BASE_URL", "CHATTTS_MODEL_DIR",
+                "CHATTTS_DEVICE", "VOICEGW_API_KEY", "VOICEGW_REQUIRE_SIGNATURE", "VOICEGW_PLAYOUT_LEAD_MS"]:
+        assert f"\n{key}=" in text or f"\n# {key}=" in text, key
