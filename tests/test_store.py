@@ -14,8 +14,8 @@ from gateway.emulator import TwilioEmulator
 from tests.conftest import AGENTS_DIR, ROOT, RedisServer, run_gateway
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = check()
         if not isinstance(result, bool):
@@ -69,7 +69,7 @@ async def test_redis_outage_serves_last_known_and_recovers(redis_server: RedisSe
         assert store.last_error
         redis_server.start()
         # a fresh redis has no data: the store keeps its snapshot and turns healthy again
-        await eventually(lambda: store.healthy, timeout=15)
+        await eventually(lambda: store.healthy, within=15)
         assert store.get("demo") == agents["demo"]
     finally:
         await store.aclose()
