@@ -37,6 +37,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _logging(settings)
+    _, problems = load_agents(settings.agents_dir)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print("voicegw: not starting: fix the agent files above (voicegw agents validate)", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     app = create_app(settings)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import Settings, SettingsError
+from tests.conftest import ROOT
 
 
 def test_defaults_from_empty_environment() -> None:
@@ -55,3 +58,21 @@ def test_example_env_documents_every_setting() -> None:
                 "TWILIO_AUTH_TOKEN", "CARTESIA_API_KEY", "CARTESIA_BASE_URL", "CHATTTS_MODEL_DIR",
                 "CHATTTS_DEVICE", "VOICEGW_API_KEY", "VOICEGW_REQUIRE_SIGNATURE", "VOICEGW_PLAYOUT_LEAD_MS"]:
         assert f"\n{key}=" in text or f"\n# {key}=" in text, key
+
+
+def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env})
+
+
+def test_serve_refuses_malformed_settings() -> None:
+    proc = _serve({"VOICEGW_PORT": "abc"})
+    assert proc.returncode == 2
+    assert "configuration error: VOICEGW_PORT='abc' is not an integer" in proc.stderr
+
+
+def test_serve_refuses_invalid_agents(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("id: bad\nname: B\ngreeting: hi\nlogic: {kind: scripted}\nlimits: {max_call_seconds: 1}\n")
+    proc = _serve({"VOICEGW_AGENTS_DIR": str(tmp_path), "VOICEGW_PORT": "0"})
+    assert proc.returncode == 2
+    assert "bad.yaml: limits.max_call_seconds: 1 is not within 10–14400" in proc.stderr
