@@ -72,7 +72,9 @@ def test_serve_refuses_malformed_settings() -> None:
 
 
 def test_serve_refuses_invalid_agents(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text("id: bad\nname: B\ngreeting: hi\nlogic: {kind: scripted}\nlimits: {max_call_seconds: 1}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "id: bad\nname: B\ngreeting: hi\nlogic: {kind: scripted}\nlimits: {max_call_seconds: 1}\n"
+    )
     proc = _serve({"VOICEGW_AGENTS_DIR": str(tmp_path), "VOICEGW_PORT": "0"})
     assert proc.returncode == 2
     assert "bad.yaml: limits.max_call_seconds: 1 is not within 10–14400" in proc.stderr
