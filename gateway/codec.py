@@ -63,6 +63,8 @@ def ulaw2lin(data: bytes) -> npt.NDArray[np.int16]:
 
 def float_to_int16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
     """Clip to [-1, 1] and scale to int16: no wrap-around on loud input, NaN → 0."""
-    clipped = np.clip(np.nan_to_num(samples, nan=0.0), -1.0, 1.0) * 32767.0
-    out: npt.NDArray[np.int16] = np.rint(clipped).astype(np.int16)
+    scaled = np.clip(samples, -1.0, 1.0)  # a new array: the in-place steps below never touch the input
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    scaled *= 32767.0
+    out: npt.NDArray[np.int16] = np.rint(scaled, out=scaled).astype(np.int16)
     return out
