@@ -43,7 +43,7 @@ def decoded(mulaw: bytes) -> npt.NDArray[np.float64]:
     return ulaw2lin(mulaw).astype(np.float64) / 32768.0
 
 
-def rms(x: npt.NDArray[np.floating]) -> float:  # type: ignore[type-arg]
+def rms(x: npt.NDArray[np.floating]) -> float:
     return float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2)))
 
 
@@ -162,11 +162,18 @@ def test_loud_tts_is_limited_not_clipped() -> None:
     x = tone(1000, 0.5, 1.0, 24000)
     out = decoded(convert(x, CHATTTS, 480, gain_db=12.0))  # 2.0 peak before the limiter
     assert np.max(np.abs(out)) <= 0.8913 * 1.035  # -1 dBFS ceiling plus mu-law rounding
-    steady = out[400:-400]
+    assert harmonics_db(out[400:-400]) < -40
+    # what a plain clip to int16 would have sent instead
+    clipped = decoded(lin2ulaw(float_to_int16(tone(1000, 2.0, 1.0, 8000))))
+    assert harmonics_db(clipped[400:-400]) > -20
+
+
+def harmonics_db(steady: npt.NDArray[np.float64]) -> float:
+    """2nd and 3rd harmonic of a 1 kHz tone at 8 kHz relative to the fundamental."""
     spec = np.abs(np.fft.rfft(steady)) ** 2
     k = round(1000 * len(steady) / 8000)
     harmonics = spec[2 * k - 2 : 2 * k + 3].sum() + spec[3 * k - 2 : 3 * k + 3].sum()
-    assert 10 * np.log10(harmonics / spec[k - 2 : k + 3].sum()) < -40  # a hard clip here gives about -12
+    return float(10 * np.log10(harmonics / spec[k - 2 : k + 3].sum()))
 
 
 def test_mulaw_passes_through_untouched_and_gain_applies_when_set() -> None:
