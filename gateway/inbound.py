@@ -59,7 +59,7 @@ class FromTwilio:
     def reset(self) -> None:
         self._history: F64 = np.zeros(2 * HALF_TAPS - 1, dtype=np.float64)
 
-    def feed(self, mulaw: bytes) -> F32:
+    def feed(self, mulaw: bytes | bytearray | memoryview) -> F32:
         """One payload of any length → ``len(mulaw) * out_rate / 8000`` samples, no bursts."""
         if not isinstance(mulaw, bytes | bytearray | memoryview):
             raise TypeError(f"mu-law audio must be bytes, got {type(mulaw).__name__}")

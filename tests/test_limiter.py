@@ -119,4 +119,4 @@ def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         Limiter(0)
     with pytest.raises(TypeError):
-        Limiter(RATE).feed(np.zeros(10, dtype=np.float64))  # type: ignore[arg-type]
+        Limiter(RATE).feed(np.zeros(10, dtype=np.float64))
