@@ -1,0 +1,170 @@
+"""Stereo call recorder: alignment, validity at any moment, bounded memory, abrupt ends."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from gateway.codec import lin2ulaw, ulaw2lin
+from gateway.recording import HEADER_BYTES, StereoRecorder, recording_path, wav_header
+from tests.conftest import ROOT
+
+
+def tone(seconds: float, freq: float, amp: float = 8000.0) -> bytes:
+    t = np.arange(int(seconds * 8000)) / 8000
+    return lin2ulaw((amp * np.sin(2 * np.pi * freq * t)).astype(np.int16))
+
+
+def read(path: Path) -> npt.NDArray[np.int16]:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    return data
+
+
+def header_consistent(path: Path) -> int:
+    """Checks RIFF/data sizes against the file length; returns the frames it declares."""
+    raw = path.read_bytes()
+    data_size = int.from_bytes(raw[40:44], "little")
+    assert int.from_bytes(raw[4:8], "little") == 36 + data_size
+    assert len(raw) >= HEADER_BYTES + data_size
+    return data_size // 4
+
+
+def test_header_matches_stdlib_writer() -> None:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x01\x00" * 2 * 100)
+    assert buf.getvalue()[:HEADER_BYTES] == wav_header(400)
+
+
+def test_caller_left_agent_right_aligned_by_stream_clock(tmp_path: Path) -> None:
+    path = tmp_path / "call.wav"
+    rec = StereoRecorder.open(path)
+    caller = tone(1.0, 300)
+    for i in range(50):  # 20 ms frames with Twilio timestamps
+        rec.add_caller(i * 0.02, caller[i * 160 : (i + 1) * 160])
+    agent = tone(0.4, 1000)
+    for i in range(20):  # agent frames that play from 0.5 s
+        rec.add_agent(0.5 + i * 0.02, agent[i * 160 : (i + 1) * 160])
+    rec.close()
+    data = read(path)
+    assert len(data) == 8000  # up to the newest sample (1.0 s)
+    assert np.array_equal(data[:, 0], ulaw2lin(caller))
+    assert not data[:4000, 1].any() and not data[7200:, 1].any()
+    assert np.array_equal(data[4000:7200, 1], ulaw2lin(agent))
+    assert rec.late_samples == 0
+
+
+def test_file_is_valid_while_the_call_runs_and_memory_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "long.wav"
+    rec = StereoRecorder.open(path, window_s=1.0, commit_s=0.25)
+    buf_bytes = rec._buf.nbytes
+    frame = tone(0.02, 440)
+    for i in range(30 * 50):  # 30 s of both sides
+        rec.add_caller(i * 0.02, frame)
+        rec.add_agent(i * 0.02 + 0.1, frame)
+        if i == 10 * 50:
+            # Read with an independent reader while the recorder is still open.
+            frames = header_consistent(path)
+            assert frames == rec.committed and 8000 * 8.5 <= frames <= 8000 * 10
+            assert len(read(path)) == frames
+    assert rec._buf.nbytes == buf_bytes  # the window never grows
+    assert rec.end - rec.committed <= 8000 * 1.25
+    rec.close()
+    assert header_consistent(path) == round(30.1 * 8000)
+
+
+def test_late_audio_is_dropped_and_counted_gap_is_silence(tmp_path: Path) -> None:
+    path = tmp_path / "late.wav"
+    rec = StereoRecorder.open(path, window_s=0.5, commit_s=0.1)
+    rec.add_agent(0.0, tone(0.1, 500))
+    rec.add_agent(10.0, tone(0.1, 500))  # a jump: 9.9 s of silence written in bounded chunks
+    rec.add_caller(1.0, tone(0.1, 300))  # long committed: dropped
+    assert rec.late_samples == 800
+    rec.close()
+    data = read(path)
+    assert len(data) == 80800
+    assert data[:800, 1].any() and not data[800:80000].any() and data[80000:, 1].any()
+    assert not data[:, 0].any()
+
+
+def test_chunk_longer_than_window_and_overwrite_and_cap(tmp_path: Path) -> None:
+    path = tmp_path / "big.wav"
+    rec = StereoRecorder.open(path, window_s=0.25, commit_s=0.05, max_seconds=3.0)
+    long = tone(2.0, 700)
+    rec.add_agent(0.0, long)  # 2 s in one call, window is 0.25 s
+    rec.add_agent(1.9, tone(0.1, 200))  # overwrites the tail still in the window
+    rec.add_caller(2.9, tone(1.0, 300))  # only 0.1 s fits under max_seconds
+    rec.close()
+    data = read(path)
+    assert len(data) == 3 * 8000
+    assert np.array_equal(data[:15200, 1], ulaw2lin(long)[:15200])
+    assert np.array_equal(data[15200:16000, 1], ulaw2lin(tone(0.1, 200)))
+    assert data[23200:, 0].any() and not data[:23200, 0].any()
+
+
+def test_close_is_idempotent_and_ignores_later_audio(tmp_path: Path) -> None:
+    path = tmp_path / "c.wav"
+    rec = StereoRecorder.open(path)
+    rec.add_caller(0.0, tone(0.2, 300))
+    rec.close()
+    rec.close()
+    rec.add_caller(0.2, tone(0.2, 300))
+    assert len(read(path)) == 1600
+
+
+def test_recording_path_refuses_unsafe_ids(tmp_path: Path) -> None:
+    assert recording_path(tmp_path, "demo", "CA123") == tmp_path / "demo" / "CA123.wav"
+    for agent, sid in (("demo", "../x"), ("../etc", "CA1"), ("demo", ""), ("demo", "a/b")):
+        with pytest.raises(ValueError, match="file name"):
+            recording_path(tmp_path, agent, sid)
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from gateway.recording import StereoRecorder
+rec = StereoRecorder.open(Path(sys.argv[1]), window_s=0.5, commit_s=0.1)
+frame = bytes([0x10, 0x90] * 80)
+i = 0
+while True:
+    rec.add_caller(i * 0.02, frame)
+    rec.add_agent(i * 0.02, frame)
+    i += 1
+    if i == 200:
+        print("ready", flush=True)
+    time.sleep(0.001)
+"""
+
+
+def test_recording_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "killed.wav"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    frames = header_consistent(path)
+    data = read(path)
+    assert frames >= 8000 * 3 and len(data) == frames  # ≥ 4 s written, minus the 0.5 s window
+    assert data[:, 0].any() and data[:, 1].any()
