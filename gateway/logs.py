@@ -1,0 +1,194 @@
+"""Structured logging: call context on every line, JSON when asked, one summary line per call.
+
+Rules of this file: no asyncio, no clocks (records carry their own time),
+no network. The call context lives in :mod:`contextvars`, so it is bound once
+where a media stream starts and every task the call creates inherits it; any
+log line written on behalf of the call (gateway, TTS engines, store) carries
+``call_sid``, ``stream_sid`` and ``agent_id`` without passing them around.
+
+``VOICEGW_LOG_JSON=1`` switches to one JSON object per line (for Loki, Cloud
+Logging, ...); the plain format appends ``[call=… agent=…]`` when bound.
+The call summary is a pure value built from what the call collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+call_sid: contextvars.ContextVar[str] = contextvars.ContextVar("call_sid", default="")
+stream_sid: contextvars.ContextVar[str] = contextvars.ContextVar("stream_sid", default="")
+agent_id: contextvars.ContextVar[str] = contextvars.ContextVar("agent_id", default="")
+_VARS = (("call_sid", call_sid), ("stream_sid", stream_sid), ("agent_id", agent_id))
+
+#: LogRecord attributes that are not user "extra" fields.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", *dict(_VARS)}
+
+
+def bind(*, call: str = "", stream: str = "", agent: str = "") -> None:
+    """Bind the call context in the current context (the caller's task and the tasks it creates)."""
+    call_sid.set(call)
+    stream_sid.set(stream)
+    agent_id.set(agent)
+
+
+@contextlib.contextmanager
+def bound(*, call: str = "", stream: str = "", agent: str = "") -> Iterator[None]:
+    """Bind for the duration of a block, restoring the previous values afterwards."""
+    tokens = [call_sid.set(call), stream_sid.set(stream), agent_id.set(agent)]
+    try:
+        yield
+    finally:
+        for (_, var), token in zip(_VARS, tokens, strict=True):
+            var.reset(token)
+
+
+class CallContextFilter(logging.Filter):
+    """Copies the bound call context onto every record (empty strings when unbound)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in _VARS:
+            if not hasattr(record, name):
+                setattr(record, name, var.get())
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ctx = " ".join(
+            f"{short}={getattr(record, name)}"
+            for short, name in (("call", "call_sid"), ("stream", "stream_sid"), ("agent", "agent_id"))
+            if getattr(record, name, "")
+        )
+        return f"{line} [{ctx}]" if ctx else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, call context, extras, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, _ in _VARS:
+            value = getattr(record, name, "")
+            if value:
+                out[name] = value
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def configure(level: str = "INFO", json_lines: bool = False, stream: TextIO | None = None) -> logging.Handler:
+    """Install one handler on the root logger (replacing earlier ones from this function)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(CallContextFilter())
+    handler.set_name("voicegw")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "voicegw"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+# ---- call summary ----------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default method); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000.0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    call_sid: str
+    agent_id: str
+    outcome: str
+    duration_s: float
+    turns: int
+    sentences: Mapping[str, int] = field(default_factory=dict)
+    fallbacks: int = 0
+    first_audio_p50_ms: float | None = None
+    first_audio_p95_ms: float | None = None
+    mouth_to_ear_p50_ms: float | None = None
+    mouth_to_ear_p95_ms: float | None = None
+    underruns: int = 0
+    frames_sent: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        call_sid: str,
+        agent_id: str,
+        outcome: str,
+        duration_s: float,
+        turns: int,
+        providers: Sequence[str] = (),
+        fallbacks: int = 0,
+        first_audio_s: Sequence[float] = (),
+        mouth_to_ear_s: Sequence[float] = (),
+        underruns: int = 0,
+        frames_sent: int = 0,
+    ) -> CallSummary:
+        """From raw per-call observations: ``providers`` has one entry per sentence spoken."""
+        counts: dict[str, int] = {}
+        for p in providers:
+            counts[p] = counts.get(p, 0) + 1
+        return cls(
+            call_sid=call_sid, agent_id=agent_id, outcome=outcome, duration_s=round(duration_s, 2), turns=turns,
+            sentences=dict(sorted(counts.items())), fallbacks=fallbacks,
+            first_audio_p50_ms=_ms(percentile(first_audio_s, 50)),
+            first_audio_p95_ms=_ms(percentile(first_audio_s, 95)),
+            mouth_to_ear_p50_ms=_ms(percentile(mouth_to_ear_s, 50)),
+            mouth_to_ear_p95_ms=_ms(percentile(mouth_to_ear_s, 95)),
+            underruns=underruns, frames_sent=frames_sent,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sentences"] = dict(self.sentences)
+        return out
+
+    def line(self) -> str:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.0f}"
+
+        sentences = ",".join(f"{k}:{v}" for k, v in self.sentences.items()) or "none"
+        return (
+            f"call summary: outcome={self.outcome} duration_s={self.duration_s:.1f} turns={self.turns} "
+            f"sentences={sentences} fallbacks={self.fallbacks} "
+            f"first_audio_ms_p50={ms(self.first_audio_p50_ms)} first_audio_ms_p95={ms(self.first_audio_p95_ms)} "
+            f"mouth_to_ear_ms_p50={ms(self.mouth_to_ear_p50_ms)} mouth_to_ear_ms_p95={ms(self.mouth_to_ear_p95_ms)} "
+            f"underruns={self.underruns} frames_sent={self.frames_sent}"
+        )
+
+    def log(self, logger: logging.Logger) -> None:
+        """One INFO line; under the JSON formatter the fields also appear as ``summary``."""
+        logger.info(self.line(), extra={"summary": self.as_dict()})
