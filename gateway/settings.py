@@ -101,6 +101,10 @@ class Settings:
     playout_lead_s: float = 0.1
     max_ws_message_bytes: int = 65536
     drain_timeout_s: float = 600.0
+    #: While draining, new calls are redirected here (TwiML <Redirect>) instead of hearing "please call back".
+    drain_redirect_url: str | None = None
+    #: Serve /metrics on this separate port (and not on the main one) when set.
+    metrics_port: int | None = None
     recordings_dir: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
@@ -139,6 +143,8 @@ class Settings:
             playout_lead_s=_float(env, "VOICEGW_PLAYOUT_LEAD_MS", 100.0, 20.0, 2000.0) / 1000.0,
             max_ws_message_bytes=_int(env, "VOICEGW_MAX_WS_MESSAGE_BYTES", 65536, 1024, 16 * 1024 * 1024),
             drain_timeout_s=_float(env, "VOICEGW_DRAIN_TIMEOUT_S", 600.0, 0.0, 86400.0),
+            drain_redirect_url=_url(env, "VOICEGW_DRAIN_REDIRECT_URL", ("https", "http")),
+            metrics_port=_int(env, "VOICEGW_METRICS_PORT", 0, 0, 65535) or None,
             recordings_dir=Path(rec_dir) if rec_dir else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),

@@ -1,0 +1,247 @@
+"""Deployment files, checked statically (no Docker engine or cluster here: nothing is built or applied).
+
+The manifests must parse, reference only objects defined next to them, use only settings the gateway
+reads, and keep the operational contract: GPU request, probes on /readyz and /healthz, a preStop drain
+and a grace period longer than the drain timeout, non-root images with a healthcheck and a weights volume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agents.loader import parse_agent
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SETTINGS_SOURCE = (ROOT / "gateway" / "settings.py").read_text()
+EXAMPLE_ENV = (ROOT / "config" / "gateway.example.env").read_text()
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                assert isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc, path
+                objs.append(doc)
+    return objs
+
+
+def find(kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [o for o in k8s_objects() if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def gateway_deployment() -> dict[str, Any]:
+    return find("Deployment", "voicegw")
+
+
+def gateway_container() -> dict[str, Any]:
+    containers = gateway_deployment()["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "gateway"]
+    assert isinstance(container, dict)
+    return container
+
+
+def env_config() -> dict[str, str]:
+    data = find("ConfigMap", "voicegw-env")["data"]
+    assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
+    return dict(data)
+
+
+def test_every_manifest_parses_and_is_named() -> None:
+    objs = k8s_objects()
+    kinds = {o["kind"] for o in objs}
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim"} <= kinds
+    for o in objs:
+        if o["kind"] != "Kustomization":
+            assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", o["metadata"]["name"])
+
+
+def test_kustomization_lists_existing_files() -> None:
+    kust = find("Kustomization")
+    for res in kust["resources"]:
+        assert (K8S / res).is_file(), res
+    assert "secret.yaml" not in kust["resources"]  # the template must never be applied with placeholders
+
+
+def test_deployment_requests_one_gpu() -> None:
+    resources = gateway_container()["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert resources["requests"]["nvidia.com/gpu"] == 1
+
+
+def test_probes_hit_readyz_and_healthz() -> None:
+    c = gateway_container()
+    port_names = {p["name"] for p in c["ports"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["port"] in port_names
+
+
+def test_prestop_drains_and_grace_period_covers_the_drain_timeout() -> None:
+    command = gateway_container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["voicegw", "drain"] and "--wait" in command
+    grace = gateway_deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    drain = float(env_config()["VOICEGW_DRAIN_TIMEOUT_S"])
+    assert grace >= drain + 30
+
+
+def test_rolling_update_never_drops_capacity() -> None:
+    rolling = gateway_deployment()["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
+
+
+def test_runs_as_non_root() -> None:
+    pod = gateway_deployment()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert gateway_container()["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_referenced_configmaps_secrets_and_claims_exist() -> None:
+    objs = k8s_objects()
+    defined = {(o["kind"], o["metadata"]["name"]) for o in objs if "metadata" in o}
+    c = gateway_container()
+    for src in c["envFrom"]:
+        if "configMapRef" in src:
+            assert ("ConfigMap", src["configMapRef"]["name"]) in defined
+        if "secretRef" in src:
+            assert ("Secret", src["secretRef"]["name"]) in defined
+    volumes = {v["name"]: v for v in gateway_deployment()["spec"]["template"]["spec"]["volumes"]}
+    for v in volumes.values():
+        if "configMap" in v:
+            assert ("ConfigMap", v["configMap"]["name"]) in defined
+        if "persistentVolumeClaim" in v:
+            assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in defined
+    for mount in c["volumeMounts"]:
+        assert mount["name"] in volumes
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] is True
+    assert env_config()["VOICEGW_AGENTS_DIR"] in mounts
+    assert env_config()["VOICEGW_RECORDINGS_DIR"] in mounts
+
+
+def test_service_selects_the_pods_and_targets_named_ports() -> None:
+    svc = find("Service", "voicegw")
+    labels = gateway_deployment()["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert gateway_deployment()["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    port_names = {p["name"] for p in gateway_container()["ports"]}
+    for port in svc["spec"]["ports"]:
+        assert port["targetPort"] in port_names
+    ingress = find("Ingress", "voicegw")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "voicegw" and backend["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
+    redis_url = env_config()["REDIS_URL"]
+    assert find("Service", "voicegw-redis")["metadata"]["name"] in redis_url
+
+
+def test_configmap_and_secret_keys_are_settings_the_gateway_reads() -> None:
+    keys = set(env_config()) | set(find("Secret", "voicegw-secrets")["stringData"])
+    for key in keys:
+        assert f'"{key}"' in SETTINGS_SOURCE, f"{key} is not read by gateway/settings.py"
+        assert f"\n{key}=" in EXAMPLE_ENV, f"{key} is not documented in config/gateway.example.env"
+
+
+def test_agents_configmap_holds_valid_agents() -> None:
+    data = find("ConfigMap", "voicegw-agents")["data"]
+    assert data
+    for name, text in data.items():
+        agent, problems = parse_agent(text, name)
+        assert problems == [] and agent is not None, problems
+
+
+# ---- compose -------------------------------------------------------------
+def compose() -> dict[str, Any]:
+    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_compose_runs_gateway_and_redis() -> None:
+    services = compose()["services"]
+    assert {"gateway", "redis"} <= set(services)
+    for name in ("gateway", "gateway-gpu"):
+        gw = services[name]
+        assert gw["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert gw["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert (DEPLOY / gw["build"]["context"] / gw["build"]["dockerfile"]).is_file()
+        assert any(v.startswith("models:/models") for v in gw["volumes"])
+        grace = int(gw["stop_grace_period"].rstrip("s"))
+        assert grace >= float(gw["environment"].get("VOICEGW_DRAIN_TIMEOUT_S", 600))
+        for key in gw["environment"]:
+            assert f'"{key}"' in SETTINGS_SOURCE, key
+    gpu = services["gateway-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+
+
+# ---- Dockerfiles -----------------------------------------------------------
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, f"{path}: dangling line continuation"
+    return out
+
+
+DOCKERFILES = [DEPLOY / "Dockerfile.gpu", DEPLOY / "Dockerfile.cpu"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_contract(path: Path) -> None:
+    ins = instructions(path)
+    words = [w for w, _ in ins]
+    known = {"FROM", "RUN", "COPY", "ENV", "WORKDIR", "USER", "EXPOSE", "VOLUME", "HEALTHCHECK", "CMD", "ARG"}
+    assert set(words) <= known, set(words) - known
+    last_from = max(i for i, w in enumerate(words) if w == "FROM")
+    final = ins[last_from:]
+    users = [a for w, a in final if w == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the final stage must run as a non-root user"
+    # USER comes after every RUN of the final stage (nothing runs as root once the app starts).
+    assert max(i for i, (w, _) in enumerate(final) if w == "USER") > max(
+        i for i, (w, _) in enumerate(final) if w == "RUN")
+    (health,) = [a for w, a in final if w == "HEALTHCHECK"]
+    assert "/healthz" in health and "CMD" in health
+    volumes = [json.loads(a) for w, a in final if w == "VOLUME"]
+    assert any("/models" in v for v in volumes)
+    (cmd,) = [a for w, a in final if w == "CMD"]
+    assert json.loads(cmd)[:2] == ["voicegw", "serve"], "exec form, so the gateway gets SIGTERM itself"
+    assert ("EXPOSE", "8080") in final
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert "VOICEGW_HOST=0.0.0.0" in env and "HF_HUB_OFFLINE=1" in env
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_files_that_exist_and_ignores_the_venv(path: Path) -> None:
+    for word, args in instructions(path):
+        assert word != "ADD", "use COPY (ADD fetches URLs and unpacks archives implicitly)"
+        if word != "COPY" or "--from=" in args:
+            continue
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        for src in parts[:-1]:
+            assert (ROOT / src).exists(), f"{path.name}: COPY source {src} does not exist"
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignore and ".git" in ignore
