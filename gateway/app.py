@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway import twiml
+from gateway import logs, twiml
 from gateway.call import CallSession
 from gateway.services import Services
 from gateway.settings import Settings
@@ -36,6 +37,12 @@ async def twilio_voice(request: Request) -> Response:
     services = _services(request)
     form = await request.form()
     call_sid = str(form.get("CallSid", ""))
+    refusal = services.drain.refusal()
+    if refusal is not None:
+        services.metrics.webhook_rejected.labels("draining").inc()
+        log.info("call %s refused: draining", call_sid)
+        body = twiml.redirect(refusal.redirect_url) if refusal.redirect_url else twiml.say_and_hangup(refusal.message)
+        return Response(body, media_type="application/xml")
     to = str(form.get("To", ""))
     agent_id = request.query_params.get("agent")
     agent = services.store.get(agent_id) if agent_id else services.store.by_number(to)
@@ -87,6 +94,7 @@ async def twilio_media(ws: WebSocket) -> None:
         log.warning("stream %s: unknown agent %r", start.stream_sid, start.custom_parameters.get("agent"))
         await ws.close(1008)
         return
+    logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
     session = CallSession(ws, services, protocol, start, agent)
     services.active_calls += 1
     try:
@@ -102,23 +110,60 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready = every loaded engine ready (warmed) and not draining. The body says what is not ready.
+
+    A Redis outage does not make the pod unready: calls are served from the last agent snapshot, and
+    taking every pod out of the load balancer at once would turn a degraded store into an outage.
+    It is reported under ``store`` and ``degraded`` (and as ``voicegw_redis_up``) for alerting.
+    """
     services = _services(request)
-    parts = {
-        "engines": {name: bool(e.ready) for name, e in services.engines.items()},
-        "store": {"kind": services.store.kind, "healthy": services.store.healthy},
-        "draining": services.draining,
+    engines = {name: bool(e.ready) for name, e in services.engines.items()}
+    not_ready = [f"engine {name} not ready" for name, ok in engines.items() if not ok]
+    if not engines:
+        not_ready.append("no TTS engine loaded")
+    if services.draining:
+        not_ready.append("draining")
+    store_ok = bool(services.store.healthy)
+    services.metrics.redis_up.set(1 if store_ok else 0)
+    body = {
+        "ready": not not_ready,
+        "not_ready": not_ready,
+        "degraded": [] if store_ok else [f"{services.store.kind} settings store unreachable; serving last snapshot"],
+        "engines": engines,
+        "store": {"kind": services.store.kind, "healthy": store_ok},
+        **services.drain.status(time.monotonic()),
+        "active_calls": services.active_calls,
         "signatures_enforced": services.settings.signatures_enforced,
     }
-    ready = not services.draining and any(e.ready for e in services.engines.values())
-    return JSONResponse({"ready": ready, **parts}, status_code=200 if ready else 503)
+    return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+def _authorized(request: Request, key: str | None) -> bool:
+    return not key or secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {key}")
 
 
 async def metrics(request: Request) -> Response:
     services = _services(request)
-    key = services.settings.api_key
-    if key and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {key}"):
+    if services.settings.metrics_port:
+        return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
+    if not _authorized(request, services.settings.api_key):
         return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def admin_drain(request: Request) -> Response:
+    """Start the drain (what SIGTERM does); used by the Kubernetes preStop hook (``voicegw drain``).
+
+    Needs the API key when one is set; without one, only loopback clients may drain.
+    """
+    services = _services(request)
+    key = services.settings.api_key
+    client = request.client.host if request.client else ""
+    if not _authorized(request, key) or (not key and client not in ("127.0.0.1", "::1")):
+        return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+    if services.drain.begin(time.monotonic()):
+        log.warning("drain requested over HTTP: refusing new calls, %d active", services.active_calls)
+    return JSONResponse({**services.drain.status(time.monotonic()), "active_calls": services.active_calls})
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -126,9 +171,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services if services is not None else await build_services(settings)
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=app.state.services.metrics.registry
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if owned:
                 await app.state.services.aclose()
 
@@ -139,5 +193,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Route("/admin/drain", admin_drain, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -27,13 +27,16 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway import logs
+
+    logs.configure(settings.log_level, json_lines=settings.log_json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.serve import GatewayServer
 
     settings = _settings()
     _logging(settings)
@@ -47,8 +50,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     app = create_app(settings)
     print(f"voicegw: serving on http://{host}:{port}  (webhook: POST /twilio/voice)", flush=True)
-    uvicorn.run(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes, log_level="info",
-                lifespan="on")
+    # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
+    config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
+                            log_config=None, lifespan="on")
+    GatewayServer(config, app).run()
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Start the drain over HTTP and optionally wait until the last call ended (Kubernetes preStop)."""
+    import time
+
+    import httpx
+
+    settings = _settings()
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        resp = httpx.post(f"{url}/admin/drain", headers=headers, timeout=5)
+    except httpx.HTTPError as exc:
+        print(f"voicegw: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if resp.status_code != 200:
+        print(f"voicegw: drain refused ({resp.status_code}): {resp.text[:200]}", file=sys.stderr)
+        return 1
+    status = resp.json()
+    print(f"draining: {status['active_calls']} active call(s), at most {status['drain_remaining_s']} s", flush=True)
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + float(status["drain_remaining_s"] or 0) + 5.0
+    while time.monotonic() < deadline:
+        try:
+            active = int(httpx.get(f"{url}/readyz", timeout=5).json()["active_calls"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            print("gateway gone: drained", flush=True)
+            return 0
+        if active == 0:
+            print("drained: no active calls", flush=True)
+            return 0
+        time.sleep(1.0)
+    print("drain timeout passed", flush=True)
     return 0
 
 
@@ -175,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("drain", help="ask a running gateway to drain (refuse new calls, let active ones end)")
+    p.add_argument("--url", help="gateway base URL (default http://127.0.0.1:$VOICEGW_PORT)")
+    p.add_argument("--wait", action="store_true", help="wait until no call is active (or the drain timeout)")
+    p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("call", help="place an emulated Twilio call and record what the caller hears")
     p.add_argument("--agent", required=True)

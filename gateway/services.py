@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.store import MemoryStore
+from gateway.drain import Drain
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from tts.base import TTSEngine
@@ -22,8 +23,13 @@ class Services:
     engines: dict[str, TTSEngine] = field(default_factory=dict)
     #: Extra process-wide objects added by later layers (STT model, breakers, limiter...).
     extras: dict[str, Any] = field(default_factory=dict)
-    draining: bool = False
+    #: Graceful-drain state; build_services sizes it from the settings.
+    drain: Drain = field(default_factory=lambda: Drain(600.0))
     active_calls: int = 0
+
+    @property
+    def draining(self) -> bool:
+        return self.drain.draining
 
     async def aclose(self) -> None:
         for engine in self.engines.values():
