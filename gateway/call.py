@@ -60,7 +60,8 @@ class CallSession:
         self.fallbacks = 0
         self.first_audio_s: list[float] = []  # sentence queued → its first audio from TTS
         self.mouth_to_ear_s: list[float] = []
-        # Stream clock (Twilio media timestamps) ↔ monotonic: best estimate of the stream's t=0.
+        # Stream clock (Twilio media timestamps) ↔ monotonic: t=0 is when `start` arrived. Fixed for the call,
+        # so agent audio stays contiguous in the recording; the error is the one-way delay of `start`.
         self.stream_t0 = time.monotonic()
         self.recorder = self._open_recorder()
 
@@ -185,11 +186,6 @@ class CallSession:
                         await result
 
     def _on_media(self, event: Media) -> None:
-        # Arrival is never earlier than the audio's stream time, so the smallest offset is the best t=0
-        # (bounded: a timestamp claiming the stream began long before `start` arrived is not believed).
-        candidate = time.monotonic() - event.timestamp_ms / 1000.0
-        if self.stream_t0 - 1.0 < candidate < self.stream_t0:
-            self.stream_t0 = candidate
         if self.recorder is not None:
             self._record(self.recorder.add_caller, event.timestamp_ms / 1000.0, event.payload)
 

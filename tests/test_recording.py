@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -168,3 +171,71 @@ def test_recording_survives_kill_9(tmp_path: Path) -> None:
     data = read(path)
     assert frames >= 8000 * 3 and len(data) == frames  # ≥ 4 s written, minus the 0.5 s window
     assert data[:, 0].any() and data[:, 1].any()
+
+
+# ---- end to end: a real call through the gateway -----------------------------------------------------
+def _recording_agents(agents_dir: Path) -> None:
+    demo = agents_dir / "demo.yaml"
+    demo.write_text(demo.read_text() + "\nrecord: true\n")
+
+
+def _first_loud(x: npt.NDArray[np.int16]) -> int:
+    return int(np.argmax(np.abs(x.astype(np.int32)) > 500))
+
+
+async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path) -> None:
+    from gateway.emulator import TwilioEmulator
+    from tests.conftest import run_gateway
+
+    _recording_agents(agents_dir)
+    rec_dir = tmp_path / "rec"
+    caller = b"\xff" * 8000 + tone(0.5, 300)  # silence for 1 s, then a 0.5 s tone from the caller
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
+    async with run_gateway(env) as url:
+        result = await TwilioEmulator(url).call(agent="demo", inbound=caller, hold_s=0.2, max_s=30)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"{url}/metrics")).text
+    assert result.marks_echoed == ["greeting-1"]
+    underruns = re.search(r"^voicegw_underruns_total (\S+)$", metrics, re.M)
+    assert underruns is not None
+    (path,) = list((rec_dir / "demo").glob("CA*.wav"))
+    data = read(path)
+    # Caller (left): the tone sits exactly where its media timestamps put it.
+    left_tone = _first_loud(data[:, 0])
+    assert left_tone == _first_loud(ulaw2lin(caller))
+    assert np.array_equal(data[8000:12000, 0], ulaw2lin(tone(0.5, 300)))
+    # Agent (right): exactly the audio the caller heard, contiguous, starting shortly after the stream began.
+    heard = ulaw2lin(bytes(result.audio))
+    offset = _first_loud(data[:, 1]) - _first_loud(heard)
+    assert 0 < offset < 8000 * 3
+    if float(underruns.group(1)) == 0:  # a stalled sender (loaded machine) leaves real gaps in what was played
+        assert np.array_equal(data[offset : offset + len(heard), 1], heard)
+        assert len(data) >= offset + len(heard)
+    else:
+        assert np.count_nonzero(data[:, 1]) >= 0.95 * np.count_nonzero(heard)
+
+
+async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agents_dir: Path) -> None:
+    from gateway.emulator import CallControl, TwilioEmulator
+    from tests.conftest import run_gateway
+
+    _recording_agents(agents_dir)
+    rec_dir = tmp_path / "rec"
+
+    async def vanish(control: CallControl) -> None:
+        await asyncio.sleep(1.0)
+        await control.ws.close()  # no `stop`: the caller's network just goes away mid-greeting
+
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
+    async with run_gateway(env) as url:
+        result = await TwilioEmulator(url).call(agent="demo", max_s=30, script=vanish)
+        for _ in range(100):  # the gateway notices the disconnect and closes the file
+            if list((rec_dir / "demo").glob("CA*.wav")) and header_consistent(
+                    next((rec_dir / "demo").glob("CA*.wav"))) > 0:
+                break
+            await asyncio.sleep(0.05)
+    assert result.marks_echoed == []
+    (path,) = list((rec_dir / "demo").glob("CA*.wav"))
+    data = read(path)
+    assert header_consistent(path) == len(data)
+    assert 0.7 * 8000 < len(data) < 3 * 8000 and data[:, 1].any()

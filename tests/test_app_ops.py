@@ -1,0 +1,158 @@
+"""Operations endpoints over real uvicorn: /readyz, /metrics (key or own port), /admin/drain refusals, call logs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import logs
+from gateway.emulator import TwilioEmulator, parse_stream
+from tests.conftest import RedisServer, free_port, run_gateway
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_readyz_reports_parts_and_signature_mode(agents_dir: Path) -> None:
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url, httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/readyz")
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["ready"] is True and body["not_ready"] == [] and body["degraded"] == []
+        assert body["engines"] == {"piper": True}
+        assert body["store"] == {"kind": "embedded", "healthy": True}
+        assert body["draining"] is False and body["active_calls"] == 0
+        assert body["signatures_enforced"] is False
+        assert (await client.get(f"{url}/healthz")).text == "ok"
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "TWILIO_AUTH_TOKEN": "secret-token"}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/readyz")).json()["signatures_enforced"] is True
+
+
+async def test_redis_outage_degrades_but_keeps_serving(agents_dir: Path, redis_server: RedisServer) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "REDIS_URL": redis_server.url}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        body = (await client.get(f"{url}/readyz")).json()
+        assert body["store"] == {"kind": "redis", "healthy": True}
+        assert value((await client.get(f"{url}/metrics")).text, "voicegw_redis_up") == 1.0
+        redis_server.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            resp = await client.get(f"{url}/readyz")
+            if not resp.json()["store"]["healthy"]:
+                break
+            await asyncio.sleep(0.2)
+        assert resp.status_code == 200 and resp.json()["ready"] is True
+        assert "unreachable" in resp.json()["degraded"][0]
+        assert value((await client.get(f"{url}/metrics")).text, "voicegw_redis_up") == 0.0
+        # Calls still work from the last snapshot.
+        result = await TwilioEmulator(url).call(agent="demo", hold_s=0.1, max_s=30)
+        assert result.marks_echoed == ["greeting-1"] and result.errors == []
+
+
+async def test_metrics_need_the_key_and_count_a_call(agents_dir: Path) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_API_KEY": "k3y"}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/metrics")).status_code == 401
+        assert (await client.get(f"{url}/metrics", headers={"authorization": "Bearer nope"})).status_code == 401
+        result = await TwilioEmulator(url).call(agent="demo", hold_s=0.1, max_s=30)
+        assert result.marks_echoed == ["greeting-1"]
+        resp = await client.get(f"{url}/metrics", headers={"authorization": "Bearer k3y"})
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+        text = resp.text
+    frames = len(result.audio) // 160
+    assert value(text, "voicegw_frames_sent_total") == frames
+    assert value(text, "voicegw_frame_lateness_seconds_count") == frames
+    assert value(text, "voicegw_calls_total", agent="demo", outcome="completed") == 1
+    assert value(text, "voicegw_active_calls", agent="demo") == 0
+    assert value(text, "voicegw_call_duration_seconds_count", agent="demo") == 1
+    assert value(text, "voicegw_tts_rtf_count", provider="piper") == 1
+    assert value(text, "voicegw_sentence_first_audio_seconds_count", provider="piper") == 1
+    assert value(text, "voicegw_tts_sentences_total", provider="piper") == 1
+
+
+async def test_metrics_on_their_own_port(agents_dir: Path) -> None:
+    port = free_port()
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_METRICS_PORT": str(port), "VOICEGW_API_KEY": "k"}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/metrics", headers={"authorization": "Bearer k"})).status_code == 404
+        resp = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert resp.status_code == 200 and "voicegw_frames_sent_total" in resp.text
+    # The metrics server stops with the app.
+    async with httpx.AsyncClient() as client:
+        try:
+            await client.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+            raise AssertionError("metrics port still open after shutdown")
+        except httpx.ConnectError:
+            pass
+
+
+async def test_admin_drain_refuses_new_calls_politely(agents_dir: Path) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_API_KEY": "k"}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        assert (await client.post(f"{url}/admin/drain")).status_code == 401
+        assert (await client.get(f"{url}/readyz")).status_code == 200
+        resp = await client.post(f"{url}/admin/drain", headers={"authorization": "Bearer k"})
+        assert resp.status_code == 200 and resp.json()["draining"] is True
+        ready = await client.get(f"{url}/readyz")
+        assert ready.status_code == 503 and ready.json()["not_ready"] == ["draining"]
+        assert 0 < ready.json()["drain_remaining_s"] <= 600
+        twiml, _ = await TwilioEmulator(url).fetch_twiml(agent="demo")
+        assert parse_stream(twiml) is None and "call back" in twiml and "<Hangup" in twiml
+        metrics = (await client.get(f"{url}/metrics", headers={"authorization": "Bearer k"})).text
+        assert value(metrics, "voicegw_webhook_rejected_total", reason="draining") == 1
+
+
+async def test_drain_redirects_when_configured(agents_dir: Path) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir),
+           "VOICEGW_DRAIN_REDIRECT_URL": "https://standby.example.com/twilio/voice"}
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        # No API key: loopback clients may drain.
+        assert (await client.post(f"{url}/admin/drain")).status_code == 200
+        twiml, _ = await TwilioEmulator(url).fetch_twiml(agent="demo")
+        assert "<Redirect>https://standby.example.com/twilio/voice</Redirect>" in twiml
+
+
+async def test_every_call_log_line_carries_its_context_and_ends_with_a_summary(agents_dir: Path) -> None:
+    out = io.StringIO()
+    handler = logs.configure("INFO", json_lines=True, stream=out)
+    try:
+        async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+            emu = TwilioEmulator(url)
+            results = await asyncio.gather(*(emu.call(agent="demo", hold_s=0.1, max_s=30) for _ in range(2)))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(logging.WARNING)
+    assert all(r.marks_echoed == ["greeting-1"] for r in results)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    summaries = [r for r in records if str(r["msg"]).startswith("call summary:")]
+    assert len(summaries) == 2
+    sids = {s["call_sid"] for s in summaries}
+    assert len(sids) == 2 and all(str(sid).startswith("CA") for sid in sids)
+    for s in summaries:
+        summary = s["summary"]
+        assert summary["call_sid"] == s["call_sid"] and s["agent_id"] == "demo"
+        assert str(s["stream_sid"]).startswith("MZ")
+        assert summary["sentences"] == {"piper": 1} and summary["fallbacks"] == 0
+        assert summary["frames_sent"] > 100 and summary["first_audio_p50_ms"] > 0
+        assert summary["outcome"] == "completed"
+    for sid in sids:  # the per-call lines (start, end, summary) all carry the same context
+        mine = [r for r in records if r.get("call_sid") == sid]
+        assert len(mine) >= 3
+        assert len({r["stream_sid"] for r in mine}) == 1
