@@ -1,0 +1,143 @@
+"""The gateway under test for bench/load.py and bench/soak.py: the real app, a fast synthetic voice.
+
+Run as ``python -m bench.gateway_proc --port P [--core C] [--speech-s S]``. It serves the real
+Starlette app (webhook, media WebSocket, pacing, resampling, framing, metrics) under uvicorn, with
+one agent ``bench`` whose TTS is :class:`SyntheticVoice`: speech-like 24 kHz float32 audio produced
+instantly, so the gateway's media path (not TTS) is what gets measured. The 24 kHz float source goes
+through the same soxr resampler and mu-law encoder as ChatTTS audio would.
+
+One extra route, ``GET /bench/stats``, reports the process's asyncio task count and, per call sid,
+the monotonic time its first sentence's audio was ready (``time.monotonic`` is CLOCK_MONOTONIC,
+shared by processes on one Linux host, so the load driver can subtract its own arrival times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import uvicorn
+
+from agents.spec import AgentSpec
+from agents.store import MemoryStore
+from gateway import logs
+from gateway.app import create_app
+from gateway.audio import AudioChunk, AudioFormat, Encoding
+from gateway.drain import Drain
+from gateway.services import Services
+from gateway.settings import Settings
+from tts.base import SynthesisRequest
+
+RATE = 24000
+CHUNK_S = 0.25
+
+
+def speech_like(seconds: float) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Voiced syllables: a 120 Hz harmonic series under a 4 Hz envelope, with short pauses."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    voice = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 0.5
+    return (0.25 * voice * envelope).astype(np.float32)
+
+
+class SyntheticVoice:
+    """A TTSEngine that yields ``seconds`` of speech-like audio per sentence, immediately."""
+
+    name = "piper"  # stands in for the agent's provider
+    ready = True
+
+    def __init__(self, seconds: float) -> None:
+        audio = speech_like(seconds)
+        fmt = AudioFormat(Encoding.PCM_F32, RATE)
+        step = int(CHUNK_S * RATE)
+        self.chunks = [AudioChunk(audio[i : i + step].copy(), fmt) for i in range(0, len(audio), step)]
+        self.first_ready: dict[str, float] = {}
+
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        sid = logs.call_sid.get()
+        for i, chunk in enumerate(self.chunks):
+            if i == 0 and sid and sid not in self.first_ready:
+                self.first_ready[sid] = time.monotonic()
+            yield chunk
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def bench_agent(limit: int = 10000) -> AgentSpec:
+    return AgentSpec.model_validate({
+        "id": "bench", "name": "Benchmark", "phone_numbers": ["+15005550199"],
+        "greeting": "This is the benchmark greeting.",
+        "logic": {"kind": "scripted"},
+        "tts": {"provider": "piper", "fallback": []},
+        "limits": {"max_concurrent_calls": limit, "max_call_seconds": 3600},
+    })
+
+
+def build(speech_s: float) -> tuple[Any, SyntheticVoice]:
+    settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING"})
+    voice = SyntheticVoice(speech_s)
+    agent = bench_agent()
+    services = Services(settings=settings, store=MemoryStore({agent.id: agent}), drain=Drain(5.0))
+    services.engines["piper"] = voice
+    app = create_app(settings, services)
+
+    snapshots: list[tracemalloc.Snapshot] = []
+    if os.environ.get("BENCH_TRACEMALLOC") == "1":
+        tracemalloc.start(8)
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/bench/stats":
+            gc.collect()
+            stats: dict[str, Any] = {
+                "tasks": len(asyncio.all_tasks()),
+                "active_calls": services.active_calls,
+                "first_ready": voice.first_ready,
+            }
+            if tracemalloc.is_tracing():  # BENCH_TRACEMALLOC=1: top growth since the previous call
+                kinds: dict[str, int] = {}
+                for obj in gc.get_objects():
+                    kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
+                stats["objects"] = {k: kinds.get(k, 0) for k in ("CallSession", "ToTwilio", "ResampleStream",
+                                                                  "WebSocket", "Outbound", "Task")}
+                snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+                if snapshots:
+                    top = snap.compare_to(snapshots[-1], "lineno")[:8]
+                    stats["growth"] = [str(t) for t in top]
+                snapshots[:] = [snap]
+            body = json.dumps(stats).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return wrapped, voice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--core", type=int, help="pin this process to one CPU core")
+    parser.add_argument("--speech-s", type=float, default=6.0, help="seconds of audio per sentence")
+    args = parser.parse_args()
+    if args.core is not None:
+        os.sched_setaffinity(0, {args.core})
+    logs.configure("WARNING")
+    app, _ = build(args.speech_s)
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
+                            access_log=False)
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()
