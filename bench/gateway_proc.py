@@ -133,6 +133,9 @@ def main() -> None:
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
     logs.configure("WARNING")
+    if os.environ.get("BENCH_GC_THRESHOLD"):  # experiment: e.g. 50000 (CPython's default gen0 threshold is 700)
+        gc.freeze()
+        gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
     app, _ = build(args.speech_s)
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
                             access_log=False)
