@@ -132,6 +132,10 @@ class LLMLogic(_Model):
     temperature: Annotated[float, within(0.0, 2.0), Ranged(0.0, 2.0)] = 0.7
     api_key_env: str | None = Field(default=None, description="Name of the env var holding the API key.")
     max_tokens: Annotated[int, within(1, 4096), Ranged(1, 4096)] = 300
+    transfer_numbers: list[PhoneNumber] = Field(
+        default_factory=list,
+        description="Numbers the model may transfer the caller to (the transfer tool is offered only if set).",
+    )
     goodbye: str = "Thanks for calling. Goodbye!"
 
 

@@ -37,6 +37,7 @@ from gateway.codec import ulaw2lin
 log = logging.getLogger("voicegw.stt")
 
 DEVICES = ("cpu", "cuda", "auto")
+NO_SPEECH_MAX = 0.8  # segments Whisper itself rates as probably not speech are dropped
 
 
 class STTError(Exception):
@@ -157,7 +158,8 @@ class WhisperTranscriber:
             audio16k, language=self.config.language, beam_size=self.config.beam_size,
             vad_filter=False, condition_on_previous_text=False, no_repeat_ngram_size=3,
         )
-        text = " ".join(s.text.strip() for s in segments).strip()
+        # Whisper's own rule keeps "You" on 2 s of digital silence (no_speech 0.95, logprob -0.96): be stricter.
+        text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < NO_SPEECH_MAX).strip()
         return Transcript(text, len(audio16k) / 16000, time.monotonic() - started)
 
     def transcribe_sync(self, audio: AudioChunk) -> Transcript:

@@ -1,0 +1,62 @@
+"""Whisper tiny.en (bundled, offline) on the committed 8 kHz mu-law fixtures. Slow: loads a real model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from agents.stt import STTConfig, STTError, WhisperTranscriber, shared_transcriber, to_16k_float
+from bench.wer import wer
+from gateway.audio import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
+from tests.speech_fixtures import mulaw, transcripts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def transcriber() -> Iterator[WhisperTranscriber]:
+    yield shared_transcriber(STTConfig(cpu_threads=2))
+
+
+async def test_piper_and_espeak_fixtures_are_understood(transcriber: WhisperTranscriber) -> None:
+    refs = transcripts()
+    errors = words = 0
+    for name in ("human", "account", "hours_espeak"):
+        got = await transcriber.transcribe(AudioChunk(mulaw(name), TWILIO_FORMAT))
+        e, n = wer(refs[name], got.text)
+        errors, words = errors + e, words + n
+        assert got.processing_s > 0 and got.audio_s > 2
+        if name == "human":  # the offline-speech round-trip check: transcribed exactly
+            assert e == 0, got.text
+    assert errors / words <= 0.2
+
+
+async def test_silence_gives_no_words(transcriber: WhisperTranscriber) -> None:
+    silence = AudioChunk(np.zeros(16000, dtype=np.int16), AudioFormat(Encoding.PCM_S16, 8000))
+    assert (await transcriber.transcribe(silence)).text == ""
+
+
+def test_shared_per_process_and_resampling() -> None:
+    assert shared_transcriber(STTConfig(cpu_threads=2)) is shared_transcriber(STTConfig(cpu_threads=2))
+    x = to_16k_float(AudioChunk(np.zeros(800, dtype=np.float32), AudioFormat(Encoding.PCM_F32, 8000)))
+    assert x.dtype == np.float32 and len(x) == 1600
+
+
+def test_env_config() -> None:
+    cfg = STTConfig.from_env({"VOICEGW_STT_MODEL": "/models/small.en", "VOICEGW_STT_DEVICE": "CUDA"})
+    assert cfg.model == "/models/small.en" and cfg.device == "cuda" and cfg.compute_type == "default"
+    assert STTConfig.from_env({}) == STTConfig()
+    with pytest.raises(STTError, match="VOICEGW_STT_DEVICE='tpu'"):
+        STTConfig.from_env({"VOICEGW_STT_DEVICE": "tpu"})
+
+
+async def test_missing_model_is_a_clear_error(tmp_path: object) -> None:
+    t = WhisperTranscriber(STTConfig(model=f"{tmp_path}/nope"))
+    try:
+        with pytest.raises(STTError, match="cannot load Whisper model"):
+            await t.transcribe(AudioChunk(mulaw("hours"), TWILIO_FORMAT))
+        assert t.load_error is not None and "nope" in t.load_error
+    finally:
+        await t.aclose()
