@@ -24,7 +24,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +35,6 @@ from gateway.codec import ulaw2lin
 
 log = logging.getLogger("voicegw.stt")
 
-DEVICES = ("cpu", "cuda", "auto")
 NO_SPEECH_MAX = 0.8  # segments Whisper itself rates as probably not speech are dropped
 
 
@@ -71,16 +69,6 @@ class STTConfig:
     cpu_threads: int = 2
     beam_size: int = 5
     language: str = "en"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> STTConfig:
-        """``VOICEGW_STT_MODEL`` (path or local model name), ``VOICEGW_STT_DEVICE`` (cpu|cuda|auto)."""
-        model = (env.get("VOICEGW_STT_MODEL") or "").strip() or None
-        device = (env.get("VOICEGW_STT_DEVICE") or "cpu").strip().lower()
-        if device not in DEVICES:
-            raise STTError(f"VOICEGW_STT_DEVICE={device!r} is not one of {', '.join(DEVICES)}")
-        compute = "int8" if device == "cpu" else "default"
-        return cls(model=model, device=device, compute_type=compute)
 
 
 def to_16k_float(audio: AudioChunk) -> npt.NDArray[np.float32]:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from agents.conversation import attach_conversation
 from gateway import logs, twiml
 from gateway.call import CallSession
 from gateway.services import Services
@@ -96,6 +97,7 @@ async def twilio_media(ws: WebSocket) -> None:
         return
     logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
     session = CallSession(ws, services, protocol, start, agent)
+    attach_conversation(session, services)
     services.active_calls += 1
     try:
         await session.run()

@@ -2,6 +2,13 @@
 
 The session owns every task it starts (reader, paced sender, speech) and
 cancels and awaits them all when the call ends, whatever the reason.
+
+Hooks for the conversation layer (:mod:`agents.conversation`, which keeps the
+turn-taking logic): :meth:`CallSession.say` (one sentence, with an optional
+mark before its first frame and phrase-cache use), :meth:`interrupt` (cancel
+synthesis, drop queued audio, send ``clear``), :meth:`hangup` and
+:meth:`transfer`; inbound events reach it through ``on_event``, and
+``on_start``/``on_end`` replace the plain greeting and clean up.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -27,8 +36,18 @@ from gateway.twilio_events import Dtmf, Mark, Media, Start, Stop
 from gateway.twilio_protocol import RemoteProtocolError, TwilioProtocol
 from tts.base import TTSError
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
+from tts.phrase_cache import PhraseCache, fingerprint
 
 log = logging.getLogger("voicegw.call")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sentence:
+    name: str
+    text: str
+    start_mark: str | None = None
+    phrase: bool = False
+    first: bool = False
 
 
 class CallSession:
@@ -47,13 +66,20 @@ class CallSession:
             on_underrun=self.metrics.underruns.inc, on_frame=self.metrics.frame_lateness.observe,
         )
         self._ids = itertools.count(1)
-        self._speech: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._speech: asyncio.Queue[_Sentence] = asyncio.Queue()
+        self._speaking: asyncio.Task[None] | None = None
+        self._hangup = asyncio.Event()
+        self.transfer_to: str | None = None
+        self.phrase_cache: PhraseCache | None = services.extras.get("phrase_cache")
+        self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
         self.marks_echoed: list[str] = []
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
         self.on_event: list[Callable[[object], Awaitable[None] | None]] = []  # hooks for later layers
+        self.on_start: list[Callable[[], Awaitable[None]]] = []  # replaces the plain greeting when set
+        self.on_end: list[Callable[[], Awaitable[None]]] = []
         # Per-call observations for the summary line (later layers append turns and mouth-to-ear latencies).
         self.turns = 0
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
@@ -105,30 +131,72 @@ class CallSession:
             self.recorder = None
 
     # ---- speaking ------------------------------------------------------
-    def say(self, text: str, kind: str = "sentence") -> str:
-        """Queue one sentence; returns the mark name sent after its last frame."""
-        name = f"{kind}-{next(self._ids)}"
-        self._speech.put_nowait((name, text))
+    def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
+            first: bool | None = None) -> str:
+        """Queue one sentence; returns the mark name sent after its last frame.
+
+        ``start_mark`` is sent just before the sentence's first frame (its echo = playout started);
+        ``phrase`` marks fixed text whose audio may come from / go to the phrase cache;
+        ``first`` (default: the call's first sentence) asks the engines for top priority.
+        """
+        n = next(self._ids)
+        name = f"{kind}-{n}"
+        self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first))
         return name
 
     async def _speak_loop(self) -> None:
         while True:
-            name, text = await self._speech.get()
-            await self._speak_one(name, text)
+            sentence = await self._speech.get()
+            task = asyncio.create_task(self._speak_one(sentence), name=f"speak-{sentence.name}")
+            self._speaking = task
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the loop itself is being cancelled (call ending)
+                # only this sentence was cancelled (interrupt): go on with the next one
+            finally:
+                self._speaking = None
 
-    async def _speak_one(self, name: str, text: str) -> None:
+    def _put_frames(self, frames: list[bytes], sentence: _Sentence, started: list[bool]) -> None:
+        if frames and not started:
+            started.append(True)
+            if sentence.start_mark:
+                self.outbound.put_mark(sentence.start_mark)
+        self.outbound.put_frames(frames)
+
+    def _end_sentence(self, sentence: _Sentence, started: list[bool]) -> None:
+        if not started and sentence.start_mark:
+            self.outbound.put_mark(sentence.start_mark)  # no audio (TTS failed): still settle the turn's marks
+        self.outbound.put_mark(sentence.name)
+
+    async def _speak_one(self, sentence: _Sentence) -> None:
+        name, text = sentence.name, sentence.text
+        sent: list[bool] = []
+        cache = self.phrase_cache if sentence.phrase else None
+        cached = cache.get(self.agent, self._version, text) if cache is not None else None
+        if cache is not None:
+            self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
+        if cached is not None:
+            self._put_frames(list(cached), sentence, sent)
+            self._end_sentence(sentence, sent)
+            return
         framer = Framer()
         converter: ToTwilio | None = None
         queued = time.monotonic()
         started = queued
         audio_s = 0.0
         provider = ""
+        produced: list[bytes] = []
+        cacheable = cache is not None
+        primary = self.agent.tts.chain()[0]
         try:
             async for part in self.speaker.speak(
-                text, language=self.agent.language, priority=0 if name.endswith("-1") else 1, request_id=name
+                text, language=self.agent.language, priority=0 if sentence.first else 1, request_id=name
             ):
                 if isinstance(part, SpeechRestart):
-                    converter, framer = None, Framer()
+                    converter, framer, cacheable = None, Framer(), False
                     self.fallbacks += 1
                     started, audio_s = time.monotonic(), 0.0
                     continue
@@ -138,21 +206,55 @@ class CallSession:
                     if part.provider != self.agent.tts.provider:  # the primary failed before any audio
                         self.fallbacks += 1
                 provider = part.provider
+                cacheable = cacheable and provider == primary
                 audio_s += part.chunk.duration
                 if converter is None or converter.source != part.chunk.format:
                     converter = ToTwilio(part.chunk.format, gain_db=self.agent.tts.gain_db)
-                self.outbound.put_frames(framer.feed(converter.feed(part.chunk)))
+                frames = framer.feed(converter.feed(part.chunk))
+                produced += frames
+                self._put_frames(frames, sentence, sent)
         except TTSError as exc:
             log.error("call %s: cannot speak %r: %s", self.start.call_sid, text[:40], exc.reason)
+            self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
-        if converter is not None:
-            self.outbound.put_frames(framer.feed(converter.flush()))
-        self.outbound.put_frames(framer.flush())
-        self.outbound.put_mark(name)
+        tail = framer.feed(converter.flush()) if converter is not None else []
+        tail += framer.flush()
+        produced += tail
+        self._put_frames(tail, sentence, sent)
+        self._end_sentence(sentence, sent)
+        if cache is not None and cacheable and produced:
+            cache.put(self.agent, self._version, text, produced)
         if provider:
             self.providers.append(provider)
             if audio_s > 0:
                 self.metrics.tts_rtf.labels(provider).observe((time.monotonic() - started) / audio_s)
+
+    async def interrupt(self) -> list[str]:
+        """Barge-in: cancel synthesis, drop queued sentences and audio, send ``clear``.
+
+        Returns the names of marks dropped before they were sent (never to be echoed).
+        """
+        dropped: list[str] = []
+        while not self._speech.empty():
+            dropped.append(self._speech.get_nowait().name)
+        if self._speaking is not None:
+            self._speaking.cancel()  # no frame is queued after this: the task only runs to unwind
+        dropped += self.outbound.clear()
+        self.protocol.send_clear()
+        await self._flush()
+        return dropped
+
+    def hangup(self, outcome: str = "agent_hangup") -> None:
+        """End the call: the stream closes, and with nothing after ``<Connect>`` Twilio hangs up."""
+        self.outcome = outcome
+        self._hangup.set()
+
+    def transfer(self, number: str) -> None:
+        """Hand the caller to ``number``. (REST redirect to ``<Dial>`` is not wired yet: logged, stream ends.)"""
+        log.warning("call %s: transfer to %s requested; no Twilio REST redirect configured, ending the stream",
+                    self.start.call_sid, number)
+        self.transfer_to = number
+        self.hangup("transferred")
 
     # ---- receiving -----------------------------------------------------
     async def _read_loop(self) -> None:
@@ -194,16 +296,28 @@ class CallSession:
         agent_id = self.agent.id
         self.metrics.active_calls.labels(agent_id).inc()
         log.info("call %s started: agent %s, stream %s", self.start.call_sid, agent_id, self.start.stream_sid)
-        tasks = [
+        tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.outbound.run(), name="outbound"),
             asyncio.create_task(self._speak_loop(), name="speak"),
         ]
+        reader = asyncio.create_task(self._read_loop(), name="read")
+        hangup = asyncio.create_task(self._hangup.wait(), name="hangup-wait")
+        tasks += [reader, hangup]
         try:
-            self.say(self.agent.greeting, kind="greeting")
-            await self._read_loop()
+            if self.on_start:
+                for start in self.on_start:
+                    await start()
+            else:
+                self.say(self.agent.greeting, kind="greeting", phrase=True)
+            await asyncio.wait([reader, hangup], return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()
         except WebSocketDisconnect:
             self.outcome = "caller_hangup"
         finally:
+            for stop in self.on_end:
+                with contextlib.suppress(Exception):
+                    await stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:

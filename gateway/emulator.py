@@ -35,6 +35,8 @@ class CallResult:
     twiml: str
     audio: bytearray = field(default_factory=bytearray)  # mu-law 8 kHz, as heard
     marks_echoed: list[str] = field(default_factory=list)
+    mark_times: dict[str, float] = field(default_factory=dict)  # echo time (seconds since `start`) per mark
+    clear_times: list[float] = field(default_factory=list)  # seconds since `start` of each `clear`
     marks_cleared: list[str] = field(default_factory=list)
     clears: int = 0
     time_to_first_audio: float | None = None  # seconds from `start` to first outbound media
@@ -151,7 +153,9 @@ class TwilioEmulator:
         """Place one call; returns what the caller heard.
 
         The call streams ``inbound`` mu-law (then silence) and ends ``hold_s``
-        after ``until_marks`` marks were echoed, when the gateway closes, or at ``max_s``.
+        after ``until_marks`` marks were echoed and everything received has played
+        (a reply is several sentences, each with its mark), when the gateway
+        closes, or at ``max_s``.
         """
         twiml, call_sid = await self.fetch_twiml(to=to, agent=agent)
         result = CallResult(twiml=twiml)
@@ -257,6 +261,7 @@ class CallControl:
                 self.playout.add_mark(msg["mark"]["name"])
             elif msg["event"] == "clear":
                 self.result.clears += 1
+                self.result.clear_times.append(self.emu.clock() - self.t0)
                 for name in self.playout.clear():
                     self.result.marks_cleared.append(name)
                     await self._echo(name)
@@ -285,8 +290,10 @@ class CallControl:
                 now = self.emu.clock()
                 for name in self.playout.due_marks():
                     self.result.marks_echoed.append(name)
+                    self.result.mark_times[name] = now - self.t0
                     await self._echo(name)
-                if done_at is None and len(self.result.marks_echoed) >= until_marks and script_task is None:
+                if (done_at is None and len(self.result.marks_echoed) >= until_marks and script_task is None
+                        and self.playout.idle()):
                     done_at = now + hold_s
                 if script_task is not None and script_task.done():
                     script_task.result()

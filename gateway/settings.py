@@ -96,6 +96,9 @@ class Settings:
     chattts_model_dir: Path | None = None
     chattts_device: Literal["auto", "cuda", "cpu"] = "auto"
     chattts_compile: bool = False
+    #: Speech recognizer: a CTranslate2 Whisper model dir or local model name (None = bundled tiny.en), device.
+    stt_model: str | None = None
+    stt_device: Literal["cpu", "cuda", "auto"] = "cpu"
     api_key: str | None = None
     #: Lead of audio kept buffered at Twilio ahead of playout, seconds.
     playout_lead_s: float = 0.1
@@ -122,6 +125,9 @@ class Settings:
         level = (_get(env, "VOICEGW_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"VOICEGW_LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        stt_device = (_get(env, "VOICEGW_STT_DEVICE") or "cpu").lower()
+        if stt_device not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"VOICEGW_STT_DEVICE={stt_device!r} is not one of auto, cuda, cpu")
         model_dir = _get(env, "CHATTTS_MODEL_DIR")
         rec_dir = _get(env, "VOICEGW_RECORDINGS_DIR")
         settings = cls(
@@ -139,6 +145,8 @@ class Settings:
             chattts_model_dir=Path(model_dir) if model_dir else None,
             chattts_device=device,  # type: ignore[arg-type]
             chattts_compile=_bool(env, "CHATTTS_COMPILE", False),
+            stt_model=_get(env, "VOICEGW_STT_MODEL"),
+            stt_device=stt_device,  # type: ignore[arg-type]
             api_key=_get(env, "VOICEGW_API_KEY"),
             playout_lead_s=_float(env, "VOICEGW_PLAYOUT_LEAD_MS", 100.0, 20.0, 2000.0) / 1000.0,
             max_ws_message_bytes=_int(env, "VOICEGW_MAX_WS_MESSAGE_BYTES", 65536, 1024, 16 * 1024 * 1024),

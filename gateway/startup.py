@@ -14,6 +14,7 @@ from gateway.drain import Drain
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from tts.phrase_cache import PhraseCache
 from tts.piper import PiperEngine
 
 log = logging.getLogger("voicegw")
@@ -40,9 +41,28 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
+    _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )
     return services
+
+
+def _listening(services: Services) -> None:
+    """The process-wide VAD and recognizer (one model each, shared by every call) and the phrase cache."""
+    from agents.stt import STTConfig, shared_transcriber
+    from agents.vad import VadError, shared_model
+
+    services.extras["phrase_cache"] = PhraseCache()
+    try:
+        services.extras["vad"] = shared_model()
+    except VadError as exc:
+        log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
+    settings = services.settings
+    compute = "int8" if settings.stt_device == "cpu" else "default"
+    # starts loading in its own thread now; the first utterance waits only for what is left of the load
+    services.extras["stt"] = shared_transcriber(
+        STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
+    )

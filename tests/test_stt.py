@@ -10,6 +10,7 @@ import pytest
 from agents.stt import STTConfig, STTError, WhisperTranscriber, shared_transcriber, to_16k_float
 from bench.wer import wer
 from gateway.audio import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
+from gateway.settings import Settings, SettingsError
 from tests.speech_fixtures import mulaw, transcripts
 
 pytestmark = pytest.mark.slow
@@ -45,11 +46,11 @@ def test_shared_per_process_and_resampling() -> None:
 
 
 def test_env_config() -> None:
-    cfg = STTConfig.from_env({"VOICEGW_STT_MODEL": "/models/small.en", "VOICEGW_STT_DEVICE": "CUDA"})
-    assert cfg.model == "/models/small.en" and cfg.device == "cuda" and cfg.compute_type == "default"
-    assert STTConfig.from_env({}) == STTConfig()
-    with pytest.raises(STTError, match="VOICEGW_STT_DEVICE='tpu'"):
-        STTConfig.from_env({"VOICEGW_STT_DEVICE": "tpu"})
+    s = Settings.from_env({"VOICEGW_STT_MODEL": "/models/small.en", "VOICEGW_STT_DEVICE": "CUDA"})
+    assert s.stt_model == "/models/small.en" and s.stt_device == "cuda"
+    assert Settings.from_env({}).stt_model is None and Settings.from_env({}).stt_device == "cpu"
+    with pytest.raises(SettingsError, match="VOICEGW_STT_DEVICE='tpu'"):
+        Settings.from_env({"VOICEGW_STT_DEVICE": "tpu"})
 
 
 async def test_missing_model_is_a_clear_error(tmp_path: object) -> None:
