@@ -43,7 +43,7 @@ class HeardLedger:
         return gone
 
     def heard_text(self, turn: int) -> str:
-        return " ".join(e.text for e in self._entries.values() if e.turn == turn and e.state == "heard")
+        return " ".join(e.text for e in self._entries.values() if e.turn == turn and e.state == "heard" and e.text)
 
     def outstanding(self, turn: int | None = None) -> int:
         """Sentences sent (or queued) and not yet heard or cleared."""

@@ -67,6 +67,10 @@ class Metrics:
         )
         self.barge_ins = Counter("voicegw_barge_ins_total", "Caller interruptions", ["agent"], registry=r)
         self.redis_up = Gauge("voicegw_redis_up", "1 when the settings store is reachable", registry=r)
+        self.phrase_cache = Counter(
+            "voicegw_phrase_cache_total", "Fixed-phrase sentences served from the cache (hit) or synthesized (miss)",
+            ["result"], registry=r,
+        )
         self.stt_seconds = Histogram(
             "voicegw_stt_seconds", "Speech-to-text time per utterance", buckets=_LAT, registry=r
         )

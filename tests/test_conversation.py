@@ -1,0 +1,223 @@
+"""The conversation loop end to end: emulated Twilio caller ↔ real gateway (uvicorn) ↔ VAD, Whisper, Piper.
+
+The caller speaks the committed fixtures; what the agent said is checked by transcribing the audio the
+caller heard. Slow: real models, real-time calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agents.chunker import SentenceChunker
+from agents.stt import STTConfig, shared_transcriber
+from bench.wer import normalize
+from gateway.audio import TWILIO_FORMAT, AudioChunk
+from gateway.emulator import CallControl, CallResult, TwilioEmulator
+from tests.conftest import run_gateway
+from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
+from tests.speech_fixtures import mulaw, transcripts
+
+pytestmark = pytest.mark.slow
+
+MENU = """
+id: menu
+name: Menu test
+greeting: "Welcome. Press one for sales."
+logic:
+  kind: scripted
+  rules:
+    - dtmf: "1"
+      say: "You chose sales. A colleague will call you back."
+    - when: ["hours", "open"]
+      say: "We are open from nine to five."
+  fallback: "Sorry, I did not get that."
+  goodbye: "Thanks for calling. Goodbye!"
+tts: {provider: piper, fallback: []}
+turn_taking: {reprompt_after_s: 2, hangup_after_s: 5, reprompt: "Are you still there?"}
+"""
+
+LONG_REPLY = (
+    "Your account is in good standing. Your last payment arrived on the third of May. "
+    "Your next bill is due on the first of June. You can pay by card or by bank transfer. "
+    "We also offer paperless billing, which many customers like. Is there anything else I can help with?"
+)
+
+
+def llm_agent(base_url: str) -> str:
+    return f"""
+id: llmtest
+name: LLM test
+greeting: "Hi, this is Acme."
+logic: {{kind: llm, base_url: "{base_url}", model: fake-1, system_prompt: "Be brief."}}
+tts: {{provider: piper, fallback: []}}
+"""
+
+
+async def wait_until(cond: Callable[[], bool], within_s: float = 40.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.05)
+
+
+async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0) -> None:
+    """Wait until turn ``turn`` has started playing and everything received has played."""
+    await wait_until(lambda: f"turn{turn}-start" in c.result.marks_echoed, within_s)
+    for _ in range(6):  # idle for 0.3 s: not just a gap between two sentences
+        await wait_until(c.playout.idle, within_s)
+        await asyncio.sleep(0.05)
+
+
+async def transcribe(audio: bytes) -> str:
+    result = await shared_transcriber(STTConfig()).transcribe(AudioChunk(bytes(audio), TWILIO_FORMAT))
+    return " ".join(normalize(result.text))  # "9-5" → "nine five"
+
+
+async def get(url: str) -> str:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return (await client.get(url)).text
+
+
+def now(c: CallControl) -> float:
+    return c.emu.clock() - c.t0
+
+
+async def test_caller_asks_and_scripted_agent_answers(agents_dir: Path) -> None:
+    heard: dict[str, object] = {}
+
+    async def caller(c: CallControl) -> None:
+        await turn_heard(c, 1)
+        offset = len(c.result.audio)
+        speech = mulaw("hours")
+        c.speak(speech)
+        heard["speech_end"] = now(c) + len(speech) / 8000 - 1.0  # fixtures end with 1 s of silence
+        await turn_heard(c, 2)
+        heard["reply"] = bytes(c.result.audio[offset:])
+
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        result = await TwilioEmulator(url).call(agent="demo", script=caller, hold_s=0.2, max_s=60)
+        metrics = (await get(f"{url}/metrics"))
+    assert result.errors == []
+    reply = await transcribe(heard["reply"])  # type: ignore[arg-type]
+    assert "nine" in reply and "five" in reply, reply
+    mouth_to_ear = result.mark_times["turn2-start"] - float(heard["speech_end"])  # type: ignore[arg-type]
+    assert 0.2 < mouth_to_ear < 5.0
+    assert "voicegw_mouth_to_ear_seconds_count" in metrics
+    assert 'voicegw_mouth_to_ear_seconds_count{agent="demo"} 1.0' in metrics
+
+
+async def test_dtmf_menu(agents_dir: Path) -> None:
+    (agents_dir / "menu.yaml").write_text(MENU)
+    replies: list[bytes] = []
+
+    async def caller(c: CallControl) -> None:
+        await turn_heard(c, 1)
+        offset = len(c.result.audio)
+        await c.dtmf("1")
+        await turn_heard(c, 2)
+        replies.append(bytes(c.result.audio[offset:]))
+
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        result = await TwilioEmulator(url).call(agent="menu", script=caller, hold_s=0.2, max_s=60)
+    assert result.errors == []
+    assert "sales" in await transcribe(replies[0])
+
+
+async def test_silence_reprompt_then_goodbye_heard_in_full_then_hangup(agents_dir: Path) -> None:
+    (agents_dir / "menu.yaml").write_text(MENU)
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        started = time.monotonic()
+        result = await TwilioEmulator(url).call(agent="menu", script=lambda c: asyncio.sleep(60), max_s=60)
+        elapsed = time.monotonic() - started
+    assert result.errors == []
+    assert elapsed < 30  # the gateway hung up; the emulator did not run into max_s
+    marks = result.marks_echoed
+    assert "turn2-start" in marks and "turn3-start" in marks  # reprompt, then goodbye
+    reprompt_at, goodbye_at = result.mark_times["turn2-start"], result.mark_times["turn3-start"]
+    greeting_end = max(t for m, t in result.mark_times.items() if m.startswith("t1-"))
+    assert 1.5 < reprompt_at - greeting_end < 4.0  # reprompt_after_s = 2
+    assert 3.5 < goodbye_at - greeting_end < 7.0  # hangup_after_s = 5
+    goodbye_marks = [m for m in marks if m.startswith("t3-")]
+    assert len(goodbye_marks) == 2 and marks[-1] == goodbye_marks[-1]  # every goodbye sentence played
+    assert result.marks_cleared == []
+    tail = await transcribe(bytes(result.audio[-8000 * 3 :]))
+    assert "goodbye" in tail.replace(" ", "").replace("-", ""), tail
+
+
+async def test_llm_agent_streams_through_fake_server(agents_dir: Path) -> None:
+    fake = FakeLLM(rules=[("saturday", FakeReply("On Saturday we open at nine, and close at noon. Anything else?"))])
+    replies: list[bytes] = []
+
+    async def caller(c: CallControl) -> None:
+        await turn_heard(c, 1)
+        offset = len(c.result.audio)
+        c.speak(mulaw("hours"))
+        await turn_heard(c, 2)
+        replies.append(bytes(c.result.audio[offset:]))
+
+    async with run_fake_llm(fake) as llm_url:
+        (agents_dir / "llmtest.yaml").write_text(llm_agent(llm_url))
+        async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+            result = await TwilioEmulator(url).call(agent="llmtest", script=caller, hold_s=0.2, max_s=60)
+    assert result.errors == []
+    messages = fake.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "assistant", "user"]
+    assert messages[1]["content"] == "Hi, this is Acme."
+    assert "saturday" in messages[2]["content"].lower()
+    reply = await transcribe(replies[0])
+    assert "nine" in reply and "noon" in reply, reply
+
+
+async def test_barge_in_stops_audio_and_truncates_history(agents_dir: Path) -> None:
+    fake = FakeLLM(rules=[("account", FakeReply(LONG_REPLY)), ("bill", FakeReply("Sure. What about your bill?"))])
+    times: dict[str, float] = {}
+
+    async def caller(c: CallControl) -> None:
+        await turn_heard(c, 1)
+        c.speak(mulaw("account"))
+        await wait_until(lambda: "turn2-start" in c.result.marks_echoed)
+        await asyncio.sleep(2.5)  # well into the reply (several sentences long)
+        times["audio_before"] = len(c.result.audio)
+        c.speak(mulaw("interrupt"))
+        times["speech_onset"] = now(c) + 0.6  # fixtures start with 0.6 s of silence
+        await wait_until(lambda: c.result.clears > 0, 15)
+        await turn_heard(c, 3)
+
+    async with run_fake_llm(fake) as llm_url:
+        (agents_dir / "llmtest.yaml").write_text(llm_agent(llm_url))
+        async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+            result = await TwilioEmulator(url).call(agent="llmtest", script=caller, hold_s=0.2, max_s=90)
+    assert result.errors == []
+    assert result.clears == 1
+    stop_after = result.clear_times[0] - times["speech_onset"]
+    assert 0.1 < stop_after < 2.0, stop_after  # 250 ms of speech + VAD decision + one round trip
+    chunker = SentenceChunker()
+    pieces = chunker.feed(LONG_REPLY) + chunker.flush()
+    played = [m for m in result.marks_echoed if m.startswith("t2-") and m not in result.marks_cleared]
+    assert 1 <= len(played) < len(pieces)  # cut mid-reply: later sentences were never played
+    # the model's history holds exactly the sentences the caller heard (marks echoed before the clear)
+    history = fake.requests[-1]["messages"]
+    assert "bill" in history[-1]["content"].lower()
+    interrupted = history[-2]
+    assert interrupted == {"role": "assistant", "content": " ".join(pieces[: len(played)])}
+
+
+async def test_greeting_served_from_phrase_cache_on_second_call(agents_dir: Path) -> None:
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        emu = TwilioEmulator(url)
+        first: CallResult = await emu.call(agent="demo", hold_s=0.1)
+        m1 = (await get(f"{url}/metrics"))
+        second = await emu.call(agent="demo", hold_s=0.1)
+        m2 = (await get(f"{url}/metrics"))
+    assert 'voicegw_phrase_cache_total{result="miss"} 3.0' in m1
+    assert 'voicegw_phrase_cache_total{result="hit"}' not in m1
+    assert 'voicegw_phrase_cache_total{result="hit"} 3.0' in m2
+    assert bytes(second.audio) == bytes(first.audio)  # the same greeting, not a different voice
+    assert transcripts()  # fixtures present
