@@ -124,6 +124,9 @@ class WhisperTranscriber:
                     )
                 except Exception as exc:
                     raise STTError(f"cannot load Whisper model {path!r}: {exc}") from exc
+                # warm-up: the first decode pays one-off allocations (~1 s measured on the first caller turn)
+                list(self._model.transcribe(np.zeros(16000, dtype=np.float32), language=self.config.language,
+                                            beam_size=self.config.beam_size)[0])
                 log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
                          time.monotonic() - started)
             return self._model
