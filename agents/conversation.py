@@ -69,6 +69,9 @@ PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
 class CallPort(Protocol):
     """What the conversation needs from the call (implemented by :class:`gateway.call.CallSession`)."""
 
+    turns: int  # for the call's summary line
+    mouth_to_ear_s: list[float]
+
     def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
             first: bool | None = None) -> str: ...
 
@@ -194,8 +197,11 @@ class Conversation:
         heard = self.ledger.echoed(name)
         self._marks_changed.set()
         turn = self._start_marks.pop(name, None)
-        if heard and turn is not None and turn in self._turn_origin and self.metrics is not None:
-            self.metrics.mouth_to_ear.labels(self.agent.id).observe(self.clock() - self._turn_origin.pop(turn))
+        if heard and turn is not None and turn in self._turn_origin:
+            latency = self.clock() - self._turn_origin.pop(turn)
+            self.call.mouth_to_ear_s.append(latency)
+            if self.metrics is not None:
+                self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
         if heard and self.ledger.outstanding() == 0 and self.turn not in self._idle_turns:
             self._activity()  # the agent finished speaking: the silence clock starts now
 
@@ -230,6 +236,7 @@ class Conversation:
                 if self._reply is not None and not self._reply.done():
                     await self._interrupt_locked("new event")
                 self.turn += 1
+                self.call.turns += 1
                 self.ledger.forget_before(self.turn - 1)
                 if origin is not None:
                     self._turn_origin = {self.turn: origin}
