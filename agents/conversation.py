@@ -251,13 +251,19 @@ class Conversation:
         record = TurnRecord(turn, type(event).__name__)
         self.turns.append(record)
         chunker = SentenceChunker()
-        start_mark: str | None = f"turn{turn}-start"
+        # The greeting is one sentence named ``greeting-1`` (the call's contract; cached after the first call);
+        # replies get a start mark for mouth-to-ear and are chunked so synthesis starts at once.
+        greeting = isinstance(event, CallStarted)
+        start_mark: str | None = None if greeting else f"turn{turn}-start"
         action: Hangup | Transfer | None = None
 
+        first = True
+
         def say(sentence: str, phrase: bool) -> None:
-            nonlocal start_mark
-            name = self.call.say(sentence, kind=f"t{turn}", start_mark=start_mark, phrase=phrase,
-                                 first=start_mark is not None)
+            nonlocal start_mark, first
+            name = self.call.say(sentence, kind="greeting" if greeting else f"t{turn}", start_mark=start_mark,
+                                 phrase=phrase, first=first)
+            first = False
             if start_mark is not None:
                 self.ledger.sent(start_mark, turn, "")
                 self._start_marks[start_mark] = turn
@@ -272,6 +278,9 @@ class Conversation:
             elif isinstance(out, Phrase):
                 for s in chunker.flush():
                     say(s, False)
+                if greeting:
+                    say(out.text, True)
+                    continue
                 phrase_chunker = SentenceChunker()
                 for s in phrase_chunker.feed(out.text) + phrase_chunker.flush():
                     say(s, True)

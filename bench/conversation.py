@@ -90,7 +90,7 @@ async def idle(c: CallControl) -> None:
 
 async def llm_call(url: str, names: list[str], run: Run) -> None:
     async def caller(c: CallControl) -> None:
-        await until(lambda: len(starts(c)) >= 1)
+        await until(lambda: "greeting-1" in c.result.marks_echoed)
         await idle(c)
         for i, name in enumerate(names):
             data = mulaw(name)
@@ -114,7 +114,7 @@ async def llm_call(url: str, names: list[str], run: Run) -> None:
 
 async def scripted_call(url: str, names: list[str], run: Run) -> None:
     async def caller(c: CallControl) -> None:
-        await until(lambda: len(starts(c)) >= 1)
+        await until(lambda: "greeting-1" in c.result.marks_echoed)
         await idle(c)
         for name in names:
             data = mulaw(name)
