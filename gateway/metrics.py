@@ -54,6 +54,11 @@ class Metrics:
         self.fallbacks = Counter(
             "voicegw_tts_fallbacks_total", "TTS fallbacks", ["from_provider", "reason"], registry=r
         )
+        self.tts_fallback_gap = Histogram(
+            "voicegw_tts_fallback_gap_seconds",
+            "Silence a TTS fallback caused: sentence start or failure → first audio of the provider that took over",
+            ["provider"], buckets=_LAT, registry=r,
+        )
         self.frames_sent = Counter("voicegw_frames_sent_total", "20 ms media frames sent", registry=r)
         self.underruns = Counter(
             "voicegw_underruns_total", "Times the lead at Twilio ran dry mid-utterance", registry=r
