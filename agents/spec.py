@@ -76,6 +76,10 @@ class CartesiaVoice(_Model):
     model_id: str = Field(default="sonic-3", min_length=1)
     speed: Annotated[float, within(0.6, 1.5), Ranged(0.6, 1.5)] = 1.0
     language: str = "en"
+    transport: Literal["websocket", "http"] = Field(
+        default="websocket",
+        description="`websocket`: one shared socket, a context per turn (lowest latency); `http`: /tts/bytes.",
+    )
 
 
 class PiperVoice(_Model):
