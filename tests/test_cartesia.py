@@ -104,7 +104,8 @@ async def test_disconnect_mid_context_fails_fast_and_reconnects(fake: FakeCartes
     t0 = loop.time()
     with pytest.raises(TTSError) as err:
         async for chunk in engine.synthesize(req("This will be cut off.")):
-            got += chunk.data  # type: ignore[operator]
+            assert isinstance(chunk.data, bytes)
+            got += chunk.data
     assert loop.time() - t0 < engine.timeout_s  # not a timeout: the drop is noticed at once
     assert "connection lost mid-sentence" in err.value.reason and len(got) == 800
     fake.behaviour.disconnect_after_chunks = None

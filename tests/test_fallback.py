@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from agents.spec import TTSConfig
+from agents.spec import CartesiaVoice, TTSConfig
 from gateway.audio import Encoding
 from gateway.metrics import Metrics
+from tests.fake_cartesia import API_KEY, FakeCartesia, audio_for
 from tests.fake_engines import Fault, ScriptedEngine
 from tts.base import TTSEngine, TTSError
 from tts.breaker import BreakerPolicy, BreakerRegistry
+from tts.cartesia import CartesiaEngine
 from tts.fallback import SentenceReport, Speaker, SpeechAudio, SpeechRestart
+from tts.piper import PiperEngine
 
 SLACK = 2.0  # generous: a loaded 2-core machine
 
@@ -45,9 +49,8 @@ async def hear(speaker: Speaker, text: str) -> tuple[str, bytes, list[SpeechRest
             restarts.append(part)
             continue
         assert isinstance(part, SpeechAudio)
-        assert part.chunk.format.encoding is Encoding.MULAW
-        assert isinstance(part.chunk.data, bytes)
-        heard += part.chunk.data
+        data = part.chunk.data
+        heard += data if isinstance(data, bytes) else data.tobytes()
         provider = part.provider
     return provider, bytes(heard), restarts
 
@@ -301,3 +304,88 @@ async def test_barge_in_task_cancellation_cancels_hedges() -> None:
         await task
     for name in ("chattts", "cartesia", "piper"):
         assert eng(es, name).cancelled == ["Never heard."]
+
+
+# ---- acceptance: real Piper, real Cartesia SDK against the loopback fake -------------------------------
+
+
+@pytest.fixture(scope="module")
+def cartesia_server() -> Iterator[FakeCartesia]:
+    fake = FakeCartesia().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def piper() -> Iterator[PiperEngine]:
+    engine = PiperEngine()
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+@pytest.fixture
+async def real(cartesia_server: FakeCartesia, piper: PiperEngine) -> AsyncIterator[dict[str, TTSEngine]]:
+    cartesia_server.reset()
+    cartesia = CartesiaEngine(API_KEY, base_url=cartesia_server.base_url, timeout_s=3.0)
+    yield {"chattts": ScriptedEngine("chattts"), "cartesia": cartesia, "piper": piper}
+    await cartesia.aclose()
+
+
+async def test_acceptance_chattts_dies_cartesia_replays_whole_sentence(real: dict[str, TTSEngine]) -> None:
+    real["chattts"] = ScriptedEngine("chattts", default=Fault(die_after=2))
+    speaker = Speaker(real, config(budget_ms=400), Metrics())
+    texts = ["Good morning.", "Your order has shipped.", "Anything else?"]
+    for text in texts:
+        provider, audio, restarts = await hear(speaker, text)
+        assert provider == "cartesia" and len(restarts) == 1
+        assert audio == audio_for(text)  # the whole sentence, once, from its start
+    gaps = [r.gap_s for r in speaker.reports]
+    assert all(g < 0.4 + SLACK for g in gaps)
+
+
+async def test_acceptance_cartesia_disconnects_mid_context_piper_takes_over(
+    real: dict[str, TTSEngine], cartesia_server: FakeCartesia
+) -> None:
+    real["chattts"] = ScriptedEngine("chattts", default=Fault(raise_before_audio="not loaded"))
+    cartesia_server.behaviour.disconnect_after_chunks = 1
+    speaker = Speaker(real, config(budget_ms=400))
+    parts = [p async for p in speaker.speak("We are sorry for the wait.", turn_id="t1")]
+    restarts = [p for p in parts if isinstance(p, SpeechRestart)]
+    assert len(restarts) == 1 and restarts[0].provider == "cartesia"
+    assert "connection lost mid-sentence" in restarts[0].reason
+    after = parts[parts.index(restarts[0]) + 1:]
+    assert after and all(isinstance(p, SpeechAudio) and p.provider == "piper" for p in after)
+    assert {p.chunk.format.encoding for p in after if isinstance(p, SpeechAudio)} == {Encoding.PCM_S16}
+    assert last(speaker).provider == "piper"
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+async def test_acceptance_cartesia_http_errors_fall_to_piper(
+    real: dict[str, TTSEngine], cartesia_server: FakeCartesia, status: int
+) -> None:
+    real["chattts"] = ScriptedEngine("chattts", default=Fault(raise_before_audio="not loaded"))
+    cartesia_server.behaviour.http_status = status
+    cfg = config().model_copy(update={"cartesia": CartesiaVoice(transport="http")})
+    speaker = Speaker(real, cfg)
+    provider, audio, restarts = await hear(speaker, "Please try again later.")
+    assert provider == "piper" and audio and not restarts
+    assert any(f"({status})" in r for r in last(speaker).fallbacks)
+
+
+async def test_acceptance_cartesia_timeout_is_hedged_by_piper(
+    real: dict[str, TTSEngine], cartesia_server: FakeCartesia
+) -> None:
+    real["chattts"] = ScriptedEngine("chattts", default=Fault(first_audio_delay=30.0))
+    cartesia_server.behaviour.first_chunk_delay = 10.0
+    speaker = Speaker(real, config(budget_ms=200))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    provider, audio, _ = await hear(speaker, "Thanks for your patience.")
+    assert provider == "piper" and audio
+    assert loop.time() - t0 < 3.0 + SLACK  # hedged twice, never waited for the stalled providers
+    for _ in range(100):
+        if cartesia_server.recorded.cancels:
+            break
+        await asyncio.sleep(0.02)
+    assert len(cartesia_server.recorded.cancels) == 1  # the losing Cartesia context was cancelled
