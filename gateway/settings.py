@@ -109,6 +109,8 @@ class Settings:
     #: Serve /metrics on this separate port (and not on the main one) when set.
     metrics_port: int | None = None
     recordings_dir: Path | None = None
+    #: ChatTTS preset → Cartesia/Piper voice map for /v1/audio/speech (default: tts/data/voices.json).
+    voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -130,6 +132,7 @@ class Settings:
             raise SettingsError(f"VOICEGW_STT_DEVICE={stt_device!r} is not one of auto, cuda, cpu")
         model_dir = _get(env, "CHATTTS_MODEL_DIR")
         rec_dir = _get(env, "VOICEGW_RECORDINGS_DIR")
+        voices_file = _get(env, "VOICEGW_VOICES_FILE")
         settings = cls(
             host=_get(env, "VOICEGW_HOST") or "127.0.0.1",
             port=_int(env, "VOICEGW_PORT", 8080, 0, 65535),
@@ -154,6 +157,7 @@ class Settings:
             drain_redirect_url=_url(env, "VOICEGW_DRAIN_REDIRECT_URL", ("https", "http")),
             metrics_port=_int(env, "VOICEGW_METRICS_PORT", 0, 0, 65535) or None,
             recordings_dir=Path(rec_dir) if rec_dir else None,
+            voices_file=Path(voices_file) if voices_file else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
         )

@@ -1,0 +1,218 @@
+"""POST /v1/audio/speech and GET /v1/voices over real uvicorn, through the real fallback chain.
+
+ChatTTS is a test provider (its engine is another issue), Cartesia is the real
+SDK against the loopback fake, Piper is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from agents.store import MemoryStore
+from gateway.metrics import Metrics
+from gateway.services import Services
+from gateway.settings import Settings
+from tests.conftest import free_port
+from tests.fake_cartesia import API_KEY, FakeCartesia
+from tests.fake_engines import Fault, ScriptedEngine
+from tts.cartesia import CartesiaEngine
+from tts.piper import PiperEngine
+from tts.render import OUTPUT_RATE, split_sentences
+from tts.speech_api import load_voice_map, speech_routes
+
+KEY = "gw-secret"
+SEED = {"text": "Hello world", "voice": "female_1", "speed": 1.0, "temperature": 0.3, "top_p": 0.7, "top_k": 20,
+        "response_format": "wav", "use_refine": False}
+
+
+@pytest.fixture(scope="module")
+def cartesia_server() -> Iterator[FakeCartesia]:
+    fake = FakeCartesia().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def piper() -> Iterator[PiperEngine]:
+    engine = PiperEngine()
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+class Api:
+    def __init__(self, url: str, services: Services, fake: FakeCartesia) -> None:
+        self.url = url
+        self.services = services
+        self.fake = fake
+        self.client = httpx.AsyncClient(base_url=url, timeout=60, headers={"authorization": f"Bearer {KEY}"})
+
+    def engine(self, name: str) -> ScriptedEngine:
+        e = self.services.engines[name]
+        assert isinstance(e, ScriptedEngine)
+        return e
+
+
+@pytest.fixture
+async def api(cartesia_server: FakeCartesia, piper: PiperEngine) -> AsyncIterator[Api]:
+    cartesia_server.reset()
+    settings = Settings(api_key=KEY)
+    cartesia = CartesiaEngine(API_KEY, base_url=cartesia_server.base_url, timeout_s=3.0)
+    services = Services(settings=settings, store=MemoryStore({}), metrics=Metrics(),
+                        engines={"chattts": ScriptedEngine("chattts"), "cartesia": cartesia, "piper": piper})
+    app = Starlette(routes=speech_routes(services))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert not task.done() and time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    a = Api(f"http://127.0.0.1:{port}", services, cartesia_server)
+    try:
+        yield a
+    finally:
+        await a.client.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        await cartesia.aclose()
+
+
+def wav(data: bytes) -> tuple[int, np.ndarray[Any, np.dtype[np.int16]]]:
+    with wave.open(io.BytesIO(data)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+async def test_seed_request_wav_from_primary(api: Api) -> None:
+    resp = await api.client.post("/v1/audio/speech", json=SEED)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "audio/wav"
+    assert resp.headers["x-tts-provider"] == "chattts"
+    assert float(resp.headers["x-processing-time"]) >= 0 and float(resp.headers["x-rtf"]) >= 0
+    rate, samples = wav(resp.content)
+    assert rate == OUTPUT_RATE
+    assert abs(len(samples) / rate - float(resp.headers["x-audio-duration"])) < 0.01
+    assert len(samples) / rate == pytest.approx(0.4, abs=0.02)  # 4 chunks of 100 ms from the test provider
+    req = api.engine("chattts").requests[0]
+    assert req.text == "Hello world"
+    assert req.settings.voice == "female_1" and req.settings.top_k == 20 and req.settings.temperature == 0.3
+
+
+async def test_openai_input_and_formats(api: Api) -> None:
+    for fmt, ctype in (("pcm", "audio/l16"), ("mulaw", "audio/basic"), ("mp3", "audio/mpeg")):
+        resp = await api.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi there.",
+                                                                "voice": "male_2", "response_format": fmt})
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"].lower().startswith(ctype)
+        if fmt == "pcm":
+            assert len(resp.content) == pytest.approx(2 * OUTPUT_RATE * 0.4, rel=0.02)
+        elif fmt == "mulaw":
+            assert resp.headers["x-sample-rate"] == "8000"
+            assert len(resp.content) == pytest.approx(8000 * 0.4, rel=0.05)
+        else:
+            assert resp.content[:3] == b"ID3" or resp.content[0] == 0xFF  # an MPEG frame sync / tag
+
+
+async def test_fallback_to_cartesia_with_voice_map(api: Api) -> None:
+    api.engine("chattts").default = Fault(raise_before_audio="CUDA out of memory")
+    resp = await api.client.post("/v1/audio/speech", json={**SEED, "voice": "neutral_2", "speed": 1.8})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tts-provider"] == "cartesia"
+    assert "CUDA out of memory" in resp.headers["x-tts-fallback"]
+    _, body = api.fake.recorded.http[0]
+    assert body["voice"] == {"id": load_voice_map()["neutral_2"]["cartesia"]}
+    assert body["generation_config"] == {"speed": 1.5}  # clipped to Cartesia's range
+
+
+async def test_all_down_but_piper(api: Api) -> None:
+    api.engine("chattts").default = Fault(die_after=1)
+    api.fake.behaviour.http_status = 500
+    resp = await api.client.post("/v1/audio/speech", json={**SEED, "text": "First sentence. Second one!"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-tts-provider"] == "piper"
+    rate, samples = wav(resp.content)
+    assert len(samples) / rate > 1.0  # two real Piper sentences, restarts discarded
+    assert "server error (500)" in resp.headers["x-tts-fallback"]
+
+
+async def test_every_provider_down_is_503(api: Api, piper: PiperEngine) -> None:
+    api.engine("chattts").default = Fault(raise_before_audio="down")
+    api.fake.behaviour.http_status = 401
+    api.services.engines["piper"] = ScriptedEngine("piper", default=Fault(raise_before_audio="gone"))
+    resp = await api.client.post("/v1/audio/speech", json=SEED)
+    assert resp.status_code == 503
+    msg = resp.json()["error"]["message"]
+    assert "down" in msg and "authentication failed (401)" in msg and "gone" in msg
+
+
+@pytest.mark.parametrize(("patch", "field", "words"), [
+    ({"voice": "robot_9"}, "voice", "unknown voice 'robot_9'"),
+    ({"speed": 5.0}, "speed", "speed"),
+    ({"speed": 0.1}, "speed", "speed"),
+    ({"top_k": 0}, "top_k", "top_k"),
+    ({"temperature": 3}, "temperature", "temperature"),
+    ({"text": "   "}, "text", "must not be empty"),
+    ({"text": "x" * 4001}, "text", "too long"),
+    ({"response_format": "flac"}, "response_format", "supported: wav, mp3, pcm, mulaw"),
+])
+async def test_invalid_input_names_the_field(api: Api, patch: dict[str, Any], field: str, words: str) -> None:
+    resp = await api.client.post("/v1/audio/speech", json={**SEED, **patch})
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["field"] == field and words in err["message"]
+    assert api.engine("chattts").calls == []  # nothing synthesized
+
+
+async def test_input_missing_and_bad_json(api: Api) -> None:
+    resp = await api.client.post("/v1/audio/speech", json={"voice": "female_1"})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "input"
+    resp = await api.client.post("/v1/audio/speech", content=b"{nope", headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "body"
+    resp = await api.client.post("/v1/audio/speech", json=["a"])
+    assert resp.status_code == 400
+
+
+async def test_bearer_required_when_key_set(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as anon:
+        assert (await anon.post("/v1/audio/speech", json=SEED)).status_code == 401
+        assert (await anon.get("/v1/voices")).status_code == 401
+        bad = await anon.post("/v1/audio/speech", json=SEED, headers={"authorization": "Bearer wrong"})
+        assert bad.status_code == 401
+
+
+async def test_voices(api: Api) -> None:
+    resp = await api.client.get("/v1/voices")
+    assert resp.status_code == 200
+    body = resp.json()
+    ids = [v["id"] for v in body["voices"]]
+    assert ids[0] == "female_1" and len(ids) == 8
+    assert body["voices"][0]["providers"]["piper"] == "joe"
+    assert body["providers"] == {"chattts": True, "cartesia": True, "piper": True}
+    assert "mp3" in body["formats"]
+
+
+def test_voice_map_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "voices.json"
+    bad.write_text(json.dumps({"female_1": {"cartesia": "x"}}))
+    with pytest.raises(ValueError, match="female_1: needs 'cartesia' and 'piper'"):
+        load_voice_map(bad)
+
+
+def test_split_sentences() -> None:
+    assert split_sentences(" Hello there.  How are you?Fine! ") == ["Hello there.", "How are you?Fine!"]
+    assert split_sentences("One: two; three") == ["One:", "two;", "three"]
+    assert split_sentences("   ") == []
