@@ -208,6 +208,14 @@ def cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(_call(args))
 
 
+def cmd_say(args: argparse.Namespace) -> int:
+    from tts.say import say
+
+    settings = _settings()
+    logging.basicConfig(level="WARNING")
+    return asyncio.run(say(settings, args.agent, args.text, Path(args.out)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegw", description="Real-time telephony voice gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write what the caller heard to this WAV file")
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("say", help="preview an agent's voice: synthesize text through its TTS chain to a WAV")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--out", required=True, help="WAV file to write (24 kHz mono)")
+    p.add_argument("text")
+    p.set_defaults(func=cmd_say)
 
     agents = sub.add_parser("agents", help="agent YAML tools").add_subparsers(dest="agents_cmd", required=True)
     p = agents.add_parser("validate", help="validate agent YAML files")

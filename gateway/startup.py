@@ -14,6 +14,8 @@ from gateway.drain import Drain
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from tts.breaker import BreakerRegistry
+from tts.cartesia import CartesiaEngine
 from tts.phrase_cache import PhraseCache
 from tts.piper import PiperEngine
 
@@ -41,6 +43,15 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
+    # One breaker registry per process: one call's provider failures spare the next call the wait.
+    services.extras["breakers"] = BreakerRegistry()
+    if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
+        cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
+        if "cartesia" in used:
+            await cartesia.start()  # opens the shared WebSocket now rather than on the first sentence
+        services.engines["cartesia"] = cartesia
+    elif "cartesia" in used:
+        log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
     _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if not settings.signatures_enforced:

@@ -1,0 +1,47 @@
+"""``voicegw say --agent ID "text" --out file.wav``: hear an agent's voice from the shell.
+
+Uses the same services as ``voicegw serve`` (agents, engines, breakers) and the
+agent's own provider chain and fallback policy; prints which provider spoke
+each sentence and any fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway.settings import Settings
+from gateway.startup import build_services
+from tts.base import TTSError
+from tts.breaker import BreakerRegistry
+from tts.fallback import Speaker
+from tts.render import encode, render
+
+
+async def say(settings: Settings, agent_id: str, text: str, out: Path) -> int:
+    services = await build_services(settings)
+    try:
+        agent = services.store.get(agent_id)
+        if agent is None:
+            known = ", ".join(sorted(services.store.snapshot.agents)) or "none"
+            print(f"voicegw: unknown agent {agent_id!r} (known: {known})", file=sys.stderr)
+            return 2
+        breakers = services.extras.get("breakers")
+        speaker = Speaker(services.engines, agent.tts, services.metrics,
+                          breakers if isinstance(breakers, BreakerRegistry) else None)
+        try:
+            rendered = await render(speaker, text, language=agent.language, request_id="say")
+        except TTSError as exc:
+            print(f"voicegw: no provider could speak: {exc.reason}", file=sys.stderr)
+            return 1
+        if not rendered.providers:
+            print("voicegw: nothing to say", file=sys.stderr)
+            return 2
+        await asyncio.to_thread(out.write_bytes, encode(rendered.pcm, "wav"))
+        print(f"wrote {out}: {rendered.duration_s:.2f} s, providers {', '.join(rendered.providers)}, "
+              f"processing {rendered.processing_s:.2f} s (RTF {rendered.rtf:.2f})"
+              + (f"; fallbacks: {'; '.join(rendered.fallbacks)}" if rendered.fallbacks else ""))
+        return 0
+    finally:
+        await services.aclose()
