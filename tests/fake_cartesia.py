@@ -73,7 +73,8 @@ class FakeCartesia:
         return f"http://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
-        self.behaviour = Behaviour()
+        # In place: open connections hold a reference to the behaviour object.
+        self.behaviour.__dict__.update(Behaviour().__dict__)
         self.recorded = Recorded()
 
     # ---- HTTP --------------------------------------------------------------

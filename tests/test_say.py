@@ -33,7 +33,9 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 
 def seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
+        frames: int = w.getnframes()
+        rate: int = w.getframerate()
+    return frames / rate
 
 
 def test_say_with_piper_agent(tmp_path: Path) -> None:
