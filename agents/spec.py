@@ -88,7 +88,7 @@ class PiperVoice(_Model):
 
 
 class TTSConfig(_Model):
-    provider: Provider = "piper"
+    provider: Provider = "chattts"
     fallback: list[Provider] = Field(
         default_factory=lambda: ["cartesia", "piper"],  # type: ignore[arg-type]
         description="Providers tried in order after `provider` (duplicates and the primary are skipped).",

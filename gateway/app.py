@@ -6,7 +6,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from gateway.settings import Settings
 from gateway.startup import build_services
 from gateway.twilio_events import Start
 from gateway.twilio_protocol import RemoteProtocolError, TwilioProtocol
+from tts.speech_api import speech_routes
 
 log = logging.getLogger("voicegw.app")
 
@@ -168,11 +169,22 @@ async def admin_drain(request: Request) -> Response:
     return JSONResponse({**services.drain.status(time.monotonic()), "active_calls": services.active_calls})
 
 
+def _speech_endpoint(path: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        handler = request.app.state.speech[path]
+        response: Response = await handler(request)
+        return response
+
+    return endpoint
+
+
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services if services is not None else await build_services(settings)
+        # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
+        app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]
         metrics_server = None
         if settings.metrics_port:
             metrics_server, _ = start_http_server(
@@ -196,5 +208,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
+        Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
+        Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,30 @@
+"""The seed-compatible speech API is mounted on the real app and shares its engines."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import run_gateway
+
+
+async def test_speech_endpoint_served_by_gateway(agents_dir: Path) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_API_KEY": "sekret"}
+    async with run_gateway(env) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        body = {"text": "Hello world", "voice": "female_1", "speed": 1.0, "temperature": 0.3, "top_p": 0.7,
+                "top_k": 20, "response_format": "wav", "use_refine": False}
+        denied = await client.post("/v1/audio/speech", json=body)
+        assert denied.status_code == 401
+        auth = {"Authorization": "Bearer sekret"}
+        ok = await client.post("/v1/audio/speech", json=body, headers=auth)
+        assert ok.status_code == 200, ok.text
+        assert ok.headers["X-TTS-Provider"] == "piper"  # no ChatTTS or Cartesia configured here
+        with wave.open(io.BytesIO(ok.content)) as w:
+            assert w.getnframes() / w.getframerate() > 0.3
+        bad = await client.post("/v1/audio/speech", json={**body, "speed": 9}, headers=auth)
+        assert bad.status_code in (400, 422) and "speed" in bad.text
+        voices = await client.get("/v1/voices", headers=auth)
+        assert voices.status_code == 200 and "female_1" in voices.text
