@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tts.chattts_assets import GEOMETRY_FILE, hash_assets
+from tts.chattts_voices import PRESETS, make_voice
 
 CONTROL_TOKENS = (
     ["[Sasr]", "[Pasr]", "[Easr]", "[Stts]", "[Ptts]", "[Etts]", "[Sbreak]", "[Pbreak]", "[Ebreak]", "[uv_break]",
@@ -164,5 +165,7 @@ def build_checkpoint(root: Path, geometry: str = "tiny", seed: int = 0) -> Check
                                          padding="center"),
                   VocosBackbone(**v["backbone"]), ISTFTHead(**v["head"]))
     save(vocos, "Vocos.safetensors")
+    if geometry == "tiny":  # presets must match the hidden size: the tiny model brings its own
+        geo["voices"] = {name: make_voice(geo["spk_stat"], 1000 + i) for i, name in enumerate(PRESETS)}
     (root / GEOMETRY_FILE).write_text(json.dumps(geo, indent=1, ensure_ascii=False))
     return Checkpoint(root, hash_assets(root), geometry)

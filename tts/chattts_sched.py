@@ -10,11 +10,10 @@ Policy:
 - The batch is led by the most urgent request (lowest ``priority``, then
   oldest): a turn's first sentence (priority 0) never waits behind later
   sentences. Others join in the same order up to ``max_batch``.
-- The worker runs per-row speakers, speed prompts and sampling settings in one
-  batch, so almost everything is compatible. What is not: ``use_refine``
-  (a separate text pass) and a fixed ``seed`` (ChatTTS re-seeds one generator
-  for the whole batch, so a seeded request only reproduces when it runs
-  alone): those requests batch only with their own kind / run alone.
+- The worker runs per-row speakers, speed prompts, sampling settings and
+  seeds in one batch, so almost everything is compatible; requests carry a
+  ``key`` and only equal keys share a batch (the worker keys ``use_refine``
+  requests apart: the refine pass is a separate text pass with one seed).
 - A batch forms as soon as ``max_batch`` requests wait or the oldest has waited
   ``window_s`` (a few ms: the price of batching when the load is light).
 - Admission is bounded (``max_queue``) and deadline-aware: from the measured
@@ -38,7 +37,6 @@ class Item:
     enqueued: float
     deadline: float | None
     key: Hashable
-    solo: bool = False
     payload: object = None
     cancelled: bool = False
 
@@ -110,12 +108,11 @@ class Scheduler:
         if live:
             head = live[0]
             batch.append(head)
-            if not head.solo:
-                for other in live[1:]:
-                    if len(batch) >= self.max_batch:
-                        break
-                    if not other.solo and other.key == head.key:
-                        batch.append(other)
+            for other in live[1:]:
+                if len(batch) >= self.max_batch:
+                    break
+                if other.key == head.key:
+                    batch.append(other)
         taken = set(map(id, batch + expired))
         self.queue = [i for i in self.queue if id(i) not in taken and not i.cancelled]
         if batch:

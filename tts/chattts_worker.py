@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 import time
 import warnings
@@ -116,9 +117,15 @@ class WorkerStats:
 
 
 class _RowControl:
-    """Logits processor: per-row sampling settings, length limits and cancellation."""
+    """Logits processor: per-row sampling settings, per-row seeded sampling, length limits, cancellation.
 
-    def __init__(self, jobs: list[Job], num_vq: int, eos: int, device: Any, tuning: Tuning) -> None:
+    It samples each row itself with the row's own generator (seeded by the request's ``seed``, else at
+    random) and hands ``GPT.generate`` a one-hot distribution, so a row's tokens do not depend on which
+    other requests share its batch or at which index it sits (the library's ``manual_seed`` re-seeds one
+    generator for the whole batch at every step).
+    """
+
+    def __init__(self, jobs: list[Job], num_vq: int, eos: int, device: Any) -> None:
         import torch
         from ChatTTS.model.processors import CustomRepetitionPenaltyLogitsProcessorRepeat
 
@@ -131,13 +138,17 @@ class _RowControl:
         self.top_p = per_row([j.top_p for j in jobs], torch.float32).unsqueeze(1)
         self.top_k = per_row([max(3, j.top_k) for j in jobs], torch.long).unsqueeze(1)
         self.repetition = CustomRepetitionPenaltyLogitsProcessorRepeat(1.05, eos, 16)
+        self.generators = [
+            torch.Generator(device=device).manual_seed(j.seed if j.seed is not None else secrets.randbits(63))
+            for j in jobs
+        ]
         self.steps = 0
 
     def _rows(self, flags: list[bool]) -> Any:
         return self.torch.tensor(flags, device=self.temperature.device).repeat_interleave(self.num_vq)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        torch = self.torch
+        torch, vq = self.torch, self.num_vq
         step = int(input_ids.size(1))
         self.steps = step + 1
         scores = self.repetition(input_ids, scores / self.temperature)
@@ -151,12 +162,14 @@ class _RowControl:
         no_eos = [step == 0 or step < j.min_tokens for j in self.jobs]
         if any(no_eos):
             scores[self._rows(no_eos), self.eos] = -math.inf
-        force = [j.cancelled or step >= j.max_tokens for j in self.jobs]
-        if any(force):
-            rows = self._rows(force)
-            scores[rows] = -math.inf
-            scores[rows, self.eos] = 0.0
-        return scores
+        probs = scores.softmax(-1)
+        choice = torch.empty((scores.size(0), 1), dtype=torch.long, device=scores.device)
+        for b, (job, gen) in enumerate(zip(self.jobs, self.generators, strict=True)):
+            if job.cancelled or step >= job.max_tokens:
+                choice[b * vq : (b + 1) * vq] = self.eos  # stop this row at this step
+            else:
+                choice[b * vq : (b + 1) * vq] = torch.multinomial(probs[b * vq : (b + 1) * vq], 1, generator=gen)
+        return torch.full_like(scores, -math.inf).scatter_(1, choice, 0.0)
 
 
 def _receptive_field_tokens(config: Any) -> int:
@@ -226,7 +239,9 @@ class Worker:
     def submit(self, job: Job, priority: int, deadline: float | None) -> str | None:
         now = time.monotonic()
         job.enqueued = now
-        job.item = Item(priority, now, deadline, key=(job.use_refine,), solo=job.seed is not None, payload=job)
+        # refine is a separate pass with one seed per batch: refine requests group by seed
+        key = (True, job.seed) if job.use_refine else (False, None)
+        job.item = Item(priority, now, deadline, key=key, payload=job)
         with self.cond:
             if self._stop:
                 return "engine is shutting down"
@@ -314,7 +329,7 @@ class Worker:
         self._chat.normalizer("warm up 你好", True, True, "en")
         sink: Sink = lambda item: None  # noqa: E731
         job = Job("hello.", "en", self.presets[next(iter(self.presets))], "[speed_5]", 0.3, 0.7, 20, False, None,
-                  self.tuning.stream_step_tokens * 2, self.tuning.stream_step_tokens * 2, sink)
+                  24, 24, sink)
         job.enqueued = time.monotonic()
         self._run_batch([job], record=False)
         log.info("ChatTTS warm-up took %.1fs", time.monotonic() - t0)
@@ -349,13 +364,13 @@ class Worker:
                     chat.speaker.apply(emb[i : i + 1], j.speaker, input_ids[i : i + 1],
                                        chat.tokenizer.spk_emb_ids, chat.gpt.device_gpt)
                 eos = int(chat.config.gpt.num_audio_tokens) - 1
-                ctrl = _RowControl(jobs, num_vq, eos, chat.device, tuning)
+                ctrl = _RowControl(jobs, num_vq, eos, chat.device)
                 gen = chat.gpt.generate(
                     emb, input_ids, temperature=torch.ones(num_vq, device=chat.device), eos_token=eos,
                     attention_mask=attention_mask, max_new_token=max(j.max_tokens for j in jobs) + 1,
                     min_new_token=0, logits_processors=(ctrl,), infer_text=False, return_hidden=True, stream=True,
                     show_tqdm=False, ensure_non_empty=False, stream_batch=tuning.stream_step_tokens,
-                    manual_seed=jobs[0].seed, context=chat.context,
+                    manual_seed=None, context=chat.context,
                 )
                 chat.context.set(self._stop)
                 for out in gen:

@@ -1,0 +1,238 @@
+"""ChatTTS engine end to end on a tiny random checkpoint, loaded through the production entry point.
+
+The checkpoint is built once per session (tests/chattts_fixture.py); the engine resolves it as
+CHATTTS_MODEL_DIR would be, checks its sha256 against the fixture's hashes (override hook), and
+loads it with ``Chat.load(source="custom")`` on CPU, one torch thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import aclosing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.spec import ChatTTSVoice
+from gateway.audio import Encoding
+from gateway.metrics import Metrics
+from tests.chattts_fixture import Checkpoint, build_checkpoint
+from tts.base import SynthesisRequest, TTSEngine, TTSError
+from tts.chattts import CHATTTS_FORMAT, ChatTTSConfig, ChatTTSEngine, speed_prompt
+from tts.chattts_voices import load_presets
+from tts.chattts_worker import SAMPLES_PER_TOKEN, Tuning
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:.*past_key_values.*:FutureWarning"),
+]
+
+TOKENS = 60  # every sentence is exactly this many audio tokens (Tuning.fixed_tokens)
+SAMPLES = TOKENS * SAMPLES_PER_TOKEN - 256  # Vocos ISTFT (center): 2 frames/token, hop 256, minus half a hop
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
+    return build_checkpoint(tmp_path_factory.mktemp("chattts-tiny"))
+
+
+def _start(config: ChatTTSConfig, metrics: Metrics | None = None) -> ChatTTSEngine:
+    engine = ChatTTSEngine(config, metrics)
+    asyncio.run(engine.start())
+    return engine
+
+
+@pytest.fixture(scope="session")
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture(scope="session")
+def engine(ckpt: Checkpoint, metrics: Metrics) -> Iterator[ChatTTSEngine]:
+    cfg = ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
+                        tuning=Tuning(fixed_tokens=TOKENS, batch_window_s=0.05))
+    eng = _start(cfg, metrics)
+    yield eng
+    asyncio.run(eng.aclose())
+
+
+async def _speak(engine: ChatTTSEngine, text: str, **settings: object) -> list[np.ndarray]:
+    req = SynthesisRequest(text, settings=ChatTTSVoice(**settings))  # type: ignore[arg-type]
+    out = []
+    async for chunk in engine.synthesize(req):
+        assert chunk.format == CHATTTS_FORMAT
+        out.append(chunk.data)
+    return out  # type: ignore[return-value]
+
+
+def test_loads_through_production_entry_point(engine: ChatTTSEngine) -> None:
+    assert isinstance(engine, TTSEngine)
+    assert engine.ready and engine.load_error is None and engine.device == "cpu"
+
+
+def test_stock_hashes_reject_the_random_checkpoint(ckpt: Checkpoint) -> None:
+    eng = _start(ChatTTSConfig(model_dir=ckpt.path, device="cpu"))  # no override: the package's own map
+    assert not eng.ready
+    assert eng.load_error is not None and "asset/Decoder.safetensors is corrupt" in eng.load_error
+    assert "asset/gpt/model.safetensors" in eng.load_error
+
+
+async def test_missing_weights_are_named_and_synthesis_fails_cleanly(ckpt: Checkpoint, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    shutil.copytree(ckpt.path, broken)
+    (broken / "asset" / "Vocos.safetensors").unlink()
+    eng = ChatTTSEngine(ChatTTSConfig(model_dir=broken, device="cpu", sha256_override=ckpt.sha256))
+    await eng.start()
+    assert not eng.ready
+    assert eng.load_error == f"CHATTTS_MODEL_DIR={broken}: asset/Vocos.safetensors is missing"
+    with pytest.raises(TTSError, match="Vocos.safetensors is missing"):
+        async for _ in eng.synthesize(SynthesisRequest("hello")):
+            pass
+    await eng.aclose()
+
+
+async def test_offline_without_weights_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    eng = ChatTTSEngine(ChatTTSConfig(model_dir=None, device="cpu"))
+    await asyncio.wait_for(eng.start(), 30)
+    assert not eng.ready and eng.load_error is not None and "CHATTTS_MODEL_DIR" in eng.load_error
+
+
+async def test_output_is_24k_float_with_exact_length(engine: ChatTTSEngine) -> None:
+    chunks = await _speak(engine, "Hello, thanks for calling.")
+    assert CHATTTS_FORMAT.sample_rate == 24000 and CHATTTS_FORMAT.encoding is Encoding.PCM_F32
+    assert all(c.dtype == np.float32 and c.ndim == 1 for c in chunks)
+    assert sum(len(c) for c in chunks) == SAMPLES
+    assert np.isfinite(np.concatenate(chunks)).all()
+
+
+async def test_audio_streams_before_the_sentence_is_finished(engine: ChatTTSEngine) -> None:
+    tuning = engine.config.tuning
+    chunks = await _speak(engine, "Please hold the line.", seed=5)
+    # first chunk after step+holdback tokens, then one chunk per step, then the flushed tail
+    assert len(chunks[0]) == (2 * tuning.stream_step_tokens - tuning.stream_holdback_tokens) * SAMPLES_PER_TOKEN
+    assert len(chunks) >= TOKENS // tuning.stream_step_tokens - 1
+
+
+async def test_stream_chunks_concatenate_to_the_one_shot_audio(engine: ChatTTSEngine, ckpt: Checkpoint) -> None:
+    one_shot = ChatTTSEngine(ChatTTSConfig(
+        model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
+        tuning=Tuning(fixed_tokens=TOKENS, stream_step_tokens=10_000),  # decoded once, at the end
+    ))
+    await one_shot.start()
+    try:
+        streamed = await _speak(engine, "Hello world, thank you.", seed=11)
+        whole = await _speak(one_shot, "Hello world, thank you.", seed=11)
+    finally:
+        await one_shot.aclose()
+    assert len(whole) == 1 and len(streamed) > 3
+    np.testing.assert_allclose(np.concatenate(streamed), whole[0], atol=1e-5)
+
+
+async def test_fixed_seed_is_deterministic_and_seeds_differ(engine: ChatTTSEngine) -> None:
+    a = np.concatenate(await _speak(engine, "Hello world.", seed=42))
+    b = np.concatenate(await _speak(engine, "Hello world.", seed=42))
+    c = np.concatenate(await _speak(engine, "Hello world.", seed=43))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+async def test_n_coroutines_all_complete_in_shared_batches(engine: ChatTTSEngine, metrics: Metrics) -> None:
+    before = list(engine.stats.batch_sizes)
+    voices = ["female_1", "male_2", "neutral_1", "female_3", "male_1", "neutral_2"]
+    results = await asyncio.gather(*(
+        _speak(engine, f"Caller {i}: you owe ${i}.50, due 11/2{i}.", voice=v, speed=0.5 + 0.25 * i,
+               temperature=0.1 + 0.1 * i, top_k=5 + i)
+        for i, v in enumerate(voices)
+    ))
+    assert [sum(len(c) for c in r) for r in results] == [SAMPLES] * len(voices)
+    new = engine.stats.batch_sizes[len(before):]
+    assert sum(new) == len(voices) and max(new) > 1  # different voices and settings shared a batch
+    assert metrics.registry.get_sample_value("voicegw_chattts_batch_size_count") is not None
+    assert metrics.registry.get_sample_value("voicegw_tts_rtf_count", {"provider": "chattts"})
+
+
+async def test_batch_neighbours_do_not_change_a_seeded_row(engine: ChatTTSEngine) -> None:
+    alone = np.concatenate(await _speak(engine, "Hello world.", seed=7))
+    together = await asyncio.gather(
+        _speak(engine, "Hello world.", seed=7), _speak(engine, "Thank you.", seed=8, voice="male_1", speed=2.0)
+    )
+    assert engine.stats.batch_sizes[-1] == 2
+    np.testing.assert_allclose(np.concatenate(together[0]), alone, atol=1e-5)
+
+
+async def test_cancelling_one_request_leaves_its_batch_neighbours_intact(engine: ChatTTSEngine) -> None:
+    reference = np.concatenate(await _speak(engine, "Hello world.", seed=21))
+    steps_before = engine.stats.gpt_steps
+    got_first = asyncio.Event()
+    cancelled_chunks: list[np.ndarray] = []
+
+    async def hang_up_after_first_chunk() -> None:
+        async for chunk in engine.synthesize(SynthesisRequest("Thank you.", settings=ChatTTSVoice(seed=22))):
+            cancelled_chunks.append(chunk.data)  # type: ignore[arg-type]
+            got_first.set()
+            await asyncio.sleep(3600)  # the caller hangs up while we wait
+
+    victim = asyncio.create_task(hang_up_after_first_chunk())
+    survivor = asyncio.create_task(_speak(engine, "Hello world.", seed=21))
+    await asyncio.wait_for(got_first.wait(), 60)
+    victim.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    np.testing.assert_allclose(np.concatenate(await asyncio.wait_for(survivor, 60)), reference, atol=1e-5)
+    assert len(cancelled_chunks) == 1
+    assert engine.stats.batch_sizes[-1] == 2  # they did share a batch
+
+
+async def test_cancelling_every_row_stops_the_batch_early(ckpt: Checkpoint) -> None:
+    long_tokens = 2000
+    eng = ChatTTSEngine(ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
+                                      tuning=Tuning(fixed_tokens=long_tokens)))
+    await eng.start()
+    try:
+        async def first_chunk_then_leave(text: str) -> None:
+            async with aclosing(eng.synthesize(SynthesisRequest(text))) as stream:
+                async for _ in stream:
+                    return  # closing the stream cancels the job
+
+        await asyncio.wait_for(asyncio.gather(first_chunk_then_leave("one"), first_chunk_then_leave("two")), 60)
+        for _ in range(200):
+            if eng.stats.gpt_steps:
+                break
+            await asyncio.sleep(0.05)
+        assert 0 < eng.stats.gpt_steps < 200  # far fewer than the 2000 tokens each row was going to take
+    finally:
+        await eng.aclose()
+
+
+async def test_digits_and_symbols_never_reach_the_model(engine: ChatTTSEngine) -> None:
+    """The text is normalized first: a sentence of only digits still produces speech."""
+    chunks = await _speak(engine, "$5.20 at 3:30 pm, +1 415 555 0100 & 50%!")
+    assert sum(len(c) for c in chunks) == SAMPLES
+
+
+async def test_bad_settings_fail_fast_with_tts_error(engine: ChatTTSEngine) -> None:
+    with pytest.raises(TTSError, match="not a ChatTTS speaker string"):
+        await _speak(engine, "hi", speaker="not a speaker")
+    real_dim = ChatTTSVoice(speaker=load_presets()["male_1"])
+    with pytest.raises(TTSError, match="768 values but the loaded model needs 64"):
+        async for _ in engine.synthesize(SynthesisRequest("hi", settings=real_dim)):
+            pass
+
+
+async def test_deadline_that_cannot_be_met_fails_fast(engine: ChatTTSEngine) -> None:
+    with pytest.raises(TTSError, match="queue too deep"):
+        async for _ in engine.synthesize(SynthesisRequest("hi", deadline=time.monotonic() - 1)):
+            pass
+
+
+def test_speed_mapping() -> None:
+    assert [speed_prompt(s) for s in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)] == [
+        "[speed_1]", "[speed_3]", "[speed_5]", "[speed_6]", "[speed_7]", "[speed_9]"]
+    with pytest.raises(ValueError):
+        speed_prompt(3.0)
