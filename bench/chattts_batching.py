@@ -102,7 +102,7 @@ async def main(argv: list[str]) -> int:
         print(f"checkpoint {args.geometry}: built in {build_s:.1f}s, loaded+warmed in {load_s:.1f}s "
               f"on {engine.device}; {len(SENTENCES)} sentences x {tokens} tokens "
               f"({tokens * 512 / SAMPLE_RATE:.2f}s audio each)")
-        rows = {}
+        rows: dict[str, dict[str, float | str]] = {}
         for mode, concurrent in (("sequential", False), ("batched", True)):
             best: tuple[float, list[tuple[float, float, int]]] | None = None
             for _ in range(args.rounds):
@@ -125,7 +125,7 @@ async def main(argv: list[str]) -> int:
     for mode, r in rows.items():
         print(f"{mode:<11} {r['wall']:>8.2f} {r['tok_s']:>8.1f} {r['rtf']:>6.2f} {r['ttfa_mean']:>10.3f} "
               f"{r['ttfa_max']:>9.3f}  {r['batches']}")
-    seq, bat = rows["sequential"]["tok_s"], rows["batched"]["tok_s"]
+    seq, bat = float(rows["sequential"]["tok_s"]), float(rows["batched"]["tok_s"])
     print(f"chattts_batching: geometry={args.geometry} device={engine.device} sequential_tok_s={seq:.1f} "
           f"batched_tok_s={bat:.1f} speedup={bat / seq:.2f}")
     return 0
