@@ -86,7 +86,9 @@ def _vocab() -> list[str]:
     punct = list(string.punctuation) + ["，", "。", "、", "？", "！"]
     letters = list(string.ascii_lowercase)
     cjk = []
-    homophones = Path(__import__("ChatTTS").__file__).parent / "res" / "homophones_map.json"
+    import ChatTTS
+
+    homophones = Path(str(ChatTTS.__file__)).parent / "res" / "homophones_map.json"
     for k, v in json.loads(homophones.read_text(encoding="utf-8")).items():
         for ch in (k, v):
             if ch not in cjk:
@@ -132,9 +134,9 @@ def build_checkpoint(root: Path, geometry: str = "tiny", seed: int = 0) -> Check
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaModel
     from vocos import Vocos
+    from vocos.feature_extractors import MelSpectrogramFeatures
     from vocos.heads import ISTFTHead
     from vocos.models import VocosBackbone
-    from vocos.feature_extractors import MelSpectrogramFeatures
 
     asset = root / "asset"
     n_text = _write_tokenizer(asset / "tokenizer")

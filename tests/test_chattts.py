@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -168,7 +168,6 @@ async def test_batch_neighbours_do_not_change_a_seeded_row(engine: ChatTTSEngine
 
 async def test_cancelling_one_request_leaves_its_batch_neighbours_intact(engine: ChatTTSEngine) -> None:
     reference = np.concatenate(await _speak(engine, "Hello world.", seed=21))
-    steps_before = engine.stats.gpt_steps
     got_first = asyncio.Event()
     cancelled_chunks: list[np.ndarray] = []
 
@@ -196,7 +195,9 @@ async def test_cancelling_every_row_stops_the_batch_early(ckpt: Checkpoint) -> N
     await eng.start()
     try:
         async def first_chunk_then_leave(text: str) -> None:
-            async with aclosing(eng.synthesize(SynthesisRequest(text))) as stream:
+            stream = eng.synthesize(SynthesisRequest(text))
+            assert isinstance(stream, AsyncGenerator)
+            async with aclosing(stream):
                 async for _ in stream:
                     return  # closing the stream cancels the job
 

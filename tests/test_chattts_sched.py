@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import pytest
 
 from tts.chattts_sched import Item, Scheduler
 
 
-def item(priority: int = 1, at: float = 0.0, deadline: float | None = None, key: object = "k") -> Item:
-    return Item(priority, at, deadline, key=key)  # type: ignore[arg-type]
+def item(priority: int = 1, at: float = 0.0, deadline: float | None = None, key: Hashable = "k") -> Item:
+    return Item(priority, at, deadline, key=key)
 
 
 def test_waits_for_the_window_then_batches_everything_compatible() -> None:
