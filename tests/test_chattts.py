@@ -8,6 +8,7 @@ loads it with ``Chat.load(source="custom")`` on CPU, one torch thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -54,7 +55,7 @@ def metrics() -> Metrics:
 @pytest.fixture(scope="session")
 def engine(ckpt: Checkpoint, metrics: Metrics) -> Iterator[ChatTTSEngine]:
     cfg = ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
-                        tuning=Tuning(fixed_tokens=TOKENS, batch_window_s=0.05))
+                        tuning=Tuning(fixed_tokens=TOKENS, batch_window_s=0.05, sentence_metrics=True))
     eng = _start(cfg, metrics)
     yield eng
     asyncio.run(eng.aclose())
@@ -211,10 +212,17 @@ async def test_cancelling_every_row_stops_the_batch_early(ckpt: Checkpoint) -> N
         await eng.aclose()
 
 
-async def test_digits_and_symbols_never_reach_the_model(engine: ChatTTSEngine) -> None:
-    """The text is normalized first: a sentence of only digits still produces speech."""
+async def test_digits_and_symbols_never_reach_the_model(
+    engine: ChatTTSEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the model is given (after ChatTTS's own normalizer) still has every amount, as words."""
+    caplog.set_level(logging.DEBUG, logger="voicegw.tts.chattts")
     chunks = await _speak(engine, "$5.20 at 3:30 pm, +1 415 555 0100 & 50%!")
     assert sum(len(c) for c in chunks) == SAMPLES
+    texts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("chattts batch texts")]
+    assert texts == ["chattts batch texts: ['five dollars and twenty cents at three thirty p m, plus one, four one "
+                     "five, five five five, zero one zero zero and fifty percent.']"]
+    assert not [r for r in caplog.records if "invalid characters" in r.getMessage()]  # ChatTTS deleted nothing
 
 
 async def test_bad_settings_fail_fast_with_tts_error(engine: ChatTTSEngine) -> None:

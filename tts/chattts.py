@@ -85,12 +85,12 @@ class ChatTTSEngine:
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self._ready and self._worker is not None and self._worker.dead is None
 
     @property
     def load_error(self) -> str | None:
         """Why the engine is not available (what is missing or corrupt), None while loading or once loaded."""
-        return self._load_error
+        return self._load_error or (self._worker.dead if self._worker else None)
 
     @property
     def stats(self) -> WorkerStats:
@@ -146,8 +146,8 @@ class ChatTTSEngine:
         )
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
-        if not self._ready or self._worker is None:
-            raise TTSError(self.name, self._load_error or "not loaded")
+        if not self.ready or self._worker is None:
+            raise TTSError(self.name, self.load_error or "not loaded")
         text = chattts_text(request.text, request.language)
         if not text.strip(" ,.，。、"):
             return  # nothing ChatTTS could say (e.g. only punctuation)

@@ -29,8 +29,6 @@ This couples us to ChatTTS internals: the package is pinned (``chattts==0.2.5``)
 from __future__ import annotations
 
 import logging
-import math
-import secrets
 import threading
 import time
 import warnings
@@ -43,6 +41,7 @@ import numpy as np
 from gateway.metrics import Metrics
 from tts.base import TTSError
 from tts.chattts_assets import AssetError, ModelSource, resolve_model_dir
+from tts.chattts_model import RowControl, config_from_geometry, receptive_field_tokens
 from tts.chattts_sched import Item, Scheduler
 from tts.chattts_voices import load_presets
 
@@ -67,6 +66,9 @@ class Tuning:
     stream_holdback_tokens: int = 12
     #: Testing/bench: every sentence is exactly this many audio tokens.
     fixed_tokens: int | None = None
+    #: Also observe tts_processing / tts_rtf / sentence_first_audio here. Off by default: in the gateway
+    #: the Speaker and the call already observe them per provider (they would count twice).
+    sentence_metrics: bool = False
 
 
 @dataclass(eq=False)
@@ -116,83 +118,6 @@ class WorkerStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-class _RowControl:
-    """Logits processor: per-row sampling settings, per-row seeded sampling, length limits, cancellation.
-
-    It samples each row itself with the row's own generator (seeded by the request's ``seed``, else at
-    random) and hands ``GPT.generate`` a one-hot distribution, so a row's tokens do not depend on which
-    other requests share its batch or at which index it sits (the library's ``manual_seed`` re-seeds one
-    generator for the whole batch at every step).
-    """
-
-    def __init__(self, jobs: list[Job], num_vq: int, eos: int, device: Any) -> None:
-        import torch
-        from ChatTTS.model.processors import CustomRepetitionPenaltyLogitsProcessorRepeat
-
-        def per_row(values: list[float], dtype: Any) -> Any:
-            return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(num_vq)
-
-        self.torch = torch
-        self.jobs, self.num_vq, self.eos = jobs, num_vq, eos
-        self.temperature = per_row([j.temperature for j in jobs], torch.float32).unsqueeze(1)
-        self.top_p = per_row([j.top_p for j in jobs], torch.float32).unsqueeze(1)
-        self.top_k = per_row([max(3, j.top_k) for j in jobs], torch.long).unsqueeze(1)
-        self.repetition = CustomRepetitionPenaltyLogitsProcessorRepeat(1.05, eos, 16)
-        self.generators = [
-            torch.Generator(device=device).manual_seed(j.seed if j.seed is not None else secrets.randbits(63))
-            for j in jobs
-        ]
-        self.steps = 0
-
-    def _rows(self, flags: list[bool]) -> Any:
-        return self.torch.tensor(flags, device=self.temperature.device).repeat_interleave(self.num_vq)
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        torch, vq = self.torch, self.num_vq
-        step = int(input_ids.size(1))
-        self.steps = step + 1
-        scores = self.repetition(input_ids, scores / self.temperature)
-        # top-p then top-k (the library's order), each with its own value per row; keep at least 3 tokens
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        probs = sorted_scores.softmax(-1)
-        drop = (probs.cumsum(-1) - probs) > self.top_p
-        drop[:, :3] = False
-        drop |= torch.arange(scores.size(1), device=scores.device).unsqueeze(0) >= self.top_k
-        scores = scores.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), -math.inf)
-        no_eos = [step == 0 or step < j.min_tokens for j in self.jobs]
-        if any(no_eos):
-            scores[self._rows(no_eos), self.eos] = -math.inf
-        probs = scores.softmax(-1)
-        choice = torch.empty((scores.size(0), 1), dtype=torch.long, device=scores.device)
-        for b, (job, gen) in enumerate(zip(self.jobs, self.generators, strict=True)):
-            if job.cancelled or step >= job.max_tokens:
-                choice[b * vq : (b + 1) * vq] = self.eos  # stop this row at this step
-            else:
-                choice[b * vq : (b + 1) * vq] = torch.multinomial(probs[b * vq : (b + 1) * vq], 1, generator=gen)
-        return torch.full_like(scores, -math.inf).scatter_(1, choice, 0.0)
-
-
-def _receptive_field_tokens(config: Any) -> int:
-    """Tokens either side that can influence a decoded sample (decoder + Vocos convolutions + ISTFT)."""
-    dec = 2 + 6 * int(config.decoder.n_layer) + 1
-    voc = 3 + 3 * int(config.vocos.backbone.init_args.num_layers) + 2
-    return math.ceil((dec + voc) / 2) + 1
-
-
-def _config_from_geometry(geo: dict[str, Any]) -> Any:
-    from ChatTTS.config import config as c
-
-    dvae = geo["dvae"]
-    return c.Config(
-        gpt=c.GPT(**geo["gpt"]), embed=c.Embed(**geo["embed"]), decoder=c.Decoder(**geo["decoder"]),
-        dvae=c.DVAE(encoder=c.Decoder(**dvae["encoder"]), decoder=c.Decoder(**dvae["decoder"]),
-                    vq=c.VQ(**{**dvae["vq"], "levels": tuple(dvae["vq"]["levels"])})),
-        vocos=c.Vocos(backbone=c.Backbone(init_args=c.BackboneInitArgs(**geo["vocos"]["backbone"])),
-                      head=c.FourierHead(init_args=c.FourierHeadInitArgs(**geo["vocos"]["head"]))),
-        spk_stat=geo["spk_stat"],
-    )
-
-
 class Worker:
     """Owns the ``Chat`` and the inference thread."""
 
@@ -216,6 +141,8 @@ class Worker:
         self.hidden = 0
         self.device = "cpu"
         self._stop = False
+        #: Why the inference thread stopped serving (None while it serves).
+        self.dead: str | None = None
         self._chat: Any = None
         self._context: Any = None
         self._thread: threading.Thread | None = None
@@ -244,7 +171,7 @@ class Worker:
         job.item = Item(priority, now, deadline, key=key, payload=job)
         with self.cond:
             if self._stop:
-                return "engine is shutting down"
+                return self.dead or "engine is shutting down"
             reason = self.sched.admit(job.item, now)
             self.cond.notify_all()
         return reason
@@ -265,6 +192,17 @@ class Worker:
             on_loaded(reason)
             return
         on_loaded(None)
+        try:
+            self._serve()
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            log.exception("ChatTTS inference thread died")
+            with self.cond:
+                self._stop, self.dead = True, f"inference thread died: {type(exc).__name__}: {exc}"
+                items, self.sched.queue = self.sched.queue, []
+            for item in items:
+                self._fail(item.payload, self.dead)
+
+    def _serve(self) -> None:
         while True:
             with self.cond:
                 while not self._stop:
@@ -273,7 +211,8 @@ class Worker:
                         break
                     self.cond.wait(wait)
                 if self._stop:
-                    for item in self.sched.queue:
+                    items, self.sched.queue = self.sched.queue, []
+                    for item in items:
                         self._fail(item.payload, "engine closed")
                     return
                 batch, expired = self.sched.take_batch(time.monotonic())
@@ -305,10 +244,12 @@ class Worker:
         else:
             torch.set_num_threads(1)
             log.warning("ChatTTS runs on CPU: expect slower than real time at full size (use a GPU in production)")
+            if self.compile:
+                log.warning("CHATTTS_COMPILE is ignored on CPU (torch.compile is used on CUDA only)")
         chat = ChatTTS.Chat(logging.getLogger("voicegw.tts.chattts.lib"))
         geometry = dict(source.geometry) if source.geometry else None
         if geometry is not None:
-            chat.config = _config_from_geometry(geometry)
+            chat.config = config_from_geometry(geometry)
         chat.sha256_map = dict(source.sha256)
         t0 = time.monotonic()
         if not chat.load(source="custom", custom_path=str(source.path), device=device,
@@ -319,7 +260,7 @@ class Worker:
         voices = geometry.get("voices") if geometry else None
         self.presets = dict(voices) if isinstance(voices, dict) else load_presets()
         self._chat, self._context = chat, chat.context
-        self._rf_tokens = _receptive_field_tokens(chat.config)
+        self._rf_tokens = receptive_field_tokens(chat.config)
         log.info("ChatTTS loaded from %s on %s in %.1fs; warming up", source.path, device, time.monotonic() - t0)
         self._warm_up()
 
@@ -349,10 +290,11 @@ class Worker:
                 self.metrics.chattts_batch_size.observe(len(jobs))
                 for j in jobs:
                     self.metrics.chattts_queue_wait.observe(t0 - j.enqueued)
-        ctrl: _RowControl | None = None
+        ctrl: RowControl | None = None
         try:
             with torch.no_grad():
                 texts = [chat.normalizer(j.text, True, True, j.lang) for j in jobs]
+                log.debug("chattts batch texts: %r", texts)
                 if jobs[0].use_refine:
                     texts = self._refine(texts, jobs[0].seed)
                 prompts = [chat.speaker.decorate_code_prompts([t], j.prompt, None, j.speaker)[0]
@@ -364,7 +306,7 @@ class Worker:
                     chat.speaker.apply(emb[i : i + 1], j.speaker, input_ids[i : i + 1],
                                        chat.tokenizer.spk_emb_ids, chat.gpt.device_gpt)
                 eos = int(chat.config.gpt.num_audio_tokens) - 1
-                ctrl = _RowControl(jobs, num_vq, eos, chat.device)
+                ctrl = RowControl(jobs, num_vq, eos, chat.device)
                 gen = chat.gpt.generate(
                     emb, input_ids, temperature=torch.ones(num_vq, device=chat.device), eos_token=eos,
                     attention_mask=attention_mask, max_new_token=max(j.max_tokens for j in jobs) + 1,
@@ -453,7 +395,7 @@ class Worker:
         first = row.first_audio - job.enqueued
         processing = now - row.started
         rtf = processing / audio_s
-        if self.metrics:
+        if self.metrics and self.tuning.sentence_metrics:
             self.metrics.tts_processing.labels("chattts").observe(processing)
             self.metrics.tts_rtf.labels("chattts").observe(rtf)
             self.metrics.sentence_first_audio.labels("chattts").observe(first)
