@@ -234,10 +234,30 @@ async def test_bad_settings_fail_fast_with_tts_error(engine: ChatTTSEngine) -> N
             pass
 
 
-async def test_deadline_that_cannot_be_met_fails_fast(engine: ChatTTSEngine) -> None:
-    with pytest.raises(TTSError, match="queue too deep"):
+async def test_a_passed_deadline_fails_fast(engine: ChatTTSEngine) -> None:
+    # idle: admitted, then dropped when the batch forms; still finishing the last batch: refused at once
+    with pytest.raises(TTSError, match="deadline passed while queued|queue too deep"):
         async for _ in engine.synthesize(SynthesisRequest("hi", deadline=time.monotonic() - 1)):
             pass
+
+
+async def test_busy_engine_refuses_what_it_cannot_start_before_the_deadline(ckpt: Checkpoint) -> None:
+    eng = ChatTTSEngine(ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
+                                      tuning=Tuning(fixed_tokens=600)))
+    await eng.start()
+    try:
+        await _speak(eng, "measure one batch")
+        stream = eng.synthesize(SynthesisRequest("a long sentence keeps the engine busy"))
+        assert isinstance(stream, AsyncGenerator)
+        async with aclosing(stream):
+            await anext(stream)  # its batch is running (hundreds of tokens to go)
+            with pytest.raises(TTSError, match="queue too deep"):
+                async for _ in eng.synthesize(SynthesisRequest("hi", deadline=time.monotonic() + 0.01)):
+                    pass
+            async for _ in eng.synthesize(SynthesisRequest("hi", deadline=time.monotonic() + 120)):
+                break  # a generous deadline is admitted and served after the running batch
+    finally:
+        await eng.aclose()
 
 
 def test_speed_mapping() -> None:

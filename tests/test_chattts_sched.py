@@ -75,6 +75,8 @@ def test_deadline_admission_uses_measured_batch_times() -> None:
     s.take_batch(0.0)
     s.batch_done(2.0, first_audio_s=0.4)  # batches take 2 s, first audio 0.4 s
     s.take_batch(2.0)
+    assert s.admit(item(deadline=2.1), 2.0) is None  # idle: always admitted, so it keeps measuring
+    s.take_batch(2.0)
     s.admit(item(), 2.0)
     s.admit(item(), 2.0)
     s.running_since = 2.0  # a batch is running until ≈4.0

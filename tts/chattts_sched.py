@@ -16,9 +16,10 @@ Policy:
   requests apart: the refine pass is a separate text pass with one seed).
 - A batch forms as soon as ``max_batch`` requests wait or the oldest has waited
   ``window_s`` (a few ms: the price of batching when the load is light).
-- Admission is bounded (``max_queue``) and deadline-aware: from the measured
-  batch duration and time to first audio, a request whose first audio would
-  come after its ``deadline`` is refused at once so the fallback can speak.
+- Admission is bounded (``max_queue``) and deadline-aware: while busy, from
+  the measured batch duration and time to first audio, a request whose first
+  audio would come after its ``deadline`` is refused at once so the fallback
+  can speak. An idle engine always admits (and so keeps measuring).
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class Scheduler:
         live = sum(1 for i in self.queue if not i.cancelled)
         if live >= self.max_queue:
             return f"queue full ({live} sentences waiting)"
-        if item.deadline is not None:
+        idle = self.running_since is None and live == 0
+        # An idle engine always takes the request: refusing then would never measure again, so one slow
+        # spell would shut ChatTTS out for good. Busy, it refuses what it cannot start in time.
+        if item.deadline is not None and not idle:
             eta = now + self.estimate_first_audio(item.priority, now)
             if eta > item.deadline:
                 return f"queue too deep: first audio expected in {eta - now:.2f}s, after the deadline"
