@@ -121,8 +121,12 @@ async def readyz(request: Request) -> Response:
     """
     services = _services(request)
     engines = {name: bool(e.ready) for name, e in services.engines.items()}
-    not_ready = [f"engine {name} not ready" for name, ok in engines.items() if not ok]
-    if not engines:
+    # An engine that failed to load for good (missing weights) is degraded, not "not ready": its agents
+    # fall back, and an unready pod would never come back. One still loading keeps the pod unready.
+    failed = {name: getattr(e, "load_error", None) for name, e in services.engines.items() if not e.ready}
+    not_ready = [f"engine {name} not ready" for name, err in failed.items() if not err]
+    degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
+    if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
     if services.draining:
         not_ready.append("draining")
@@ -131,7 +135,8 @@ async def readyz(request: Request) -> Response:
     body = {
         "ready": not not_ready,
         "not_ready": not_ready,
-        "degraded": [] if store_ok else [f"{services.store.kind} settings store unreachable; serving last snapshot"],
+        "degraded": degraded
+        + ([] if store_ok else [f"{services.store.kind} settings store unreachable; serving last snapshot"]),
         "engines": engines,
         "store": {"kind": services.store.kind, "healthy": store_ok},
         **services.drain.status(time.monotonic()),

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.set_defaults(func=cmd_say)
 
+    chattts = sub.add_parser("chattts", help="ChatTTS tools").add_subparsers(dest="chattts_cmd", required=True)
+    chattts.add_parser("download", help="pre-fetch the ChatTTS weights for an offline deployment: download [DIR]")
+
     agents = sub.add_parser("agents", help="agent YAML tools").add_subparsers(dest="agents_cmd", required=True)
     p = agents.add_parser("validate", help="validate agent YAML files")
     p.add_argument("dir", nargs="?")
@@ -258,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["chattts", "download"]:
+        from tts.chattts_assets import download_main
+
+        return download_main(argv[2:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,11 @@ class Services:
         return self.drain.draining
 
     async def aclose(self) -> None:
+        for extra in self.extras.values():
+            if isinstance(extra, asyncio.Task) and not extra.done():
+                extra.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await extra
         for engine in self.engines.values():
             try:
                 await engine.aclose()

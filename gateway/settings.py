@@ -96,6 +96,8 @@ class Settings:
     chattts_model_dir: Path | None = None
     chattts_device: Literal["auto", "cuda", "cpu"] = "auto"
     chattts_compile: bool = False
+    #: JSON map of expected sha256 per ChatTTS asset, for self-built or fine-tuned checkpoints.
+    chattts_sha256_file: Path | None = None
     #: Speech recognizer: a CTranslate2 Whisper model dir or local model name (None = bundled tiny.en), device.
     stt_model: str | None = None
     stt_device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -148,6 +150,7 @@ class Settings:
             chattts_model_dir=Path(model_dir) if model_dir else None,
             chattts_device=device,  # type: ignore[arg-type]
             chattts_compile=_bool(env, "CHATTTS_COMPILE", False),
+            chattts_sha256_file=Path(sha_file) if (sha_file := _get(env, "CHATTTS_SHA256_FILE")) else None,
             stt_model=_get(env, "VOICEGW_STT_MODEL"),
             stt_device=stt_device,  # type: ignore[arg-type]
             api_key=_get(env, "VOICEGW_API_KEY"),

@@ -6,6 +6,9 @@ gateway whose agents do not use ChatTTS never pays for loading it.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import logging
 
 from agents.loader import load_agents_strict
@@ -20,6 +23,36 @@ from tts.phrase_cache import PhraseCache
 from tts.piper import PiperEngine
 
 log = logging.getLogger("voicegw")
+
+
+async def _chattts(services: Services) -> None:
+    """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
+    settings = services.settings
+    try:
+        from tts.chattts import ChatTTSConfig, ChatTTSEngine
+    except ImportError as exc:  # the [chattts] extra is not installed
+        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
+        return
+    override = None
+    if settings.chattts_sha256_file is not None:
+        try:
+            override = json.loads(settings.chattts_sha256_file.read_text())
+        except (OSError, ValueError) as exc:
+            log.error("CHATTTS_SHA256_FILE %s is unreadable (%s): ChatTTS disabled", settings.chattts_sha256_file, exc)
+            return
+    config = ChatTTSConfig.from_settings(settings)
+    config = dataclasses.replace(config, sha256_override=override, allow_download=settings.chattts_model_dir is None)
+    engine = ChatTTSEngine(config, services.metrics)
+    services.engines["chattts"] = engine
+
+    async def load() -> None:
+        await engine.start()
+        if engine.load_error:
+            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
+        else:
+            log.info("ChatTTS loaded and warmed up")
+
+    services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
 
 
 async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
@@ -52,6 +85,8 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
         services.engines["cartesia"] = cartesia
     elif "cartesia" in used:
         log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
+    if "chattts" in used:
+        await _chattts(services)
     _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if not settings.signatures_enforced:
