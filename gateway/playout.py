@@ -48,7 +48,8 @@ class Pacer:
         self.frames_sent = 0
         self.underruns = 0
         self.underrun_gaps: list[float] = []  # seconds of silence the caller heard, per underrun
-        self.lateness: list[float] = []  # per take(): how late the sender woke vs when it could first send
+        self.last_lateness: float | None = None  # last take() mid-utterance: how late the sender woke
+        self.max_lateness = 0.0
 
     def buffered(self, now: float) -> float:
         """Seconds of audio still queued at Twilio (the lead)."""
@@ -70,7 +71,8 @@ class Pacer:
             return 0
         n = min(queued, self.max_burst, int(math.floor(room / self.frame_s + _EPS)) + 1)
         if self.streaming:
-            self.lateness.append(max(0.0, late))
+            self.last_lateness = max(0.0, late)
+            self.max_lateness = max(self.max_lateness, self.last_lateness)
         self.horizon += n * self.frame_s
         self.frames_sent += n
         self.streaming = True

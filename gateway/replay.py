@@ -7,8 +7,11 @@ until the token's expiry (after that the token fails verification anyway).
 * :class:`MemoryUsedTokens`: one gateway instance.
 * :class:`RedisUsedTokens`: ``SET key 1 NX PX ttl`` — atomic across every
   instance sharing the Redis, so a token replayed against another instance is
-  refused too. If Redis is unreachable the claim fails closed (the call is
-  refused and the reason logged): accepting it would reopen replays.
+  refused too. Every claim is also recorded in a local memory set first. If
+  Redis is unreachable the local set decides (logged): replays against *this*
+  instance are still refused, and a Redis outage does not refuse every call
+  (the settings store degrades the same way). The window left open is a replay
+  against another instance, within the token's expiry, during the outage.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class RedisUsedTokens:
     def __init__(self, redis: Any, prefix: str = "voicegw:used-token:") -> None:
         self._redis = redis  # a redis.asyncio.Redis
         self._prefix = prefix
+        self._local = MemoryUsedTokens()
+        self.degraded_claims = 0  # claims decided locally because Redis was unreachable
 
     @classmethod
     def from_url(cls, url: str) -> RedisUsedTokens:
@@ -63,11 +68,14 @@ class RedisUsedTokens:
         return cls(aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0))
 
     async def claim(self, token_id: str, ttl_s: float) -> bool:
+        if not await self._local.claim(token_id, ttl_s):
+            return False
         try:
             ok = await self._redis.set(self._prefix + token_id, b"1", nx=True, px=max(1000, int(ttl_s * 1000)))
-        except Exception as exc:  # redis down: refuse rather than allow a possible replay
-            log.error("cannot check stream token against redis (%s): refusing the stream", exc)
-            return False
+        except Exception as exc:
+            self.degraded_claims += 1
+            log.error("stream token replay check: redis unreachable (%s); checked against this instance only", exc)
+            return True
         return bool(ok)
 
     async def aclose(self) -> None:
