@@ -36,7 +36,7 @@ def test_initial_burst_fills_the_lead_then_one_frame_per_20ms() -> None:
         assert p.take(t, 100) == 1
         assert 0.1 - 1e-9 <= p.buffered(t) <= 0.12 + 1e-9
     assert p.underruns == 0
-    assert max(p.lateness) < 1e-9
+    assert p.max_lateness < 1e-9
 
 
 def test_short_stall_within_lead_is_caught_up_without_underrun() -> None:
@@ -46,7 +46,7 @@ def test_short_stall_within_lead_is_caught_up_without_underrun() -> None:
     n = p.take(0.06, 100)
     assert n == 3 and p.underruns == 0
     assert p.buffered(0.06) == pytest.approx(0.12)  # back to lead + frame
-    assert p.lateness[-1] == pytest.approx(0.04)
+    assert p.last_lateness == pytest.approx(0.04)
 
 
 def test_long_stall_is_an_underrun_and_catch_up_is_bounded() -> None:
