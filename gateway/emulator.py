@@ -53,8 +53,6 @@ class CallResult:
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
     handshake_status: int | None = None  # HTTP status when the gateway refused the WebSocket upgrade
-    mark_times: dict[str, float] = field(default_factory=dict)  # echo time (seconds since `start`) per mark
-    clear_times: list[float] = field(default_factory=list)  # seconds since `start` of each `clear`
     media_times: list[float] = field(default_factory=list)  # seconds since `start` of each `media` received
     frame_lateness: list[float] = field(default_factory=list)  # per media: how late after the buffer ran dry
     odd_frames: int = 0  # media payloads that are not exactly 160 bytes (Twilio accepts them; we never send them)
@@ -160,8 +158,12 @@ class TwilioEmulator:
         return f"{self.base_url}/{path}"
 
     async def post_status(self, url: str, params: dict[str, str]) -> int:
-        async with httpx.AsyncClient(timeout=10) as client:
-            resp = await client.post(self._local(url), data=params, headers=self._signature(url, params))
+        """POST a statusCallback; 0 when the gateway cannot be reached (Twilio just logs a failed delivery)."""
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                resp = await client.post(self._local(url), data=params, headers=self._signature(url, params))
+        except httpx.HTTPError:
+            return 0
         return resp.status_code
 
     async def rest_update(self, call_sid: str, form: dict[str, str]) -> None:
