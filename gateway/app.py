@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -18,6 +19,8 @@ from starlette.websockets import WebSocket
 from agents.conversation import attach_conversation
 from gateway import logs, twiml
 from gateway.call import CallSession
+from gateway.edge import Edge
+from gateway.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.startup import build_services
@@ -28,6 +31,8 @@ from tts.speech_api import speech_routes
 log = logging.getLogger("voicegw.app")
 
 UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
+BUSY = "Sorry, all of our lines are busy right now. Please call again later. Goodbye."
+START_TIMEOUT_S = 10.0  # upgrade → `start`; Twilio sends it at once
 
 
 def _services(request: Request | WebSocket) -> Services:
@@ -35,30 +40,73 @@ def _services(request: Request | WebSocket) -> Services:
     return services
 
 
-async def twilio_voice(request: Request) -> Response:
+def _reject(services: Services, reason: str, detail: str, where: str) -> None:
+    services.metrics.webhook_rejected.labels(reason).inc()
+    log.warning("%s rejected (%s): %s", where, reason, detail)
+
+
+async def _signed_form(request: Request, path: str) -> tuple[dict[str, str], Response | None]:
+    """The webhook's form fields, or a 403 when signatures are on and this one is not Twilio's.
+
+    Checked before anything else is looked up or allocated. The URL is the configured
+    PUBLIC_URL + route (+ query): behind a proxy the Host header is not what Twilio signed.
+    """
     services = _services(request)
     form = await request.form()
-    call_sid = str(form.get("CallSid", ""))
+    verifier = services.twilio_edge().verifier
+    if verifier is not None:
+        base = services.settings.public_url or str(request.base_url)
+        url = public_endpoint(base, path, request.url.query)
+        try:
+            verifier.check_webhook(url, form, request.headers.get("x-twilio-signature"))
+        except SignatureError as exc:
+            _reject(services, "bad_signature", exc.reason, f"POST {path}")
+            return {}, PlainTextResponse("invalid Twilio signature", status_code=403)
+    return {k: str(v) for k, v in form.items()}, None
+
+
+def _xml(body: str) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+async def twilio_voice(request: Request) -> Response:
+    services = _services(request)
+    form, refused = await _signed_form(request, "/twilio/voice")
+    if refused is not None:
+        return refused
+    edge = services.twilio_edge()
+    call_sid = form.get("CallSid", "")
+    if not call_sid or "|" in call_sid:
+        _reject(services, "bad_request", f"CallSid {call_sid!r}", "POST /twilio/voice")
+        return PlainTextResponse("missing or invalid CallSid", status_code=400)
     refusal = services.drain.refusal()
     if refusal is not None:
         services.metrics.webhook_rejected.labels("draining").inc()
         log.info("call %s refused: draining", call_sid)
-        body = twiml.redirect(refusal.redirect_url) if refusal.redirect_url else twiml.say_and_hangup(refusal.message)
-        return Response(body, media_type="application/xml")
-    to = str(form.get("To", ""))
+        return _xml(twiml.redirect(refusal.redirect_url) if refusal.redirect_url else
+                    twiml.say_and_hangup(refusal.message))
+    to = form.get("To", "")
     agent_id = request.query_params.get("agent")
     agent = services.store.get(agent_id) if agent_id else services.store.by_number(to)
     if agent is None:
         log.info("call %s to %s: no agent (agent=%s)", call_sid, to, agent_id)
-        return Response(twiml.say_and_hangup(UNKNOWN_NUMBER), media_type="application/xml")
+        return _xml(twiml.say_and_hangup(UNKNOWN_NUMBER))
+    if not await edge.limiter.acquire(agent.id, call_sid, agent.limits.max_concurrent_calls):
+        _reject(services, "busy", f"agent {agent.id} at {agent.limits.max_concurrent_calls} calls", call_sid)
+        return _xml(twiml.say_and_hangup(BUSY))
+    base = services.settings.public_url or str(request.base_url)
     url = twiml.stream_url(services.settings.public_url, str(request.base_url))
-    body = twiml.connect_stream(url, {"agent": agent.id, "call_sid": call_sid})
-    return Response(body, media_type="application/xml")
+    token = edge.issue_token(call_sid, agent.id)
+    body = twiml.connect_stream(url, {TOKEN_PARAMETER: token, "agent": agent.id},
+                                status_callback=public_endpoint(base, "/twilio/status"))
+    return _xml(body)
 
 
 async def twilio_status(request: Request) -> Response:
-    form = await request.form()
-    log.info("stream status %s: %s", form.get("CallSid"), form.get("StreamEvent"))
+    form, refused = await _signed_form(request, "/twilio/status")
+    if refused is not None:
+        return refused
+    log.info("stream status %s: %s %s", form.get("CallSid"), form.get("StreamEvent"), form.get("StreamError", ""))
     return Response(status_code=204)
 
 
@@ -83,17 +131,47 @@ async def _await_start(ws: WebSocket, protocol: TwilioProtocol) -> Start | None:
     return None
 
 
+async def _admit(ws: WebSocket, edge: Edge, start: Start) -> str | None:
+    """The agent id of a stream whose one-time token is genuine, for this call, unexpired and unused."""
+    services = _services(ws)
+    try:
+        claims = edge.tokens.verify(start.custom_parameters.get(TOKEN_PARAMETER), time.time(), start.call_sid)
+    except TokenError as exc:
+        _reject(services, "bad_stream_token", exc.reason, f"stream {start.stream_sid}")
+        return None
+    if not await edge.used_tokens.claim(claims.token_id, edge.tokens.ttl_s):
+        _reject(services, "replayed_stream_token", f"token for call {claims.call_sid} already used",
+                f"stream {start.stream_sid}")
+        return None
+    return claims.agent_id
+
+
 async def twilio_media(ws: WebSocket) -> None:
     services = _services(ws)
+    edge = services.twilio_edge()
+    signature = ws.headers.get("x-twilio-signature")
+    if edge.verifier is not None and signature:
+        try:
+            edge.verifier.check_upgrade(twiml.stream_url(services.settings.public_url, str(ws.base_url)), signature)
+        except SignatureError as exc:
+            _reject(services, "bad_signature", exc.reason, "media upgrade")
+            await ws.close(1008)  # before accept(): an HTTP 403 handshake rejection
+            return
     await ws.accept()
-    protocol = TwilioProtocol()
-    start = await _await_start(ws, protocol)
-    if start is None:
+    protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
+    try:
+        start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
+    except TimeoutError:
+        start = None
+    agent_id = await _admit(ws, edge, start) if start is not None else None
+    agent = services.store.get(agent_id) if agent_id else None
+    if start is None or agent is None:
+        if agent_id:
+            log.warning("stream %s: agent %r is gone", start.stream_sid if start else "?", agent_id)
         await ws.close(1008)
         return
-    agent = services.store.get(start.custom_parameters.get("agent", ""))
-    if agent is None:
-        log.warning("stream %s: unknown agent %r", start.stream_sid, start.custom_parameters.get("agent"))
+    if not await edge.limiter.acquire(agent.id, start.call_sid, agent.limits.max_concurrent_calls):
+        _reject(services, "busy", f"agent {agent.id} slot expired and was taken", start.call_sid)
         await ws.close(1008)
         return
     logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
@@ -104,6 +182,8 @@ async def twilio_media(ws: WebSocket) -> None:
         await session.run()
     finally:
         services.active_calls -= 1
+        await edge.limiter.release(agent.id, start.call_sid)
+        edge.calls_finished += 1  # last: the slot is free once this counts the call
         with contextlib.suppress(Exception):
             await ws.close()
 

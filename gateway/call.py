@@ -6,9 +6,17 @@ cancels and awaits them all when the call ends, whatever the reason.
 Hooks for the conversation layer (:mod:`agents.conversation`, which keeps the
 turn-taking logic): :meth:`CallSession.say` (one sentence, with an optional
 mark before its first frame and phrase-cache use), :meth:`interrupt` (cancel
-synthesis, drop queued audio, send ``clear``), :meth:`hangup` and
-:meth:`transfer`; inbound events reach it through ``on_event``, and
-``on_start``/``on_end`` replace the plain greeting and clean up.
+synthesis, drop queued audio here and at Twilio with ``clear``; no audio of
+the interrupted turn is queued afterwards), :meth:`wait_heard`, :meth:`hangup`
+(Twilio REST when configured, optionally once a mark has been heard) and
+:meth:`transfer` (REST redirect to ``<Dial>``); inbound events (DTMF included)
+reach it through ``on_event``, and ``on_start``/``on_end`` replace the plain
+greeting and clean up.
+
+What the caller heard comes from mark echoes (:class:`gateway.playout.Ledger`,
+``self.ledger``); pacing is :class:`gateway.playout.Pacer` inside
+:class:`gateway.outbound.Outbound`. Every task is started through
+``Edge.spawn`` so leaks show in ``edge.live_tasks``.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from gateway import logs
 from gateway.audio import FRAME_SECONDS
 from gateway.framing import Framer
 from gateway.outbound import Outbound
+from gateway.playout import Ledger, SentenceState
 from gateway.recording import StereoRecorder, recording_path
 from gateway.resample import ToTwilio
 from gateway.services import Services
 from gateway.twilio_events import Dtmf, Mark, Media, Start, Stop
-from gateway.twilio_protocol import RemoteProtocolError, TwilioProtocol
+from gateway.twilio_protocol import RemoteProtocolError, State, TwilioProtocol
+from gateway.twilio_rest import TwilioRestError
 from tts.base import TTSError
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 from tts.phrase_cache import PhraseCache, fingerprint
@@ -48,6 +58,7 @@ class _Sentence:
     start_mark: str | None = None
     phrase: bool = False
     first: bool = False
+    turn: int = 0  # CallSession.turn when queued; interrupt() makes older turns stale
 
 
 class CallSession:
@@ -60,6 +71,7 @@ class CallSession:
         self.start = start
         self.agent = agent
         self.metrics = services.metrics
+        self.edge = services.twilio_edge()
         self.speaker = Speaker(services.engines, agent.tts, services.metrics, services.extras.get("breakers"))
         self.outbound = Outbound(
             self._write_media, self._write_mark, lead_s=services.settings.playout_lead_s,
@@ -68,7 +80,13 @@ class CallSession:
         self._ids = itertools.count(1)
         self._speech: asyncio.Queue[_Sentence] = asyncio.Queue()
         self._speaking: asyncio.Task[None] | None = None
-        self._hangup = asyncio.Event()
+        self.turn = 0  # bumped by interrupt(): audio of an older turn is never queued again
+        self.ledger = Ledger()
+        self._marks_changed = asyncio.Event()
+        self._hangup = asyncio.Event()  # end the stream (hangup()/transfer() done)
+        self._closed = asyncio.Event()  # the stream has ended (stop, disconnect, or we ended it)
+        self._ending: asyncio.Task[None] | None = None
+        self.dtmf: list[str] = []
         self.transfer_to: str | None = None
         self.phrase_cache: PhraseCache | None = services.extras.get("phrase_cache")
         self._version = fingerprint(agent)
@@ -108,6 +126,8 @@ class CallSession:
             await self.ws.send_text(text)
 
     async def _write_media(self, frame: bytes) -> None:
+        if self.protocol.state is not State.STREAMING:
+            return  # after `stop`: nothing more may be sent
         if self.recorder is not None:
             # The sender has advanced its horizon past this frame: it starts playing one frame earlier.
             plays_at = self.outbound.horizon - FRAME_SECONDS - self.stream_t0
@@ -117,8 +137,11 @@ class CallSession:
         await self._flush()
 
     async def _write_mark(self, name: str) -> None:
+        if self.protocol.state is not State.STREAMING:
+            return
         self.protocol.send_mark(name)
         self.marks_sent.append(name)
+        self.ledger.mark_sent(name)
         await self._flush()
 
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
@@ -141,13 +164,19 @@ class CallSession:
         """
         n = next(self._ids)
         name = f"{kind}-{n}"
-        self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first))
+        if start_mark:
+            self.ledger.queue(start_mark, "", self.turn)
+        self.ledger.queue(name, text, self.turn)
+        self._speech.put_nowait(
+            _Sentence(name, text, start_mark, phrase, n == 1 if first is None else first, self.turn))
         return name
 
     async def _speak_loop(self) -> None:
         while True:
             sentence = await self._speech.get()
-            task = asyncio.create_task(self._speak_one(sentence), name=f"speak-{sentence.name}")
+            if sentence.turn != self.turn:
+                continue  # interrupted before synthesis started
+            task = self.edge.spawn(self._speak_one(sentence), name=f"speak-{sentence.name}")
             self._speaking = task
             try:
                 await task
@@ -160,6 +189,8 @@ class CallSession:
                 self._speaking = None
 
     def _put_frames(self, frames: list[bytes], sentence: _Sentence, started: list[bool]) -> None:
+        if sentence.turn != self.turn:
+            return  # never queue stale audio of an interrupted turn
         if frames and not started:
             started.append(True)
             if sentence.start_mark:
@@ -167,6 +198,8 @@ class CallSession:
         self.outbound.put_frames(frames)
 
     def _end_sentence(self, sentence: _Sentence, started: list[bool]) -> None:
+        if sentence.turn != self.turn:
+            return
         if not started and sentence.start_mark:
             self.outbound.put_mark(sentence.start_mark)  # no audio (TTS failed): still settle the turn's marks
         self.outbound.put_mark(sentence.name)
@@ -230,38 +263,92 @@ class CallSession:
                 self.metrics.tts_rtf.labels(provider).observe((time.monotonic() - started) / audio_s)
 
     async def interrupt(self) -> list[str]:
-        """Barge-in: cancel synthesis, drop queued sentences and audio, send ``clear``.
+        """Barge-in: cancel synthesis, drop queued sentences and audio here and at Twilio (``clear``).
 
-        Returns the names of marks dropped before they were sent (never to be echoed).
+        Returns the names of marks dropped before they were sent (never to be echoed); the
+        ledger marks every sentence still pending as cleared.
         """
+        self.turn += 1
         dropped: list[str] = []
         while not self._speech.empty():
             dropped.append(self._speech.get_nowait().name)
         if self._speaking is not None:
-            self._speaking.cancel()  # no frame is queued after this: the task only runs to unwind
+            self._speaking.cancel()  # the engine stream closes as the cancellation unwinds
         dropped += self.outbound.clear()
-        self.protocol.send_clear()
-        await self._flush()
+        self.ledger.cleared()
+        self._marks_changed.set()
+        if self.protocol.state is State.STREAMING:
+            self.protocol.send_clear()
+            await self._flush()
         return dropped
 
-    def hangup(self, outcome: str = "agent_hangup") -> None:
-        """End the call: the stream closes, and with nothing after ``<Connect>`` Twilio hangs up."""
-        self.outcome = outcome
+    async def wait_heard(self, mark: str, timeout_s: float = 30.0) -> bool:
+        """Wait until ``mark``'s sentence has played (True) or was cleared / the wait timed out (False)."""
+        deadline = time.monotonic() + timeout_s
+        while (state := self.ledger.state(mark)) is SentenceState.QUEUED and not self._closed.is_set():
+            self._marks_changed.clear()
+            try:
+                await asyncio.wait_for(self._marks_changed.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+        return state is SentenceState.HEARD
+
+    def hangup(self, outcome: str = "agent_hangup", after_mark: str | None = None) -> None:
+        """End the call (optionally once ``after_mark`` has been heard, e.g. the goodbye).
+
+        With Twilio REST configured the call is completed through the API (an already-ended
+        call, 20404, is fine); otherwise, or if the API fails, closing the stream ends it
+        (nothing follows ``<Connect>`` in our TwiML).
+        """
+        if self._ending is None:
+            self.outcome = outcome
+            self._ending = self.edge.spawn(self._hang_up(after_mark), name="hangup")
+
+    def transfer(self, number: str, say_first: str | None = None) -> None:
+        """Hand the caller to ``number``: REST redirect to ``<Dial>`` (Twilio then ends our stream)."""
+        if self._ending is None:
+            self.outcome, self.transfer_to = "transferred", number
+            self._ending = self.edge.spawn(self._transfer(number, say_first), name="transfer")
+
+    async def _hang_up(self, after_mark: str | None) -> None:
+        if after_mark is not None:
+            await self.wait_heard(after_mark)
+        if self.edge.rest is not None:
+            try:
+                if await self.edge.rest.hangup(self.start.call_sid):  # False: already ended (20404)
+                    await self._await_stop()
+            except TwilioRestError as exc:
+                log.error("call %s: REST hang-up failed (%s); closing the stream instead", self.start.call_sid,
+                          exc.reason)
         self._hangup.set()
 
-    def transfer(self, number: str) -> None:
-        """Hand the caller to ``number``. (REST redirect to ``<Dial>`` is not wired yet: logged, stream ends.)"""
-        log.warning("call %s: transfer to %s requested; no Twilio REST redirect configured, ending the stream",
-                    self.start.call_sid, number)
-        self.transfer_to = number
-        self.hangup("transferred")
+    async def _transfer(self, number: str, say_first: str | None) -> None:
+        if self.edge.rest is None:
+            log.error("call %s: transfer to %s needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; hanging up",
+                      self.start.call_sid, number)
+            self.outcome = "transfer_failed"
+        else:
+            try:
+                await self.edge.rest.transfer(self.start.call_sid, number, say_first)
+                await self._await_stop()
+            except TwilioRestError as exc:
+                log.error("call %s: transfer to %s failed: %s", self.start.call_sid, number, exc.reason)
+                self.outcome = "transfer_failed"
+        self._hangup.set()
+
+    async def _await_stop(self, timeout_s: float = 5.0) -> None:
+        """After a REST update Twilio sends `stop` and closes; don't wait forever for it."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), timeout_s)
 
     # ---- receiving -----------------------------------------------------
     async def _read_loop(self) -> None:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
-                self.outcome = "caller_hangup"
+                self.protocol.receive_eof()
+                if self._ending is None:
+                    self.outcome = "caller_hangup"
                 return
             try:
                 if message.get("bytes") is not None:
@@ -270,15 +357,24 @@ class CallSession:
                     self.protocol.receive_text(message.get("text") or "")
             except RemoteProtocolError as exc:
                 self.metrics.protocol_errors.labels(exc.kind).inc()
+                if exc.fatal:
+                    log.error("call %s: ending after malformed message: %s", self.start.call_sid, exc)
+                    self.outcome = "protocol_error"
+                    return
                 log.warning("call %s: ignoring malformed message: %s", self.start.call_sid, exc)
                 continue
             for event in self.protocol.events_received():
                 if isinstance(event, Stop):
-                    self.outcome = "completed"
+                    if self._ending is None:
+                        self.outcome = "completed"
                     return
                 if isinstance(event, Mark):
                     self.marks_echoed.append(event.name)
+                    if not self.ledger.echoed(event.name).known:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.start.call_sid, event.name)
+                    self._marks_changed.set()
                 elif isinstance(event, Dtmf):
+                    self.dtmf.append(event.digit)
                     log.info("call %s: dtmf %s", self.start.call_sid, event.digit)
                 elif isinstance(event, Media):
                     self._on_media(event)
@@ -295,13 +391,14 @@ class CallSession:
     async def run(self) -> None:
         agent_id = self.agent.id
         self.metrics.active_calls.labels(agent_id).inc()
+        self.edge.sessions[self.start.call_sid] = self
         log.info("call %s started: agent %s, stream %s", self.start.call_sid, agent_id, self.start.stream_sid)
         tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(self.outbound.run(), name="outbound"),
-            asyncio.create_task(self._speak_loop(), name="speak"),
+            self.edge.spawn(self.outbound.run(), name="outbound"),
+            self.edge.spawn(self._speak_loop(), name="speak"),
         ]
-        reader = asyncio.create_task(self._read_loop(), name="read")
-        hangup = asyncio.create_task(self._hangup.wait(), name="hangup-wait")
+        reader = self.edge.spawn(self._read_loop(), name="read")
+        hangup = self.edge.spawn(self._hangup.wait(), name="hangup-wait")
         tasks += [reader, hangup]
         try:
             if self.on_start:
@@ -315,22 +412,29 @@ class CallSession:
         except WebSocketDisconnect:
             self.outcome = "caller_hangup"
         finally:
+            self.protocol.receive_eof()
+            self._closed.set()
+            self._marks_changed.set()  # wakes wait_heard()
             for stop in self.on_end:
                 with contextlib.suppress(Exception):
                     await stop()
+            if self._ending is not None:
+                tasks.append(self._ending)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            self.edge.sessions.pop(self.start.call_sid, None)
             duration = time.monotonic() - self.started_at
             self.metrics.active_calls.labels(agent_id).dec()
             self.metrics.calls_total.labels(agent_id, self.outcome).inc()
             self.metrics.call_duration.labels(agent_id).observe(duration)
             log.info(
-                "call %s ended: %s after %.1fs, %d frames sent, %d/%d marks echoed",
-                self.start.call_sid, self.outcome, duration, self.outbound.frames_sent,
-                len(self.marks_echoed), len(self.marks_sent),
+                "call %s ended: %s after %.1fs, %d frames sent, %d/%d marks echoed; heard %d, cleared %d, "
+                "pending %d", self.start.call_sid, self.outcome, duration, self.outbound.frames_sent,
+                len(self.marks_echoed), len(self.marks_sent), len(self.ledger.heard()),
+                len(self.ledger.cleared_marks()), len(self.ledger.queued()),
             )
             if self.recorder is not None:
                 with contextlib.suppress(OSError):

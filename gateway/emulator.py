@@ -1,10 +1,18 @@
 """A Twilio emulator: places a call against a gateway exactly as Twilio would.
 
 Used by tests, benchmarks and ``voicegw call``. It POSTs the (optionally
-signed) incoming-call webhook, parses the TwiML, opens the media stream,
-sends ``connected``/``start`` and 20 ms inbound ``media`` frames, plays the
-received audio out in real time, echoes each ``mark`` when playout reaches
-it, honours ``clear``, and validates every message the gateway sends.
+signed) incoming-call webhook, parses the TwiML, opens the media stream (the
+upgrade signed too), sends ``connected``/``start`` (the full schema, with the
+``<Parameter>`` values as ``customParameters``) and 20 ms inbound ``media``
+frames with Twilio's ``sequenceNumber``/``chunk``/``timestamp``, plays the
+received audio out in real time (or ``speed`` times faster), echoes each
+``mark`` when playout reaches it, honours ``clear`` (drops its buffer and
+echoes every pending mark at once), sends ``dtmf`` and ``stop``, posts signed
+``statusCallback`` requests, and validates every message the gateway sends
+(text frames, exact fields, ``streamSid``, base64). It reports underruns,
+frame lateness and time to first audio. :meth:`TwilioEmulator.rest_update`
+is what Twilio does on a REST call update (hang-up, redirect): tests wire the
+fake REST API to it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 import httpx
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.audio import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
 
@@ -43,6 +52,14 @@ class CallResult:
     underruns: int = 0
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
+    handshake_status: int | None = None  # HTTP status when the gateway refused the WebSocket upgrade
+    media_times: list[float] = field(default_factory=list)  # seconds since `start` of each `media` received
+    frame_lateness: list[float] = field(default_factory=list)  # per media: how late after the buffer ran dry
+    odd_frames: int = 0  # media payloads that are not exactly 160 bytes (Twilio accepts them; we never send them)
+    status_events: list[str] = field(default_factory=list)  # statusCallback events posted
+    status_codes: list[int] = field(default_factory=list)  # ...and the gateway's answers
+    rest_updates: list[dict[str, str]] = field(default_factory=list)  # REST updates Twilio applied to this call
+    sent_marks_echoed_after_clear: int = 0
 
     @property
     def seconds(self) -> float:
@@ -51,6 +68,11 @@ class CallResult:
 
 def sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
+
+
+def parse_status_callback(twiml: str) -> str | None:
+    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    return stream.get("statusCallback") if stream is not None else None
 
 
 def parse_stream(twiml: str) -> tuple[str, dict[str, str]] | None:
@@ -66,21 +88,27 @@ def parse_stream(twiml: str) -> tuple[str, dict[str, str]] | None:
 class Playout:
     """Real-time playout of received audio, with pending marks (the Twilio buffer)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], speed: float = 1.0) -> None:
         self.clock = clock
+        self.speed = speed  # playout rate (1.0 = real time)
         self.play_end = 0.0  # when the buffered audio finishes playing
         self.pending: list[tuple[float, str]] = []  # (play time at which the mark is reached, name)
         self.underruns = 0
         self.started = False
 
-    def add_audio(self, seconds: float) -> None:
+    def add_audio(self, seconds: float) -> float:
+        """Buffer ``seconds`` of audio; returns how late it arrived (0 if the buffer had not run dry)."""
         now = self.clock()
+        late = 0.0
         if self.play_end < now:
-            if self.started and now - self.play_end > 0.02:
-                self.underruns += 1
+            if self.started:
+                late = now - self.play_end
+                if late > 0.02:
+                    self.underruns += 1
             self.play_end = now
         self.started = True
-        self.play_end += seconds
+        self.play_end += seconds / self.speed
+        return late
 
     def add_mark(self, name: str) -> None:
         self.pending.append((max(self.play_end, self.clock()), name))
@@ -109,12 +137,42 @@ class TwilioEmulator:
         auth_token: str | None = None,
         public_url: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        speed: float = 1.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth_token = auth_token
         self.public_url = (public_url or base_url).rstrip("/")  # the URL Twilio signs
         self.clock = clock
+        self.speed = speed  # test clock mode: inbound frames and playout run this many times faster
         self.account_sid = sid("AC")
+        self.live: dict[str, CallControl] = {}  # call sid -> call in progress
+
+    def _signature(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        if not self.auth_token:
+            return {}
+        return {"X-Twilio-Signature": RequestValidator(self.auth_token).compute_signature(url, params)}
+
+    def _local(self, url: str) -> str:
+        """Twilio calls the public URL; locally the same path is reached on base_url."""
+        path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+        return f"{self.base_url}/{path}"
+
+    async def post_status(self, url: str, params: dict[str, str]) -> int:
+        """POST a statusCallback; 0 when the gateway cannot be reached (Twilio just logs a failed delivery)."""
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                resp = await client.post(self._local(url), data=params, headers=self._signature(url, params))
+        except httpx.HTTPError:
+            return 0
+        return resp.status_code
+
+    async def rest_update(self, call_sid: str, form: dict[str, str]) -> None:
+        """What Twilio does when the call is updated over REST: hang up or run new TwiML — the stream stops."""
+        control = self.live.get(call_sid)
+        if control is None:
+            return
+        control.result.rest_updates.append(dict(form))
+        await control.stop()
 
     async def fetch_twiml(self, to: str = "+15005550006", from_: str = "+14155550100",
                           agent: str | None = None, call_sid: str | None = None) -> tuple[str, str]:
@@ -124,10 +182,7 @@ class TwilioEmulator:
             "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01",
         }
         query = f"?agent={agent}" if agent else ""
-        headers = {}
-        if self.auth_token:
-            signed_url = f"{self.public_url}/twilio/voice{query}"
-            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(signed_url, params)
+        headers = self._signature(f"{self.public_url}/twilio/voice{query}", params)
         async with httpx.AsyncClient(timeout=10) as client:
             resp = await client.post(f"{self.base_url}/twilio/voice{query}", data=params, headers=headers)
         if resp.status_code != 200:
@@ -158,17 +213,38 @@ class TwilioEmulator:
         closes, or at ``max_s``.
         """
         twiml, call_sid = await self.fetch_twiml(to=to, agent=agent)
+        return await self.open_stream(twiml, call_sid, inbound=inbound, hold_s=hold_s, max_s=max_s,
+                                      until_marks=until_marks, script=script)
+
+    async def open_stream(
+        self, twiml: str, call_sid: str, *, inbound: bytes = b"", hold_s: float = 1.0, max_s: float = 30.0,
+        until_marks: int = 1, script: Callable[[CallControl], Any] | None = None,
+        params: dict[str, str] | None = None, signature: str | None = None,
+    ) -> CallResult:
+        """Run the `<Connect><Stream>` of ``twiml`` (tests may override the parameters or the upgrade signature)."""
         result = CallResult(twiml=twiml)
         stream = parse_stream(twiml)
         if stream is None:
             return result
-        url, params = stream
-        headers = {}
-        if self.auth_token:
-            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(url, {})
-        async with connect(self._ws_url(url), additional_headers=headers, max_size=2**20) as ws:
-            control = CallControl(ws, self, result, call_sid, params)
-            await control.run(inbound, hold_s, max_s, until_marks, script)
+        url, twiml_params = stream
+        headers = self._signature(url, {}) if signature is None else {"X-Twilio-Signature": signature}
+        if signature == "":
+            headers = {}
+        status_url = parse_status_callback(twiml)
+        try:
+            async with connect(self._ws_url(url), additional_headers=headers, max_size=2**20) as ws:
+                control = CallControl(ws, self, result, call_sid, twiml_params if params is None else params)
+                self.live[call_sid] = control
+                try:
+                    if status_url:
+                        await control.status(status_url, "stream-started")
+                    await control.run(inbound, hold_s, max_s, until_marks, script)
+                finally:
+                    self.live.pop(call_sid, None)
+            if status_url:
+                await control.status(status_url, "stream-stopped")
+        except InvalidStatus as exc:
+            result.handshake_status = exc.response.status_code
         return result
 
 
@@ -184,7 +260,7 @@ class CallControl:
         self.params = params
         self.stream_sid = sid("MZ")
         self.seq = 0
-        self.playout = Playout(emu.clock)
+        self.playout = Playout(emu.clock, emu.speed)
         self.inbound = bytearray()
         self.stopped = False
         self.t0 = emu.clock()
@@ -194,7 +270,21 @@ class CallControl:
         if msg["event"] != "connected":
             msg = {"event": msg["event"], "sequenceNumber": str(self.seq), **{k: v for k, v in msg.items()
                                                                             if k != "event"}}
-        await self.ws.send(json.dumps(msg))
+        try:
+            await self.ws.send(json.dumps(msg))
+        except ConnectionClosed:  # the gateway (or a script) closed the socket: the call is over
+            self.stopped = True
+
+    async def status(self, url: str, event: str) -> None:
+        params = {"AccountSid": self.emu.account_sid, "CallSid": self.call_sid, "StreamSid": self.stream_sid,
+                  "StreamName": self.stream_sid, "StreamEvent": event,
+                  "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.result.status_events.append(event)
+        self.result.status_codes.append(await self.emu.post_status(url, params))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send anything (tests: malformed messages)."""
+        await self.ws.send(data)
 
     def speak(self, mulaw: bytes) -> None:
         self.inbound.extend(mulaw)
@@ -253,10 +343,13 @@ class CallControl:
                 continue
             if msg["event"] == "media":
                 payload = base64.b64decode(msg["media"]["payload"])
+                now = self.emu.clock() - self.t0
                 if self.result.time_to_first_audio is None:
-                    self.result.time_to_first_audio = self.emu.clock() - self.t0
+                    self.result.time_to_first_audio = now
+                self.result.media_times.append(now)
+                self.result.odd_frames += len(payload) != FRAME_BYTES
                 self.result.audio.extend(payload)
-                self.playout.add_audio(len(payload) / 8000)
+                self.result.frame_lateness.append(self.playout.add_audio(len(payload) / 8000))
             elif msg["event"] == "mark":
                 self.playout.add_mark(msg["mark"]["name"])
             elif msg["event"] == "clear":
@@ -307,7 +400,7 @@ class CallControl:
                 await self.send({"event": "media", "streamSid": self.stream_sid, "media": {
                     "track": "inbound", "chunk": str(chunk), "timestamp": str(chunk * 20 - 20),
                     "payload": base64.b64encode(frame).decode()}})
-                next_at = self.t0 + chunk * FRAME_SECONDS
+                next_at = self.t0 + chunk * FRAME_SECONDS / self.emu.speed
                 await asyncio.sleep(max(0.0, next_at - self.emu.clock()))
             if not receiver.done():
                 await self.stop()

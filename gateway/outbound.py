@@ -1,11 +1,16 @@
-"""Outbound audio queue and the paced sender (I/O shell around the pacing rule).
+"""Outbound audio queue and the paced sender (I/O shell around :class:`gateway.playout.Pacer`).
 
-Frames (exact 160-byte mu-law) and marks are queued in order. The sender keeps
-a bounded lead of audio buffered at Twilio: it tracks ``horizon``, the
-monotonic time at which Twilio's buffer would run dry, sends while
-``horizon - now < lead`` and otherwise sleeps until it may send again. After
-a stall (horizon in the past mid-utterance) it counts an underrun and restarts
-the horizon at ``now``, so catch-up is bounded by the lead.
+Frames (exact 160-byte mu-law) and marks are queued in order. The sender asks
+the pacer how many frames may go now (bounded lead at Twilio, bounded burst
+after a stall), writes them, and sleeps on the monotonic clock until the next
+frame is due or new audio arrives. Marks go out as soon as every frame before
+them has been written. :meth:`clear` drops everything queued at once; the
+caller sends ``clear`` to Twilio.
+
+Two kinds of gap are counted as underruns (``on_underrun``): the sender
+stalled while frames were waiting (the pacer sees it), and the queue ran dry
+mid-sentence because synthesis was slower than real time (*starvation*, seen
+here: audio arrives after the horizon with no mark in between).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.audio import FRAME_SECONDS
+from gateway.playout import Pacer
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +42,31 @@ class Outbound:
         clock: Callable[[], float] = time.monotonic,
         on_frame: Callable[[float], None] | None = None,
         on_underrun: Callable[[], None] | None = None,
+        max_burst: int | None = None,
     ) -> None:
         self._send_media = send_media
         self._send_mark = send_mark
-        self.lead_s = lead_s
+        self.pacer = Pacer(lead_s=lead_s, frame_s=FRAME_SECONDS, max_burst=max_burst)
         self.clock = clock
         self._queue: collections.deque[Item] = collections.deque()
         self._wakeup = asyncio.Event()
-        self.horizon = 0.0  # when Twilio's buffer runs dry
-        self.frames_sent = 0
-        self.underruns = 0
-        self._in_utterance = False  # frames sent since the last mark; a dry buffer here is an underrun
+        self.horizon = 0.0  # when the frame being written (or last written) finishes playing
+        self.starvations = 0
+        self._in_sentence = False  # frames sent since the last mark
         self._on_frame = on_frame
         self._on_underrun = on_underrun
+
+    @property
+    def lead_s(self) -> float:
+        return self.pacer.lead_s
+
+    @property
+    def frames_sent(self) -> int:
+        return self.pacer.frames_sent
+
+    @property
+    def underruns(self) -> int:
+        return self.pacer.underruns + self.starvations
 
     def put_frames(self, frames: list[bytes]) -> None:
         self._queue.extend(frames)
@@ -62,8 +80,10 @@ class Outbound:
         """Drop everything queued locally; returns the names of marks that were never sent."""
         dropped = [i.name for i in self._queue if isinstance(i, MarkItem)]
         self._queue.clear()
-        self._in_utterance = False
-        self.horizon = self.clock()
+        self._in_sentence = False
+        now = self.clock()
+        self.pacer.reset(now)
+        self.horizon = now
         return dropped
 
     @property
@@ -71,37 +91,52 @@ class Outbound:
         return sum(1 for i in self._queue if isinstance(i, bytes))
 
     def buffered_at_twilio(self) -> float:
-        return max(0.0, self.horizon - self.clock())
+        return self.pacer.buffered(self.clock())
+
+    def _frames_ready(self) -> int:
+        n = 0
+        for item in self._queue:
+            if not isinstance(item, bytes) or n >= self.pacer.max_burst:
+                break
+            n += 1
+        return n
 
     async def run(self) -> None:
         while True:
             if not self._queue:
+                self.pacer.end_of_audio()  # the pacer must not blame itself for the silence that follows
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                now = self.clock()
+                if self._in_sentence and self.pacer.horizon < now - self.pacer.underrun_tolerance_s:
+                    self.starvations += 1
+                    if self._on_underrun:
+                        self._on_underrun()
                 continue
             item = self._queue[0]
             if isinstance(item, MarkItem):
                 self._queue.popleft()
-                self._in_utterance = False
+                self._in_sentence = False
                 await self._send_mark(item.name)
                 continue
             now = self.clock()
-            if self.horizon < now:
-                if self._in_utterance and self.frames_sent and self.horizon > 0 and now - self.horizon > 0.005:
-                    self.underruns += 1
-                    if self._on_underrun:
-                        self._on_underrun()
-                self.horizon = now
-            wait = self.horizon - now - self.lead_s
-            if wait > 0:
-                await asyncio.sleep(wait)
+            underruns = self.pacer.underruns
+            n = self.pacer.take(now, self._frames_ready())
+            if self.pacer.underruns > underruns and self._on_underrun:
+                self._on_underrun()
+            if n == 0:
+                await asyncio.sleep(max(0.0, self.pacer.next_send_at() - now))
                 continue
-            if not self._queue or self._queue[0] is not item:
-                continue  # cleared while we slept
-            self._queue.popleft()
-            if self._on_frame:
-                self._on_frame(max(0.0, -wait - FRAME_SECONDS) if self._in_utterance else 0.0)
-            self._in_utterance = True
-            self.horizon += FRAME_SECONDS
-            self.frames_sent += 1
-            await self._send_media(item)
+            # How late the sender woke (stall included); frame k of a burst was due k frames later.
+            late = self.pacer.last_lateness if self._in_sentence and self.pacer.last_lateness is not None else 0.0
+            start = self.pacer.horizon - n * FRAME_SECONDS
+            for k in range(n):
+                if not self._queue or not isinstance(self._queue[0], bytes):
+                    break  # cleared while a previous frame was being written
+                frame = self._queue.popleft()
+                assert isinstance(frame, bytes)
+                self.horizon = start + (k + 1) * FRAME_SECONDS
+                if self._on_frame:
+                    self._on_frame(max(0.0, late - k * FRAME_SECONDS))
+                self._in_sentence = True
+                await self._send_media(frame)

@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.store import MemoryStore
 from gateway.drain import Drain
+from gateway.edge import Edge
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from tts.base import TTSEngine
@@ -28,6 +29,13 @@ class Services:
     #: Graceful-drain state; build_services sizes it from the settings.
     drain: Drain = field(default_factory=lambda: Drain(600.0))
     active_calls: int = 0
+    #: Signatures, stream tokens, concurrency slots, Twilio REST (built in the event loop; see gateway.edge).
+    edge: Edge | None = None
+
+    def twilio_edge(self) -> Edge:
+        if self.edge is None:
+            self.edge = Edge.build(self.settings)
+        return self.edge
 
     @property
     def draining(self) -> bool:
@@ -45,3 +53,5 @@ class Services:
             except Exception:  # closing must not stop other engines from closing
                 log.exception("error closing engine %s", engine.name)
         await self.store.aclose()
+        if self.edge is not None:
+            await self.edge.aclose()

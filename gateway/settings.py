@@ -91,6 +91,8 @@ class Settings:
     #: Base URL of Twilio's REST API (tests point it at a loopback fake).
     twilio_api_base_url: str | None = None
     require_signature: bool = False
+    #: Key for the per-call stream tokens; default: derived from TWILIO_AUTH_TOKEN, else random per process.
+    stream_token_secret: str | None = None
     cartesia_api_key: str | None = None
     cartesia_base_url: str | None = None
     chattts_model_dir: Path | None = None
@@ -145,6 +147,7 @@ class Settings:
             twilio_account_sid=_get(env, "TWILIO_ACCOUNT_SID"),
             twilio_api_base_url=_url(env, "TWILIO_API_BASE_URL", ("https", "http")),
             require_signature=_bool(env, "VOICEGW_REQUIRE_SIGNATURE", False),
+            stream_token_secret=_get(env, "VOICEGW_STREAM_TOKEN_SECRET"),
             cartesia_api_key=_get(env, "CARTESIA_API_KEY"),
             cartesia_base_url=_url(env, "CARTESIA_BASE_URL", ("https", "http")),
             chattts_model_dir=Path(model_dir) if model_dir else None,

@@ -14,6 +14,7 @@ import logging
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore
 from gateway.drain import Drain
+from gateway.edge import Edge
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
@@ -71,6 +72,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
+    services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.chain()}
     # Piper is the embedded default and the last resort: always loaded.
     piper = PiperEngine()

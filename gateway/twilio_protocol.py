@@ -1,7 +1,8 @@
 """Sans-I/O Twilio Media Streams protocol (bidirectional ``<Connect><Stream>``).
 
 Rules of this file: no asyncio, no sockets, no clock. Feed text frames with
-:meth:`TwilioProtocol.receive_text`, collect parsed events with
+:meth:`TwilioProtocol.receive_text` (binary frames with :meth:`receive_bytes`,
+a closed socket with :meth:`receive_eof`), collect parsed events with
 :meth:`events_received`, queue outbound messages with ``send_*`` and collect
 the text frames to write with :meth:`data_to_send`. Both getters drain.
 
@@ -9,9 +10,15 @@ Lifecycle (a transition table, enforced in one place)::
 
     AWAITING_CONNECTED --connected--> AWAITING_START --start--> STREAMING --stop--> STOPPED
 
-Anything malformed raises :class:`RemoteProtocolError` with a ``kind`` (for
-metrics) and a human reason; the protocol state is unchanged, so the caller
-may ignore the message or end the call.
+Anything malformed (bad JSON, unknown event, missing or mistyped field, wrong
+``streamSid``, bad base64, binary frame, oversized frame, event out of order)
+raises :class:`RemoteProtocolError` with a ``kind`` (for metrics) and a human
+reason; the protocol state is unchanged. ``fatal`` on the error tells the I/O
+shell what to do: before ``start`` the call cannot go on (close the socket);
+while streaming the message is ignored, until the per-call error budget is
+spent (then the call ends cleanly). Outbound messages have exactly the shape
+Twilio requires (text, no extra fields: error 31951 otherwise); sending in a
+state that does not allow it is our bug: :class:`LocalProtocolError`.
 """
 
 from __future__ import annotations
@@ -35,10 +42,11 @@ class State(enum.Enum):
 class RemoteProtocolError(Exception):
     """Twilio (or whoever is on the socket) sent something we cannot accept."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: str, reason: str, fatal: bool = False) -> None:
         super().__init__(f"{kind}: {reason}")
-        self.kind = kind
+        self.kind = kind  # short, for metric labels
         self.reason = reason
+        self.fatal = fatal  # True: end the call (no `start` yet, or too many errors)
 
 
 class LocalProtocolError(Exception):
@@ -59,12 +67,21 @@ TRANSITIONS: dict[tuple[State, str], State] = {
 
 INBOUND_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MAX_MESSAGE_CHARS = 64 * 1024  # Twilio's frames are ~300 bytes; `start` with parameters a few KB
+MAX_ERRORS = 50  # malformed messages tolerated per call while streaming
 
 
 def _str(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
         raise RemoteProtocolError("missing_field", f"{where}.{key} must be a string")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], key: str, where: str, default: str) -> str:
+    value = obj.get(key, default)
+    if not isinstance(value, str):
+        raise RemoteProtocolError("bad_field", f"{where}.{key} must be a string")
     return value
 
 
@@ -77,41 +94,68 @@ def _obj(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 
 def _int_str(obj: dict[str, Any], key: str, where: str) -> int:
     raw = _str(obj, key, where)
-    if not raw.isdigit():
-        raise RemoteProtocolError("bad_field", f"{where}.{key}={raw!r} is not a decimal number")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise RemoteProtocolError("bad_field", f"{where}.{key}={raw[:20]!r} is not a decimal number")
     return int(raw)
 
 
 class TwilioProtocol:
-    def __init__(self) -> None:
+    def __init__(self, max_message_chars: int = MAX_MESSAGE_CHARS, max_errors: int = MAX_ERRORS) -> None:
         self.state = State.AWAITING_CONNECTED  # lifecycle state
         self.stream_sid: str | None = None  # set by `start`
         self.call_sid: str | None = None
+        self.max_message_chars = max_message_chars
+        self.max_errors = max_errors
+        self.errors = 0  # malformed messages received so far
+        self.last_sequence = 0  # last inbound sequenceNumber (0: none yet)
+        self.sequence_gaps = 0  # messages whose sequenceNumber did not follow the previous one
         self._events: list[Event] = []  # parsed, not yet collected
         self._out: list[str] = []  # text frames to write
 
     # ---- inbound -------------------------------------------------------
+    def _error(self, exc: RemoteProtocolError) -> RemoteProtocolError:
+        self.errors += 1
+        exc.fatal = self.state in (State.AWAITING_CONNECTED, State.AWAITING_START) or self.errors > self.max_errors
+        return exc
+
     def receive_bytes(self, data: bytes) -> None:
-        raise RemoteProtocolError("binary_frame", f"binary frame of {len(data)} bytes (Twilio sends text)")
+        raise self._error(RemoteProtocolError("binary_frame", f"binary frame of {len(data)} bytes (Twilio sends text)"))
+
+    def receive_eof(self) -> None:
+        """The socket closed (with or without `stop`): nothing more will arrive or may be sent."""
+        self.state = State.STOPPED
 
     def receive_text(self, text: str) -> None:
         try:
+            self._receive(text)
+        except RemoteProtocolError as exc:
+            raise self._error(exc) from None
+
+    def _receive(self, text: str) -> None:
+        if len(text) > self.max_message_chars:
+            raise RemoteProtocolError("too_large", f"{len(text)} characters (limit {self.max_message_chars})")
+        try:
             msg = json.loads(text)
-        except ValueError as exc:
-            raise RemoteProtocolError("bad_json", f"not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise RemoteProtocolError("bad_json", f"not JSON: {str(exc)[:80]}") from None
         if not isinstance(msg, dict):
             raise RemoteProtocolError("bad_json", "message is not a JSON object")
         name = msg.get("event")
         if not isinstance(name, str) or name not in INBOUND_EVENTS:
-            raise RemoteProtocolError("unknown_event", f"unknown event {name!r}")
+            raise RemoteProtocolError("unknown_event", f"unknown event {str(name)[:40]!r}")
         nxt = TRANSITIONS.get((self.state, name))
         if nxt is None:
             raise RemoteProtocolError("out_of_order", f"{name!r} not allowed in state {self.state.value}")
         if name not in ("connected", "start"):
             sid = msg.get("streamSid")
             if sid != self.stream_sid:
-                raise RemoteProtocolError("wrong_stream_sid", f"streamSid {sid!r} != {self.stream_sid!r}")
+                raise RemoteProtocolError("wrong_stream_sid", f"streamSid {str(sid)[:40]!r} != {self.stream_sid!r}")
+        seq = _int_str(msg, "sequenceNumber", name) if "sequenceNumber" in msg else None
         event = self._parse(name, msg)
+        if seq is not None:
+            if self.last_sequence and seq != self.last_sequence + 1:
+                self.sequence_gaps += 1
+            self.last_sequence = seq
         if isinstance(event, Start):
             self.stream_sid = event.stream_sid
             self.call_sid = event.call_sid
@@ -120,54 +164,65 @@ class TwilioProtocol:
 
     def _parse(self, name: str, msg: dict[str, Any]) -> Event:
         if name == "connected":
-            return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
+            return Connected(protocol=_opt_str(msg, "protocol", "connected", ""),
+                             version=_opt_str(msg, "version", "connected", ""))
         if name == "start":
-            start = _obj(msg, "start", "start")
-            sid = _str(start, "streamSid", "start")
-            top = msg.get("streamSid")
-            if top is not None and top != sid:
-                raise RemoteProtocolError("wrong_stream_sid", "start.streamSid differs from streamSid")
-            params = start.get("customParameters", {})
-            if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
-                raise RemoteProtocolError("bad_field", "start.customParameters must map names to strings")
-            fmt = start.get("mediaFormat", {})
-            if not isinstance(fmt, dict):
-                raise RemoteProtocolError("bad_field", "start.mediaFormat must be an object")
-            encoding = fmt.get("encoding", "audio/x-mulaw")
-            rate = fmt.get("sampleRate", 8000)
-            if encoding != "audio/x-mulaw" or rate != 8000 or fmt.get("channels", 1) != 1:
-                raise RemoteProtocolError("bad_media_format", f"unsupported media format {fmt!r}")
-            tracks = start.get("tracks", ["inbound"])
-            if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
-                raise RemoteProtocolError("bad_field", "start.tracks must be a list of strings")
-            return Start(
-                stream_sid=sid,
-                call_sid=_str(start, "callSid", "start"),
-                account_sid=str(start.get("accountSid", "")),
-                tracks=tuple(tracks),
-                custom_parameters=dict(params),
-            )
+            return self._parse_start(msg)
         if name == "media":
             media = _obj(msg, "media", "media")
             try:
                 payload = base64.b64decode(_str(media, "payload", "media"), validate=True)
-            except binascii.Error:
+            except (binascii.Error, ValueError):
                 raise RemoteProtocolError("bad_base64", "media.payload is not valid base64") from None
             return Media(
                 payload=payload,
                 chunk=_int_str(media, "chunk", "media"),
                 timestamp_ms=_int_str(media, "timestamp", "media"),
-                track=str(media.get("track", "inbound")),
+                track=_opt_str(media, "track", "media", "inbound"),
             )
         if name == "dtmf":
-            digit = _str(_obj(msg, "dtmf", "dtmf"), "digit", "dtmf")
+            dtmf = _obj(msg, "dtmf", "dtmf")
+            digit = _str(dtmf, "digit", "dtmf")
+            _opt_str(dtmf, "track", "dtmf", "inbound_track")
             if digit not in DTMF_DIGITS:
-                raise RemoteProtocolError("bad_field", f"dtmf.digit {digit!r} is not a DTMF digit")
+                raise RemoteProtocolError("bad_field", f"dtmf.digit {digit[:10]!r} is not a DTMF digit")
             return Dtmf(digit=digit)
         if name == "mark":
             return Mark(name=_str(_obj(msg, "mark", "mark"), "name", "mark"))
         stop = msg.get("stop", {})
-        return Stop(call_sid=str(stop.get("callSid", "")) if isinstance(stop, dict) else "")
+        if not isinstance(stop, dict):
+            raise RemoteProtocolError("bad_field", "stop must be an object")
+        return Stop(call_sid=_opt_str(stop, "callSid", "stop", ""))
+
+    def _parse_start(self, msg: dict[str, Any]) -> Start:
+        start = _obj(msg, "start", "start")
+        sid = _str(start, "streamSid", "start")
+        call_sid = _str(start, "callSid", "start")
+        if not sid or not call_sid:
+            raise RemoteProtocolError("missing_field", "start.streamSid and start.callSid must not be empty")
+        top = msg.get("streamSid")
+        if top is not None and top != sid:
+            raise RemoteProtocolError("wrong_stream_sid", "start.streamSid differs from streamSid")
+        params = start.get("customParameters", {})
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise RemoteProtocolError("bad_field", "start.customParameters must map names to strings")
+        fmt = start.get("mediaFormat", {})
+        if not isinstance(fmt, dict):
+            raise RemoteProtocolError("bad_field", "start.mediaFormat must be an object")
+        encoding = fmt.get("encoding", "audio/x-mulaw")
+        rate = fmt.get("sampleRate", 8000)
+        if encoding != "audio/x-mulaw" or rate != 8000 or fmt.get("channels", 1) != 1:
+            raise RemoteProtocolError("bad_media_format", f"unsupported media format {str(fmt)[:80]}")
+        tracks = start.get("tracks", ["inbound"])
+        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+            raise RemoteProtocolError("bad_field", "start.tracks must be a list of strings")
+        return Start(
+            stream_sid=sid,
+            call_sid=call_sid,
+            account_sid=_opt_str(start, "accountSid", "start", ""),
+            tracks=tuple(tracks),
+            custom_parameters=dict(params),
+        )
 
     def events_received(self) -> list[Event]:
         events, self._events = self._events, []
@@ -179,18 +234,24 @@ class TwilioProtocol:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         return self.stream_sid
 
+    def _queue(self, msg: dict[str, Any]) -> None:
+        self._out.append(json.dumps(msg, separators=(",", ":")))
+
     def send_media(self, payload: bytes) -> None:
         sid = self._require_streaming()
-        b64 = base64.b64encode(payload).decode("ascii")
-        self._out.append(json.dumps({"event": "media", "streamSid": sid, "media": {"payload": b64}}))
+        if not payload:
+            raise LocalProtocolError("empty media payload")
+        self._queue({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(payload).decode()}})
 
     def send_mark(self, name: str) -> None:
         sid = self._require_streaming()
-        self._out.append(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": name}}))
+        if not name:
+            raise LocalProtocolError("mark name must not be empty")
+        self._queue({"event": "mark", "streamSid": sid, "mark": {"name": name}})
 
     def send_clear(self) -> None:
         sid = self._require_streaming()
-        self._out.append(json.dumps({"event": "clear", "streamSid": sid}))
+        self._queue({"event": "clear", "streamSid": sid})
 
     def data_to_send(self) -> list[str]:
         out, self._out = self._out, []

@@ -1,0 +1,97 @@
+"""The Twilio edge's process-wide parts, built once from settings (I/O shell).
+
+Holds the signature verifier, the stream-token issuer, the used-token set,
+the per-agent slot limiter (with its heartbeat task) and the Twilio REST
+client. The logic lives in :mod:`gateway.security`, :mod:`gateway.replay`,
+:mod:`gateway.limits` and :mod:`gateway.twilio_rest`; this file only chooses
+memory or Redis and owns the lifetimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.limits import MemoryLimiter, RedisLimiter, SlotLimiter
+from gateway.replay import MemoryUsedTokens, RedisUsedTokens, UsedTokens
+from gateway.security import StreamTokens, WebhookVerifier, derive_secret
+from gateway.settings import Settings
+from gateway.twilio_rest import TwilioRest
+
+log = logging.getLogger("voicegw.edge")
+
+SLOT_TTL_S = 30.0  # a slot not refreshed for this long is free (crashed instance, stream never opened)
+STREAM_TOKEN_TTL_S = 120.0  # webhook → stream start; Twilio opens the stream within a second or two
+
+
+@dataclass
+class Edge:
+    settings: Settings
+    tokens: StreamTokens
+    used_tokens: UsedTokens
+    limiter: SlotLimiter
+    verifier: WebhookVerifier | None = None  # None: signatures off (no TWILIO_AUTH_TOKEN)
+    rest: TwilioRest | None = None  # None: no account sid / auth token, REST hang-up and transfer unavailable
+    sessions: dict[str, Any] = field(default_factory=dict)  # call sid -> CallSession, while it runs
+    live_tasks: int = 0  # tasks started by calls and not finished yet (a leak shows here)
+    calls_finished: int = 0
+    _heartbeat: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Edge:
+        """Create inside the running event loop (the REST client's HTTP session binds to it)."""
+        token = settings.twilio_auth_token
+        secret = derive_secret(token, settings.stream_token_secret, secrets.token_bytes(32))
+        if not token and not settings.stream_token_secret:
+            log.warning("stream tokens use a random per-process key: set VOICEGW_STREAM_TOKEN_SECRET (or "
+                        "TWILIO_AUTH_TOKEN) when several gateway instances share a number")
+        used: UsedTokens
+        limiter: SlotLimiter
+        if settings.redis_url:
+            used = RedisUsedTokens.from_url(settings.redis_url)
+            limiter = RedisLimiter.from_url(settings.redis_url, ttl_s=SLOT_TTL_S)
+        else:
+            used, limiter = MemoryUsedTokens(), MemoryLimiter(ttl_s=SLOT_TTL_S)
+        rest = None
+        if token and settings.twilio_account_sid:
+            rest = TwilioRest(settings.twilio_account_sid, token, base_url=settings.twilio_api_base_url)
+        edge = cls(settings, StreamTokens(secret, STREAM_TOKEN_TTL_S), used, limiter,
+                   WebhookVerifier(token) if token else None, rest)
+        edge._heartbeat = asyncio.create_task(edge._beat(), name="slot-heartbeat")
+        return edge
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(SLOT_TTL_S / 3)
+            await self.limiter.heartbeat()
+
+    def issue_token(self, call_sid: str, agent_id: str) -> str:
+        return self.tokens.issue(call_sid, agent_id, time.time(), secrets.token_hex(8))
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A call's task, counted in :attr:`live_tasks` until it finishes."""
+        task = asyncio.create_task(coro, name=name)
+        self.live_tasks += 1
+
+        def done(_: asyncio.Task[Any]) -> None:
+            self.live_tasks -= 1
+
+        task.add_done_callback(done)
+        return task
+
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        for closer in (self.used_tokens.aclose, self.limiter.aclose, self.rest.aclose if self.rest else None):
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception as exc:  # closing one must not stop the others
+                    log.warning("closing edge resource: %s", exc)

@@ -1,0 +1,339 @@
+"""The Twilio edge end to end: real uvicorn, real WebSockets, the emulator, the real twilio SDK on a fake REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from twilio.request_validator import RequestValidator
+
+from gateway.app import create_app
+from gateway.call import CallSession
+from gateway.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.startup import build_services
+from gateway.twilio_events import Dtmf
+from tests.conftest import RedisServer, free_port
+from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
+
+TOKEN = "test-auth-token"
+PUBLIC = "https://gw.example.com"
+ACCOUNT = "AC" + "1" * 32
+
+
+@asynccontextmanager
+async def gateway(env: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
+    """The real app under real uvicorn, with a handle on its services (sessions, metrics, edge)."""
+    settings = Settings.from_env(env)
+    services = await build_services(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host="127.0.0.1", port=port,
+                                           log_level="warning", ws_max_size=settings.max_ws_message_bytes))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}", services
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        await services.aclose()
+
+
+def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:
+    return {"VOICEGW_AGENTS_DIR": str(agents_dir), "TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": PUBLIC, **extra}
+
+
+async def session_of(services: Services, call_sid: str) -> CallSession:
+    edge = services.twilio_edge()
+    for _ in range(500):
+        if call_sid in edge.sessions:
+            session: CallSession = edge.sessions[call_sid]
+            return session
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no session for {call_sid}")
+
+
+def counter(services: Services, name: str, **labels: str) -> float:
+    value = services.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def wait_until(predicate: Any, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        seen: list[object] = []
+
+        async def script(c: CallControl) -> None:
+            s = await session_of(services, c.call_sid)
+            s.on_event.append(seen.append)
+            assert s.ledger.queued() == ["greeting-1"] and s.ledger.heard() == []
+            assert await s.wait_heard("greeting-1", timeout_s=60)
+            assert s.ledger.heard() == ["greeting-1"] and s.ledger.heard_text() == s.agent.greeting
+            assert c.result.marks_echoed == ["greeting-1"]
+            await c.dtmf("5")
+            await wait_until(lambda: s.dtmf == ["5"])
+
+        result = await emu.call(agent="demo", script=script, hold_s=0.1, max_s=60)
+        assert result.errors == [] and result.odd_frames == 0 and result.handshake_status is None
+        assert Dtmf("5") in seen
+        assert result.status_events == ["stream-started", "stream-stopped"] and result.status_codes == [204, 204]
+        assert result.seconds > 3.0 and result.time_to_first_audio is not None
+        assert counter(services, "voicegw_webhook_rejected_total", reason="bad_signature") == 0
+
+
+async def test_unsigned_and_forged_webhooks_get_403_before_any_work(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        form = {"CallSid": "CA1", "AccountSid": ACCOUNT, "From": "+1", "To": "+15005550006"}
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(f"{url}/twilio/voice", data=form)).status_code == 403
+            forged = RequestValidator("wrong-token").compute_signature(f"{PUBLIC}/twilio/voice", form)
+            resp = await client.post(f"{url}/twilio/voice", data=form, headers={"X-Twilio-Signature": forged})
+            assert resp.status_code == 403
+            # Signed for the Host it reached rather than the public URL: rejected too.
+            local = RequestValidator(TOKEN).compute_signature(f"{url}/twilio/voice", form)
+            resp = await client.post(f"{url}/twilio/voice", data=form, headers={"X-Twilio-Signature": local})
+            assert resp.status_code == 403
+            assert (await client.post(f"{url}/twilio/status", data=form)).status_code == 403
+        with pytest.raises(EmulatorError, match="403"):
+            await TwilioEmulator(url, auth_token="wrong", public_url=PUBLIC).fetch_twiml(agent="demo")
+        assert counter(services, "voicegw_webhook_rejected_total", reason="bad_signature") == 5
+        assert await services.twilio_edge().limiter.active("demo") == 0  # no slot was taken
+
+
+async def test_forged_upgrade_missing_forged_and_replayed_tokens_are_refused(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        edge = services.twilio_edge()
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        twiml, call_sid = await emu.fetch_twiml(agent="demo")
+        stream = parse_stream(twiml)
+        assert stream is not None
+        _, params = stream
+        # A forged upgrade signature: HTTP 403 at the handshake.
+        result = await emu.open_stream(twiml, call_sid, signature="Zm9yZ2Vk")
+        assert result.handshake_status == 403
+        # No token / a forged token / a token of another call: closed right after `start`, no call state.
+        for bad in ({"agent": "demo"}, {**params, "call_token": params["call_token"][:-3] + "AAA"}):
+            result = await emu.open_stream(twiml, call_sid, params=bad, max_s=10)
+            assert result.close_code == 1008 and not result.audio
+        result = await emu.open_stream(twiml, "CA" + "9" * 32, max_s=10)
+        assert result.close_code == 1008 and not result.audio
+        assert edge.calls_finished == 0
+        # The genuine token works once (unsigned upgrade: allowed, the token is the proof)...
+        result = await emu.open_stream(twiml, call_sid, signature="", hold_s=0.1, max_s=60)
+        assert result.marks_echoed == ["greeting-1"] and edge.calls_finished == 1
+        # ...and a replay of it is refused.
+        result = await emu.open_stream(twiml, call_sid, max_s=10)
+        assert result.close_code == 1008 and not result.audio
+        assert edge.calls_finished == 1
+        assert counter(services, "voicegw_webhook_rejected_total", reason="bad_stream_token") == 3
+        assert counter(services, "voicegw_webhook_rejected_total", reason="replayed_stream_token") == 1
+        assert edge.live_tasks == 0
+
+
+async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        state: dict[str, Any] = {}
+
+        async def script(c: CallControl) -> None:
+            s = await session_of(services, c.call_sid)
+            await wait_until(lambda: len(c.result.media_times) >= 40, limit_s=60)  # 0.8 s into the greeting
+            state["gone"] = await s.interrupt()
+            state["audio_at_clear"] = len(c.result.audio)
+            await asyncio.sleep(1.0)
+            state["audio_after_1s"] = len(c.result.audio)
+            assert s.ledger.cleared_marks() == ["greeting-1"] and s.ledger.heard() == []
+            state["said_at"] = emu.clock() - c.t0
+            reply = s.say("We are open from nine to five.")  # the next turn plays normally
+            assert await s.wait_heard(reply, timeout_s=60)
+            state["ledger"] = (s.ledger.heard(), s.ledger.cleared_marks())
+
+        result = await emu.call(agent="demo", script=script, hold_s=0.1, max_s=90)
+        assert result.errors == [] and result.clears == 1
+        assert state["gone"] == ["greeting-1"]
+        clear_at = result.clear_times[0]
+        # Socket order is send order: no media of the interrupted turn arrived after `clear` (at most one frame).
+        late_media = [t for t in result.media_times if clear_at < t < state["said_at"]]
+        assert len(late_media) <= 1
+        assert state["audio_after_1s"] - state["audio_at_clear"] <= 160
+        # Mid-sentence, the greeting's mark was still queued behind its audio: dropped here, never sent or echoed.
+        assert "greeting-1" not in result.marks_echoed + result.marks_cleared
+        assert state["ledger"] == (["sentence-2"], ["greeting-1"])
+
+
+async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        edge = services.twilio_edge()
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        baseline = len(asyncio.all_tasks())
+
+        async def hang_up_abruptly(c: CallControl) -> None:
+            await wait_until(lambda: len(c.result.media_times) > 10, limit_s=60)
+            await c.ws.close()  # no `stop`: a dropped connection
+
+        for i in range(6):
+            if i % 2:
+                await emu.call(agent="demo", script=hang_up_abruptly, hold_s=0.0, max_s=60)
+            else:
+                await emu.call(agent="demo", hold_s=0.0, max_s=60)  # ends with `stop`
+            await wait_until(lambda n=i: edge.calls_finished == n + 1)
+            assert edge.live_tasks == 0 and edge.sessions == {} and services.active_calls == 0
+            assert await edge.limiter.active("demo") == 0
+        assert counter(services, "voicegw_calls_total", agent="demo", outcome="completed") == 3
+        assert counter(services, "voicegw_calls_total", agent="demo", outcome="caller_hangup") == 3
+        await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, limit_s=10)
+
+
+async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agents_dir: Path) -> None:
+    async with gateway(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+
+        async def noisy(c: CallControl) -> None:
+            for junk in ("not json", b"\x00\x01", '{"event":"media","streamSid":"MZwrong","media":{}}',
+                         '{"event":"surprise","streamSid":"' + c.stream_sid + '"}'):
+                await c.send_raw(junk)
+            await wait_until(lambda: "greeting-1" in c.result.marks_echoed, limit_s=60)
+            for _ in range(60):  # past the error budget: the gateway ends this call, cleanly
+                await c.send_raw("garbage")
+            await wait_until(lambda: c.ws.close_code is not None, limit_s=30)
+
+        noisy_call, quiet_call = await asyncio.gather(
+            emu.call(agent="demo", script=noisy, hold_s=0.1, max_s=60),
+            emu.call(agent="demo", hold_s=0.1, max_s=60),
+        )
+        assert quiet_call.errors == [] and quiet_call.marks_echoed == ["greeting-1"]
+        assert noisy_call.marks_echoed == ["greeting-1"]  # the first errors were ignored: the greeting played
+        assert noisy_call.seconds > 3.0 and quiet_call.seconds > 3.0  # (Piper's sampling varies the length a bit)
+        await wait_until(lambda: services.twilio_edge().calls_finished == 2)
+        # 4 assorted + 46 garbage are ignored; the 51st malformed message ends the call.
+        assert counter(services, "voicegw_protocol_errors_total", kind="bad_json") >= 47
+        assert counter(services, "voicegw_calls_total", agent="demo", outcome="protocol_error") == 1
+        assert counter(services, "voicegw_calls_total", agent="demo", outcome="completed") == 1
+        assert services.twilio_edge().live_tasks == 0
+
+
+async def test_busy_agent_gets_a_polite_refusal_and_slots_come_back(agents_dir: Path) -> None:
+    demo = agents_dir / "demo.yaml"
+    demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
+    async with gateway(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+
+        async def while_busy(c: CallControl) -> None:
+            await wait_until(lambda: len(c.result.media_times) > 5, limit_s=60)  # the call is live
+            twiml, _ = await emu.fetch_twiml(agent="demo")
+            assert parse_stream(twiml) is None and "busy" in twiml and "<Hangup" in twiml
+
+        result = await emu.call(agent="demo", script=while_busy, hold_s=0.0, max_s=60)
+        assert result.audio
+        await wait_until(lambda: services.twilio_edge().calls_finished == 1)
+        twiml, _ = await emu.fetch_twiml(agent="demo")
+        assert parse_stream(twiml) is not None
+        unknown, _ = await emu.fetch_twiml(to="+19999999999")
+        assert "not in service" in unknown and "<Hangup" in unknown
+
+
+async def test_busy_limit_holds_across_instances_with_redis(agents_dir: Path, redis_server: RedisServer) -> None:
+    demo = agents_dir / "demo.yaml"
+    demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
+    env = env_for(agents_dir, REDIS_URL=redis_server.url)
+    async with gateway(env) as (url_a, services_a), gateway(env) as (url_b, _):
+        emu_a = TwilioEmulator(url_a, auth_token=TOKEN, public_url=PUBLIC)
+        emu_b = TwilioEmulator(url_b, auth_token=TOKEN, public_url=PUBLIC)
+
+        async def while_busy(c: CallControl) -> None:
+            await wait_until(lambda: len(c.result.media_times) > 5, limit_s=60)  # the call is live on A
+            twiml, _ = await emu_b.fetch_twiml(agent="demo")
+            assert parse_stream(twiml) is None and "busy" in twiml
+
+        result = await emu_a.call(agent="demo", script=while_busy, hold_s=0.0, max_s=60)
+        assert result.audio
+        await wait_until(lambda: services_a.twilio_edge().calls_finished == 1)  # A released the slot
+        # Instance A issued a token; a replay against instance B is refused too (shared used-token set).
+        twiml, call_sid = await emu_b.fetch_twiml(agent="demo")
+        first = await emu_b.open_stream(twiml, call_sid, hold_s=0.0, max_s=60)
+        assert first.marks_echoed == ["greeting-1"]
+        replay = await emu_a.open_stream(twiml, call_sid, max_s=10)
+        assert replay.close_code == 1008 and not replay.audio
+
+
+async def test_hangup_after_goodbye_is_heard_via_rest_and_20404_is_fine(agents_dir: Path) -> None:
+    async with fake_twilio_rest(ACCOUNT, TOKEN) as fake:
+        env = env_for(agents_dir, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_API_BASE_URL=fake.url)
+        async with gateway(env) as (url, services):
+            emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+            wire(fake, emu)
+            goodbye: list[str] = []
+
+            async def script(c: CallControl) -> None:
+                s = await session_of(services, c.call_sid)
+                name = s.say("Thanks for calling. Goodbye!")
+                goodbye.append(name)
+                s.hangup(after_mark=name)
+                await wait_until(lambda: c.stopped, limit_s=60)
+
+            result = await emu.call(agent="demo", script=script, hold_s=0.0, max_s=90)
+            await wait_until(lambda: services.twilio_edge().calls_finished == 1)
+            (req,) = fake.requests
+            assert req.form == {"Status": "completed"}
+            heard_at = result.mark_times[goodbye[0]]
+            assert req.call_sid in fake.ended and result.rest_updates == [{"Status": "completed"}]
+            assert req.at >= heard_at  # the REST hang-up came after the goodbye's mark echoed (both monotonic)
+            assert counter(services, "voicegw_calls_total", agent="demo", outcome="agent_hangup") == 1
+
+            # The caller hung up first: Twilio answers 20404, the call still ends promptly.
+            async def caller_gone(c: CallControl) -> None:
+                s = await session_of(services, c.call_sid)
+                fake.ended.add(c.call_sid)
+                s.hangup()
+
+            started = time.monotonic()
+            await emu.call(agent="demo", script=caller_gone, hold_s=5.0, max_s=90)
+            assert time.monotonic() - started < 60
+            await wait_until(lambda: services.twilio_edge().calls_finished == 2)
+            assert counter(services, "voicegw_calls_total", agent="demo", outcome="agent_hangup") == 2
+            assert services.twilio_edge().live_tasks == 0
+
+
+async def test_transfer_redirects_to_dial(agents_dir: Path) -> None:
+    async with fake_twilio_rest(ACCOUNT, TOKEN) as fake:
+        env = env_for(agents_dir, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_API_BASE_URL=fake.url)
+        async with gateway(env) as (url, services):
+            emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+            wire(fake, emu)
+
+            async def script(c: CallControl) -> None:
+                s = await session_of(services, c.call_sid)
+                s.transfer("+15551234567", say_first="Transferring you now.")
+                await wait_until(lambda: c.stopped, limit_s=60)
+
+            result = await emu.call(agent="demo", script=script, hold_s=0.0, max_s=60)
+            await wait_until(lambda: services.twilio_edge().calls_finished == 1)
+            (req,) = fake.requests
+            assert re.search(r"<Dial>\+15551234567</Dial>", req.form["Twiml"])
+            assert result.rest_updates and "Twiml" in result.rest_updates[0]
+            assert counter(services, "voicegw_calls_total", agent="demo", outcome="transferred") == 1
+
+
+def wire(fake: FakeTwilioRest, emu: TwilioEmulator) -> None:
+    """Twilio applies a REST update to the live call: the stream stops."""
+    fake.hooks.append(lambda req: emu.rest_update(req.call_sid, req.form))

@@ -1,0 +1,75 @@
+"""Per-agent concurrency slots: memory, and Redis shared by several instances with crash expiry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.limits import MemoryLimiter, RedisLimiter
+from tests.conftest import RedisServer, free_port
+
+
+async def test_memory_limit_release_and_idempotent_acquire() -> None:
+    lim = MemoryLimiter(ttl_s=30)
+    assert await lim.acquire("demo", "CA1", 2)
+    assert await lim.acquire("demo", "CA1", 2)  # same call again: still one slot
+    assert await lim.acquire("demo", "CA2", 2)
+    assert not await lim.acquire("demo", "CA3", 2)
+    assert await lim.acquire("other", "CA3", 2)  # limits are per agent
+    await lim.release("demo", "CA1")
+    assert await lim.acquire("demo", "CA3", 2)
+    assert await lim.active("demo") == 2
+
+
+async def test_memory_slots_expire_without_heartbeat() -> None:
+    now = [0.0]
+    lim = MemoryLimiter(ttl_s=10, clock=lambda: now[0])
+    assert await lim.acquire("demo", "CA1", 1)
+    now[0] = 8.0
+    await lim.heartbeat()  # a live call keeps its slot
+    now[0] = 15.0
+    assert not await lim.acquire("demo", "CA2", 1)
+    now[0] = 18.5  # no heartbeat since 8.0: the slot has expired (stream never came, or we crashed)
+    assert await lim.acquire("demo", "CA2", 1)
+
+
+async def test_redis_limit_holds_across_instances_under_concurrency(redis_server: RedisServer) -> None:
+    a, b = RedisLimiter.from_url(redis_server.url), RedisLimiter.from_url(redis_server.url)
+    try:
+        results = await asyncio.gather(*[(a if i % 2 else b).acquire("demo", f"CA{i}", 3) for i in range(12)])
+        assert sum(results) == 3
+        assert await a.active("demo") == 3
+        winner = next(i for i, ok in enumerate(results) if ok)
+        owner = a if winner % 2 else b
+        await owner.release("demo", f"CA{winner}")
+        assert await b.acquire("demo", "CA-new", 3)
+        assert not await a.acquire("demo", "CA-late", 3)
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_redis_crashed_instance_slots_expire(redis_server: RedisServer) -> None:
+    live = RedisLimiter.from_url(redis_server.url, ttl_s=1.0)
+    crashed = RedisLimiter.from_url(redis_server.url, ttl_s=1.0)
+    try:
+        assert await live.acquire("demo", "CA-live", 2)
+        assert await crashed.acquire("demo", "CA-crashed", 2)
+        assert not await live.acquire("demo", "CA-3", 2)
+        await crashed.aclose()  # the instance dies: nobody refreshes CA-crashed
+        for _ in range(6):
+            await asyncio.sleep(0.25)
+            await live.heartbeat()
+        assert await live.active("demo") == 1  # CA-live kept alive by its heartbeat
+        assert await live.acquire("demo", "CA-3", 2)
+    finally:
+        await live.aclose()
+
+
+async def test_redis_down_fails_open() -> None:
+    lim = RedisLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        assert await lim.acquire("demo", "CA1", 1)
+        await lim.release("demo", "CA1")  # logged, no exception
+        await lim.heartbeat()
+    finally:
+        await lim.aclose()
