@@ -30,6 +30,7 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_readyz_reports_parts_and_signature_mode(agents_dir: Path) -> None:
+    (agents_dir / "support.yaml").unlink()  # ChatTTS agent: without weights it would show as degraded
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url, httpx.AsyncClient() as client:
         resp = await client.get(f"{url}/readyz")
         assert resp.status_code == 200
@@ -59,7 +60,7 @@ async def test_redis_outage_degrades_but_keeps_serving(agents_dir: Path, redis_s
                 break
             await asyncio.sleep(0.2)
         assert resp.status_code == 200 and resp.json()["ready"] is True
-        assert "unreachable" in resp.json()["degraded"][0]
+        assert any("unreachable" in d for d in resp.json()["degraded"])
         assert value((await client.get(f"{url}/metrics")).text, "voicegw_redis_up") == 0.0
         # Calls still work from the last snapshot.
         result = await TwilioEmulator(url).call(agent="demo", hold_s=0.1, max_s=30)
