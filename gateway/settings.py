@@ -3,13 +3,14 @@
 Rules of this file: an injected mapping in, a frozen :class:`Settings` out.
 Empty values mean "unset". Every malformed value raises
 :class:`SettingsError` naming the variable and what is allowed. The variables
-are documented one by one in ``config/gateway.example.env``.
+are listed in :data:`ENV_VARS` and documented one by one in
+``config/gateway.example.env`` (a test keeps the three in step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,17 @@ from urllib.parse import urlsplit
 class SettingsError(Exception):
     """A setting is malformed; the message names the variable."""
 
+
+#: Every environment variable :meth:`Settings.from_env` reads, in the order of the example file.
+ENV_VARS: tuple[str, ...] = (
+    "VOICEGW_HOST", "VOICEGW_PORT", "PUBLIC_URL", "VOICEGW_AGENTS_DIR", "REDIS_URL",
+    "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_API_BASE_URL", "VOICEGW_REQUIRE_SIGNATURE",
+    "VOICEGW_STREAM_TOKEN_SECRET", "CARTESIA_API_KEY", "CARTESIA_BASE_URL",
+    "CHATTTS_MODEL_DIR", "CHATTTS_DEVICE", "CHATTTS_COMPILE", "VOICEGW_API_KEY",
+    "VOICEGW_PLAYOUT_LEAD_MS", "VOICEGW_MAX_WS_MESSAGE_BYTES", "VOICEGW_DRAIN_TIMEOUT_S",
+    "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
+    "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
+)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -117,7 +129,6 @@ class Settings:
     voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def signatures_enforced(self) -> bool:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.settings import Settings, SettingsError
+from gateway.settings import ENV_VARS, Settings, SettingsError
 from tests.conftest import ROOT
 
 
@@ -52,12 +54,37 @@ def test_malformed_values_name_the_variable(env: dict[str, str], needle: str) ->
     assert needle in str(info.value)
 
 
-def test_example_env_documents_every_setting() -> None:
-    text = (Path(__file__).parent.parent / "config" / "gateway.example.env").read_text()
-    for key in ["VOICEGW_HOST", "VOICEGW_PORT", "PUBLIC_URL", "VOICEGW_AGENTS_DIR", "REDIS_URL",
-                "TWILIO_AUTH_TOKEN", "CARTESIA_API_KEY", "CARTESIA_BASE_URL", "CHATTTS_MODEL_DIR",
-                "CHATTTS_DEVICE", "VOICEGW_API_KEY", "VOICEGW_REQUIRE_SIGNATURE", "VOICEGW_PLAYOUT_LEAD_MS"]:
-        assert f"\n{key}=" in text or f"\n# {key}=" in text, key
+class _Recording(dict[str, str]):
+    """An environment that remembers every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def get(self, key: str, default: object = None) -> Any:
+        self.asked.append(key)
+        return super().get(key, default)
+
+
+def _example_env() -> list[tuple[str, str]]:
+    text = (ROOT / "config" / "gateway.example.env").read_text()
+    return [(m[1], m[2]) for m in re.finditer(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.MULTILINE)]
+
+
+def test_env_vars_lists_exactly_what_from_env_reads() -> None:
+    env = _Recording()
+    Settings.from_env(env)
+    assert sorted(set(env.asked)) == sorted(ENV_VARS)
+    assert len(set(ENV_VARS)) == len(ENV_VARS)
+
+
+def test_example_env_documents_every_setting_once_each() -> None:
+    documented = [key for key, _ in _example_env()]
+    assert documented == list(ENV_VARS)
+
+
+def test_example_env_values_are_the_defaults() -> None:
+    assert Settings.from_env(dict(_example_env())) == Settings.from_env({})
 
 
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
