@@ -3,7 +3,7 @@
 Holds the signature verifier, the stream-token issuer, the used-token set,
 the per-agent slot limiter (with its heartbeat task) and the Twilio REST
 client. The logic lives in :mod:`gateway.security`, :mod:`gateway.replay`,
-:mod:`gateway.limits` and :mod:`gateway.twilio_rest`; this file only chooses
+:mod:`gateway.slots` and :mod:`gateway.twilio_rest`; this file only chooses
 memory or Redis and owns the lifetimes.
 """
 
@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.limits import MemoryLimiter, RedisLimiter, SlotLimiter
 from gateway.replay import MemoryUsedTokens, RedisUsedTokens, UsedTokens
 from gateway.security import StreamTokens, WebhookVerifier, derive_secret
 from gateway.settings import Settings
+from gateway.slots import MemoryLimiter, RedisLimiter, SlotLimiter
 from gateway.twilio_rest import TwilioRest
 
 log = logging.getLogger("voicegw.edge")

@@ -1,4 +1,4 @@
-"""Per-agent concurrency limits: a call slot per active call, in memory or shared through Redis.
+"""Per-agent call slots (concurrency limits): one slot per active call, in memory or shared through Redis.
 
 A slot is taken when the incoming-call webhook decides to answer (so a busy
 agent gets a polite "busy" TwiML, before any stream or TTS work) and released
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("voicegw.limits")
+log = logging.getLogger("voicegw.slots")
 
 
 class SlotLimiter(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.limits import MemoryLimiter, RedisLimiter
+from gateway.slots import MemoryLimiter, RedisLimiter
 from tests.conftest import RedisServer, free_port
 
 
