@@ -38,7 +38,7 @@ setup_full() {
     # silero-vad only for its ONNX file: its Python deps would pull torch again.
     "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
     # PyPI's torchaudio is a CUDA build; on CPU hosts drop its native libs so it runs in pure-Python mode
-    # (ChatTTS only uses MelSpectrogram). See notes in README "ChatTTS on CPU".
+    # (ChatTTS only uses MelSpectrogram). See "CPU hosts only (torchaudio fix)" in docs/chattts.md.
     if ! command -v nvidia-smi >/dev/null 2>&1; then
         "$VENV/bin/python" - <<'PYEOF'
 import importlib.util, pathlib
@@ -60,7 +60,7 @@ case "${1:-}" in
         setup_full
         shift
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-        "$VENV/bin/ruff" check gateway tts agents tests bench
+        "$VENV/bin/ruff" check gateway tts agents tests bench scripts
         "$VENV/bin/mypy"
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
