@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.wer import wer  # noqa: E402
 from gateway.codec import ulaw2lin  # noqa: E402
 from gateway.emulator import CallControl, TwilioEmulator  # noqa: E402
-from tests.conftest import run_gateway  # noqa: E402
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm  # noqa: E402
+from tests.helpers import run_gateway  # noqa: E402
 from tests.speech_fixtures import mulaw, transcripts  # noqa: E402
 
 LONG = ("Let me look into that for you. Your account shows two open requests. The first one is about billing, "

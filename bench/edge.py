@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,23 +27,18 @@ TOKEN = "bench-token"
 PUBLIC = "https://gw.example.com"
 
 
-async def poll(predicate: Callable[[], bool], limit_s: float = 120.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("bench: condition not reached")
-        await asyncio.sleep(0.01)
-
-
 async def main(calls: int, clear_after: float) -> None:
     import shutil
 
-    import uvicorn
-
     from gateway.app import create_app
     from gateway.emulator import CallControl, CallResult, TwilioEmulator
+    from gateway.serve import serve_in_loop
     from gateway.settings import Settings
     from gateway.startup import build_services
+    from tests.helpers import wait_until
+
+    async def poll(predicate: Callable[[], bool]) -> None:
+        await wait_until(predicate, within_s=120, interval_s=0.01)
 
     with tempfile.TemporaryDirectory() as tmp:
         agents = Path(tmp) / "agents"
@@ -52,34 +46,24 @@ async def main(calls: int, clear_after: float) -> None:
         settings = Settings.from_env({"VOICEGW_AGENTS_DIR": str(agents), "TWILIO_AUTH_TOKEN": TOKEN,
                                       "PUBLIC_URL": PUBLIC})
         services = await build_services(settings)
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host="127.0.0.1", port=port,
-                                               log_level="warning", ws_max_size=settings.max_ws_message_bytes))
-        task = asyncio.create_task(server.serve())
-        await poll(lambda: bool(server.started))
-        emu = TwilioEmulator(f"http://127.0.0.1:{port}", auth_token=TOKEN, public_url=PUBLIC)
         after_clear: dict[int, int] = {}  # id(result) -> media frames received after `clear`
-
-        async def barge_in(c: CallControl) -> None:
-            edge = services.twilio_edge()
-            await poll(lambda: c.call_sid in edge.sessions)
-            await poll(lambda: c.result.time_to_first_audio is not None
-                       and emu.clock() - c.t0 - c.result.time_to_first_audio >= clear_after)
-            await edge.sessions[c.call_sid].interrupt()
-            await asyncio.sleep(0.5)
-            clear_at = c.result.clear_times[0]
-            after_clear[id(c.result)] = sum(1 for t in c.result.media_times if t > clear_at)
-
         try:
-            results: list[CallResult] = await asyncio.gather(
-                *(emu.call(agent="demo", script=barge_in, hold_s=0.0, max_s=60) for _ in range(calls)))
+            async with serve_in_loop(create_app(settings, services), settings) as url:
+                emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+
+                async def barge_in(c: CallControl) -> None:
+                    edge = services.twilio_edge()
+                    await poll(lambda: c.call_sid in edge.sessions)
+                    await poll(lambda: c.result.time_to_first_audio is not None
+                               and emu.clock() - c.t0 - c.result.time_to_first_audio >= clear_after)
+                    await edge.sessions[c.call_sid].interrupt()
+                    await asyncio.sleep(0.5)
+                    clear_at = c.result.clear_times[0]
+                    after_clear[id(c.result)] = sum(1 for t in c.result.media_times if t > clear_at)
+
+                results: list[CallResult] = await asyncio.gather(
+                    *(emu.call(agent="demo", script=barge_in, hold_s=0.0, max_s=60) for _ in range(calls)))
         finally:
-            server.should_exit = True
-            await task
             await services.aclose()
     print(f"{'call':>4} {'ttfa ms':>8} {'heard s':>8} {'underruns':>9} {'max late ms':>11} {'media after clear':>17}")
     worst_late = 0.0

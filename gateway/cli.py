@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import wave
 from pathlib import Path
@@ -146,12 +146,6 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_wav(path: Path, mulaw: bytes) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -161,34 +155,15 @@ def write_wav(path: Path, mulaw: bytes) -> None:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
     from gateway.emulator import TwilioEmulator
+    from gateway.serve import serve_in_loop
 
     settings = _settings()
-    server = None
-    task = None
-    url = args.url
-    if not url:
-        port = _free_port()
-        app = create_app(settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-                return 1
-            await asyncio.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        url = args.url or await stack.enter_async_context(serve_in_loop(create_app(settings), settings))
         emu = TwilioEmulator(url, auth_token=settings.twilio_auth_token, public_url=settings.public_url)
         result = await emu.call(agent=args.agent, to=args.to, hold_s=0.3, max_s=args.max_seconds)
-    finally:
-        if server is not None and task is not None:
-            server.should_exit = True
-            await task
     if args.out:
         write_wav(Path(args.out), bytes(result.audio))
     ttfa = f"{result.time_to_first_audio * 1000:.0f} ms" if result.time_to_first_audio is not None else "n/a"

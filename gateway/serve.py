@@ -15,20 +15,30 @@ hooks and nothing else:
   the preStop hook) ends the same way.
 
 The process exits with status 0 after a drain (the SIGTERM is not re-raised).
+
+:func:`serve_in_loop` runs an app inside the caller's event loop on a free
+loopback port (``voicegw call`` without ``--url``, the tests, the benchmarks):
+one place that waits for startup, surfaces a failed startup, and shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from gateway.drain import Step
 from gateway.services import Services
+from gateway.settings import Settings
 
 log = logging.getLogger("voicegw.serve")
 
@@ -71,3 +81,39 @@ class GatewayServer(uvicorn.Server):
             log.error("drain timeout: %d call(s) still active are cut now", services.active_calls)
             return True
         return False
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve_in_loop(
+    app: Starlette, settings: Settings, *, startup_timeout_s: float = 60.0, **uvicorn_kw: Any
+) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn in this event loop on a free loopback port; yields its base URL.
+
+    A startup failure is raised here (the lifespan's own exception when there is one); on exit the
+    server shuts down gracefully (open WebSockets are closed) within 30 s.
+    """
+    port = free_port()
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "ws_max_size": settings.max_ws_message_bytes}
+    options.update(uvicorn_kw)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    task = asyncio.create_task(server.serve(), name=f"uvicorn:{port}")
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the gateway exited during startup")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start within {startup_timeout_s:g} s")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -1,77 +1,34 @@
-"""Shared fixtures: a real redis-server, a real uvicorn gateway on a free port."""
+"""Shared fixtures: a private real redis-server, a writable copy of the shipped agents, the fake Cartesia
+server, a loaded Piper engine. Plain helper functions live in ``helpers.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-AGENTS_DIR = ROOT / "config" / "agents"
+from tests.helpers import AGENTS_DIR, RedisServer, free_port, spawn_redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def start(self) -> None:
-        self.proc = _spawn_redis(self.port)
-
-
-def _spawn_redis(port: int) -> subprocess.Popen[bytes]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed (./dev.sh test installs it)")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not start")
+if TYPE_CHECKING:
+    from tests.fake_cartesia import FakeCartesia
+    from tts.piper import PiperEngine
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on a free port (never the machine's shared one)."""
     port = free_port()
-    server = RedisServer(port, _spawn_redis(port))
+    server = RedisServer(port, spawn_redis(port))
     try:
         yield server
     finally:
@@ -89,29 +46,23 @@ def agents_dir() -> Iterator[Path]:
         yield dst
 
 
-@asynccontextmanager
-async def run_gateway(env: dict[str, str], **uvicorn_kw: object) -> AsyncIterator[str]:
-    """Run the real app under real uvicorn in this event loop; yields its base URL."""
-    from gateway.app import create_app
-    from gateway.settings import Settings
+@pytest.fixture(scope="module")
+def cartesia_server() -> Iterator[FakeCartesia]:
+    """The loopback fake Cartesia API (HTTP and WebSocket), one per test module; ``reset()`` it per test."""
+    from tests.fake_cartesia import FakeCartesia
 
-    settings = Settings.from_env(env)
-    port = free_port()
-    app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            ws_max_size=settings.max_ws_message_bytes, **uvicorn_kw)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("gateway exited during startup")
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    fake = FakeCartesia().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def piper() -> Iterator[PiperEngine]:
+    """A loaded Piper engine, shared by a module's tests (and by every call they place)."""
+    from tts.piper import PiperEngine
+
+    engine = PiperEngine()
+    asyncio.run(engine.start())
+    assert engine.ready, engine.load_error
+    yield engine
+    asyncio.run(engine.aclose())

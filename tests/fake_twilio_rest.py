@@ -90,7 +90,7 @@ class FakeTwilioRest:
 @asynccontextmanager
 async def fake_twilio_rest(account_sid: str = "AC" + "0" * 32, auth_token: str = "fake-token") -> AsyncIterator[
         FakeTwilioRest]:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     fake = FakeTwilioRest(account_sid, auth_token)
     port = free_port()

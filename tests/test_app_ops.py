@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import logs
 from gateway.emulator import TwilioEmulator, parse_stream
-from tests.conftest import RedisServer, free_port, run_gateway
+from tests.helpers import RedisServer, free_port, run_gateway
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

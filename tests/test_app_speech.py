@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import run_gateway
+from tests.helpers import run_gateway
 
 
 async def test_speech_endpoint_served_by_gateway(agents_dir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,17 +19,10 @@ WS = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12")
 HTTP = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12", transport="http", speed=1.2)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeCartesia]:
-    fake = FakeCartesia().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
-def fake(server: FakeCartesia) -> FakeCartesia:
-    server.reset()
-    return server
+def fake(cartesia_server: FakeCartesia) -> FakeCartesia:
+    cartesia_server.reset()
+    return cartesia_server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,8 +18,8 @@ from agents.stt import STTConfig, shared_transcriber
 from bench.wer import normalize, wer
 from gateway.audio import TWILIO_FORMAT, AudioChunk
 from gateway.emulator import CallControl, CallResult, TwilioEmulator
-from tests.conftest import run_gateway
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
+from tests.helpers import run_gateway, wait_until
 from tests.speech_fixtures import mulaw, transcripts
 
 pytestmark = pytest.mark.slow
@@ -57,14 +56,6 @@ greeting: "Hi, this is Acme."
 logic: {{kind: llm, base_url: "{base_url}", model: fake-1, system_prompt: "Be brief."}}
 tts: {{provider: piper, fallback: []}}
 """
-
-
-async def wait_until(cond: Callable[[], bool], within_s: float = 40.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.05)
 
 
 async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0) -> None:

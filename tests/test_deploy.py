@@ -18,7 +18,7 @@ import yaml
 
 from agents.loader import parse_agent
 from gateway.settings import ENV_VARS
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.emulator import TwilioEmulator
 from tests.chattts_fixture import Checkpoint, build_checkpoint
-from tests.conftest import run_gateway
+from tests.helpers import run_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_download_refuses_offline_clearly(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "chattts", "download", str(tmp_path / "w")], cwd=ROOT, capture_output=True,

@@ -12,18 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 from gateway.app import create_app
 from gateway.call import CallSession
 from gateway.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
+from gateway.serve import serve_in_loop
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.startup import build_services
 from gateway.twilio_events import Dtmf
-from tests.conftest import RedisServer, free_port
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
+from tests.helpers import RedisServer, wait_until
 
 TOKEN = "test-auth-token"
 PUBLIC = "https://gw.example.com"
@@ -35,19 +35,10 @@ async def gateway(env: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
     """The real app under real uvicorn, with a handle on its services (sessions, metrics, edge)."""
     settings = Settings.from_env(env)
     services = await build_services(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host="127.0.0.1", port=port,
-                                           log_level="warning", ws_max_size=settings.max_ws_message_bytes))
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", services
+        async with serve_in_loop(create_app(settings, services), settings) as url:
+            yield url, services
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
         await services.aclose()
 
 
@@ -68,14 +59,6 @@ async def session_of(services: Services, call_sid: str) -> CallSession:
 def counter(services: Services, name: str, **labels: str) -> float:
     value = services.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
-
-
-async def wait_until(predicate: Any, limit_s: float = 30.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(agents_dir: Path) -> None:
@@ -157,7 +140,7 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
 
         async def script(c: CallControl) -> None:
             s = await session_of(services, c.call_sid)
-            await wait_until(lambda: len(c.result.media_times) >= 40, limit_s=60)  # 0.8 s into the greeting
+            await wait_until(lambda: len(c.result.media_times) >= 40, within_s=60)  # 0.8 s into the greeting
             state["gone"] = await s.interrupt()
             state["audio_at_clear"] = len(c.result.audio)
             await asyncio.sleep(1.0)
@@ -188,7 +171,7 @@ async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> No
         baseline = len(asyncio.all_tasks())
 
         async def hang_up_abruptly(c: CallControl) -> None:
-            await wait_until(lambda: len(c.result.media_times) > 10, limit_s=60)
+            await wait_until(lambda: len(c.result.media_times) > 10, within_s=60)
             await c.ws.close()  # no `stop`: a dropped connection
 
         for i in range(6):
@@ -201,7 +184,7 @@ async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> No
             assert await edge.limiter.active("demo") == 0
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="completed") == 3
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="caller_hangup") == 3
-        await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, limit_s=10)
+        await wait_until(lambda: len(asyncio.all_tasks()) <= baseline, within_s=10)
 
 
 async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agents_dir: Path) -> None:
@@ -212,10 +195,10 @@ async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agen
             for junk in ("not json", b"\x00\x01", '{"event":"media","streamSid":"MZwrong","media":{}}',
                          '{"event":"surprise","streamSid":"' + c.stream_sid + '"}'):
                 await c.send_raw(junk)
-            await wait_until(lambda: "greeting-1" in c.result.marks_echoed, limit_s=60)
+            await wait_until(lambda: "greeting-1" in c.result.marks_echoed, within_s=60)
             for _ in range(60):  # past the error budget: the gateway ends this call, cleanly
                 await c.send_raw("garbage")
-            await wait_until(lambda: c.ws.close_code is not None, limit_s=30)
+            await wait_until(lambda: c.ws.close_code is not None, within_s=30)
 
         noisy_call, quiet_call = await asyncio.gather(
             emu.call(agent="demo", script=noisy, hold_s=0.1, max_s=60),
@@ -239,7 +222,7 @@ async def test_busy_agent_gets_a_polite_refusal_and_slots_come_back(agents_dir: 
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
 
         async def while_busy(c: CallControl) -> None:
-            await wait_until(lambda: len(c.result.media_times) > 5, limit_s=60)  # the call is live
+            await wait_until(lambda: len(c.result.media_times) > 5, within_s=60)  # the call is live
             twiml, _ = await emu.fetch_twiml(agent="demo")
             assert parse_stream(twiml) is None and "busy" in twiml and "<Hangup" in twiml
 
@@ -261,7 +244,7 @@ async def test_busy_limit_holds_across_instances_with_redis(agents_dir: Path, re
         emu_b = TwilioEmulator(url_b, auth_token=TOKEN, public_url=PUBLIC)
 
         async def while_busy(c: CallControl) -> None:
-            await wait_until(lambda: len(c.result.media_times) > 5, limit_s=60)  # the call is live on A
+            await wait_until(lambda: len(c.result.media_times) > 5, within_s=60)  # the call is live on A
             twiml, _ = await emu_b.fetch_twiml(agent="demo")
             assert parse_stream(twiml) is None and "busy" in twiml
 
@@ -289,7 +272,7 @@ async def test_hangup_after_goodbye_is_heard_via_rest_and_20404_is_fine(agents_d
                 name = s.say("Thanks for calling. Goodbye!")
                 goodbye.append(name)
                 s.hangup(after_mark=name)
-                await wait_until(lambda: c.stopped, limit_s=60)
+                await wait_until(lambda: c.stopped, within_s=60)
 
             result = await emu.call(agent="demo", script=script, hold_s=0.0, max_s=90)
             await wait_until(lambda: services.twilio_edge().calls_finished == 1)
@@ -324,7 +307,7 @@ async def test_transfer_redirects_to_dial(agents_dir: Path) -> None:
             async def script(c: CallControl) -> None:
                 s = await session_of(services, c.call_sid)
                 s.transfer("+15551234567", say_first="Transferring you now.")
-                await wait_until(lambda: c.stopped, limit_s=60)
+                await wait_until(lambda: c.stopped, within_s=60)
 
             result = await emu.call(agent="demo", script=script, hold_s=0.0, max_s=60)
             await wait_until(lambda: services.twilio_edge().calls_finished == 1)

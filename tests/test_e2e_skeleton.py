@@ -11,7 +11,7 @@ import numpy as np
 
 from gateway.codec import ulaw2lin
 from gateway.emulator import TwilioEmulator, parse_stream
-from tests.conftest import ROOT, run_gateway
+from tests.helpers import ROOT, run_gateway
 
 
 def speech_like(mulaw: bytes) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -307,21 +307,6 @@ async def test_barge_in_task_cancellation_cancels_hedges() -> None:
 
 
 # ---- acceptance: real Piper, real Cartesia SDK against the loopback fake -------------------------------
-
-
-@pytest.fixture(scope="module")
-def cartesia_server() -> Iterator[FakeCartesia]:
-    fake = FakeCartesia().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def piper() -> Iterator[PiperEngine]:
-    engine = PiperEngine()
-    asyncio.run(engine.start())
-    yield engine
-    asyncio.run(engine.aclose())
 
 
 @pytest.fixture

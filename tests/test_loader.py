@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agents.loader import load_agents, parse_agent
 from agents.spec import AgentSpec
-from tests.conftest import AGENTS_DIR, ROOT
+from tests.helpers import AGENTS_DIR, ROOT
 
 GOOD = (AGENTS_DIR / "support.yaml").read_text()
 

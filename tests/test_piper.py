@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,15 +16,6 @@ pytestmark = pytest.mark.slow
 
 LONG = ("Thank you for calling. Your appointment is confirmed for Tuesday at three in the afternoon. "
         "If you need to change it, please call us back at any time.")
-
-
-@pytest.fixture(scope="module")
-def piper() -> Iterator[PiperEngine]:
-    engine = PiperEngine()
-    asyncio.run(engine.start())  # loads once; the engine is shared by every test (and every call)
-    assert engine.ready, engine.load_error
-    yield engine
-    asyncio.run(engine.aclose())
 
 
 async def chunks(engine: PiperEngine, text: str, speed: float = 1.0) -> list[AudioChunk]:

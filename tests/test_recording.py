@@ -20,7 +20,7 @@ import pytest
 
 from gateway.codec import lin2ulaw, ulaw2lin
 from gateway.recording import HEADER_BYTES, StereoRecorder, recording_path, wav_header
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def tone(seconds: float, freq: float, amp: float = 8000.0) -> bytes:
@@ -185,7 +185,7 @@ def _first_loud(x: npt.NDArray[np.int16]) -> int:
 
 async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.emulator import TwilioEmulator
-    from tests.conftest import run_gateway
+    from tests.helpers import run_gateway
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"
@@ -217,7 +217,7 @@ async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path
 
 async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.emulator import CallControl, TwilioEmulator
-    from tests.conftest import run_gateway
+    from tests.helpers import run_gateway
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"

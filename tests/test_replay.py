@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.replay import MemoryUsedTokens, RedisUsedTokens
-from tests.conftest import RedisServer, free_port
+from tests.helpers import RedisServer, free_port
 
 
 async def test_memory_claims_once_and_forgets_after_ttl() -> None:

@@ -6,22 +6,14 @@ import os
 import subprocess
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import AGENTS_DIR, ROOT
 from tests.fake_cartesia import API_KEY, FakeCartesia, audio_for
+from tests.helpers import AGENTS_DIR, ROOT
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeCartesia]:
-    server = FakeCartesia().start()
-    yield server
-    server.stop()
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,10 +38,10 @@ def test_say_with_piper_agent(tmp_path: Path) -> None:
     assert seconds(out) > 1.0
 
 
-def test_say_falls_back_to_cartesia(tmp_path: Path, fake: FakeCartesia) -> None:
+def test_say_falls_back_to_cartesia(tmp_path: Path, cartesia_server: FakeCartesia) -> None:
     out = tmp_path / "support.wav"
     proc = run(["--agent", "support", "Thanks for calling.", "--out", str(out)],
-               CARTESIA_API_KEY=API_KEY, CARTESIA_BASE_URL=fake.base_url)
+               CARTESIA_API_KEY=API_KEY, CARTESIA_BASE_URL=cartesia_server.base_url)
     assert proc.returncode == 0, proc.stderr
     assert "providers cartesia" in proc.stdout  # no ChatTTS engine loaded in this process: skipped
     assert seconds(out) == pytest.approx(len(audio_for("Thanks for calling.")) / 8000, abs=0.01)

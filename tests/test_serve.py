@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from gateway.emulator import CallControl, TwilioEmulator, parse_stream
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 
 @contextmanager

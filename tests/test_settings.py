@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import ENV_VARS, Settings, SettingsError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_defaults_from_empty_environment() -> None:

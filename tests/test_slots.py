@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.slots import MemoryLimiter, RedisLimiter
-from tests.conftest import RedisServer, free_port
+from tests.helpers import RedisServer, free_port
 
 
 async def test_memory_limit_release_and_idempotent_acquire() -> None:

@@ -11,7 +11,7 @@ import io
 import json
 import time
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ from agents.store import MemoryStore
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
-from tests.conftest import free_port
 from tests.fake_cartesia import API_KEY, FakeCartesia
 from tests.fake_engines import Fault, ScriptedEngine
+from tests.helpers import free_port
 from tts.cartesia import CartesiaEngine
 from tts.piper import PiperEngine
 from tts.render import OUTPUT_RATE, split_sentences
@@ -36,21 +36,6 @@ from tts.speech_api import load_voice_map, speech_routes
 KEY = "gw-secret"
 SEED = {"text": "Hello world", "voice": "female_1", "speed": 1.0, "temperature": 0.3, "top_p": 0.7, "top_k": 20,
         "response_format": "wav", "use_refine": False}
-
-
-@pytest.fixture(scope="module")
-def cartesia_server() -> Iterator[FakeCartesia]:
-    fake = FakeCartesia().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def piper() -> Iterator[PiperEngine]:
-    engine = PiperEngine()
-    asyncio.run(engine.start())
-    yield engine
-    asyncio.run(engine.aclose())
 
 
 class Api:

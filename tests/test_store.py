@@ -5,26 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore, version_of
 from gateway.emulator import TwilioEmulator
-from tests.conftest import AGENTS_DIR, ROOT, RedisServer, run_gateway
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.helpers import AGENTS_DIR, ROOT, RedisServer, run_gateway, wait_until
 
 
 def test_memory_store_lookup() -> None:
@@ -48,7 +34,7 @@ async def test_push_reaches_other_instances_via_pubsub(redis_server: RedisServer
         changed = dict(agents)
         changed["demo"] = agents["demo"].model_copy(update={"greeting": "Changed greeting."})
         version = await a.publish(changed)
-        await eventually(lambda: b.version == version)
+        await wait_until(lambda: b.version == version)
         demo = b.get("demo")
         assert demo is not None and demo.greeting == "Changed greeting."
     finally:
@@ -62,14 +48,14 @@ async def test_redis_outage_serves_last_known_and_recovers(redis_server: RedisSe
     await store.publish(agents)
     await store.start()
     try:
-        await eventually(lambda: store.healthy)
+        await wait_until(lambda: store.healthy)
         redis_server.stop()
-        await eventually(lambda: not store.healthy)
+        await wait_until(lambda: not store.healthy)
         assert store.get("demo") == agents["demo"]  # calls keep being served
         assert store.last_error
         redis_server.start()
         # a fresh redis has no data: the store keeps its snapshot and turns healthy again
-        await eventually(lambda: store.healthy, within=15)
+        await wait_until(lambda: store.healthy, within_s=15)
         assert store.get("demo") == agents["demo"]
     finally:
         await store.aclose()

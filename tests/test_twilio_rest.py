@@ -53,7 +53,7 @@ async def test_wrong_credentials_and_server_errors_raise() -> None:
 
 
 async def test_unreachable_api_raises() -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     rest = TwilioRest("AC" + "0" * 32, "t", base_url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
     try:

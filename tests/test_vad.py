@@ -10,7 +10,7 @@ import pytest
 
 from agents.vad import CHUNK, SileroModel, VadError, model_path, shared_model
 from gateway.codec import ulaw2lin
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.speech_fixtures import mulaw
 
 

@@ -1,0 +1,94 @@
+"""Helpers shared by the tests (and a few benchmarks): waiting, the real gateway in-loop, a real redis-server.
+
+Fixtures live in ``conftest.py``; plain functions live here so test modules import them from one place
+(never from ``conftest``, which pytest imports under its own name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.serve import free_port, serve_in_loop
+
+__all__ = ["AGENTS_DIR", "ROOT", "RedisServer", "free_port", "run_gateway", "spawn_redis", "wait_until"]
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS_DIR = ROOT / "config" / "agents"
+
+
+async def wait_until(
+    check: Callable[..., object | Awaitable[object]], within_s: float = 40.0, interval_s: float = 0.02
+) -> None:
+    """Poll ``check`` (sync or async) until it is truthy; AssertionError after ``within_s`` (generous by default).
+
+    ``check`` may be a lambda binding a loop variable as a default argument (``lambda n=i: ...``).
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within_s:g} s")
+        await asyncio.sleep(interval_s)
+
+
+@asynccontextmanager
+async def run_gateway(env: dict[str, str], **uvicorn_kw: Any) -> AsyncIterator[str]:
+    """Run the real app under real uvicorn in this event loop; yields its base URL."""
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings.from_env(env)
+    async with serve_in_loop(create_app(settings), settings, **uvicorn_kw) as url:
+        yield url
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def start(self) -> None:
+        self.proc = spawn_redis(self.port)
+
+
+def spawn_redis(port: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (./dev.sh test installs it)")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
