@@ -43,30 +43,26 @@ def _get(env: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
-def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+def _number(env: Mapping[str, str], key: str, default: float, lo: float, hi: float, cast: type[float]) -> float:
     raw = _get(env, key)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not an integer") from None
+        raise SettingsError(f"{key}={raw!r} is not {'an integer' if cast is int else 'a number'}") from None
     if not lo <= value <= hi:
-        raise SettingsError(f"{key}={value} is not within {lo}–{hi}")
+        bounds = f"{lo}–{hi}" if cast is int else f"{lo:g}–{hi:g}"
+        raise SettingsError(f"{key}={value} is not within {bounds}")
     return value
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    return int(_number(env, key, default, lo, hi, int))
 
 
 def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: float) -> float:
-    raw = _get(env, key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a number") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{key}={value} is not within {lo:g}–{hi:g}")
-    return value
+    return _number(env, key, default, lo, hi, float)
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:

@@ -41,6 +41,9 @@ def test_values_are_parsed() -> None:
     [
         ({"VOICEGW_PORT": "eighty"}, "VOICEGW_PORT='eighty' is not an integer"),
         ({"VOICEGW_PORT": "70000"}, "VOICEGW_PORT=70000 is not within 0–65535"),
+        ({"VOICEGW_MAX_WS_MESSAGE_BYTES": "5"}, "VOICEGW_MAX_WS_MESSAGE_BYTES=5 is not within 1024–16777216"),
+        ({"VOICEGW_DRAIN_TIMEOUT_S": "soon"}, "VOICEGW_DRAIN_TIMEOUT_S='soon' is not a number"),
+        ({"VOICEGW_PLAYOUT_LEAD_MS": "5"}, "VOICEGW_PLAYOUT_LEAD_MS=5.0 is not within 20–2000"),
         ({"PUBLIC_URL": "gw.example.com"}, "PUBLIC_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"CHATTTS_DEVICE": "tpu"}, "CHATTTS_DEVICE='tpu' is not one of auto, cuda, cpu"),
