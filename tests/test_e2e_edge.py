@@ -174,11 +174,13 @@ async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> No
             await wait_until(lambda: len(c.result.media_times) > 10, within_s=60)
             await c.ws.close()  # no `stop`: a dropped connection
 
-        for i in range(6):
-            if i % 2:
-                await emu.call(agent="demo", script=hang_up_abruptly, hold_s=0.0, max_s=60)
-            else:
-                await emu.call(agent="demo", hold_s=0.0, max_s=60)  # ends with `stop`
+        async def stop_mid_greeting(c: CallControl) -> None:
+            await wait_until(lambda: len(c.result.media_times) > 10, within_s=60)  # then the emulator sends `stop`
+
+        # `stop` once after the whole greeting was heard (an idle call), twice while audio is still being sent.
+        scripts = [None, hang_up_abruptly, stop_mid_greeting, hang_up_abruptly, stop_mid_greeting, hang_up_abruptly]
+        for i, script in enumerate(scripts):
+            await emu.call(agent="demo", script=script, hold_s=0.0, max_s=60)
             await wait_until(lambda n=i: edge.calls_finished == n + 1)
             assert edge.live_tasks == 0 and edge.sessions == {} and services.active_calls == 0
             assert await edge.limiter.active("demo") == 0
