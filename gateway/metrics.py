@@ -1,7 +1,9 @@
 """Prometheus metrics: every series the gateway exports, defined in one place.
 
-Each app instance gets its own :class:`Metrics` (own registry) so tests and
-several in-process gateways never share counters.
+Rules of this file: definitions only; no I/O, no clock. Exposition (``/metrics``
+or a separate port) lives in :mod:`gateway.app`. Each app instance gets its own
+:class:`Metrics` (own registry) so tests and several in-process gateways never
+share counters.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""TwiML responses, built with the official ``twilio`` helper library."""
+"""TwiML responses, built with the official ``twilio`` helper library.
+
+Rules of this file: pure functions from values to TwiML strings; no I/O, no clock, no settings.
+Callers pass the URLs and the text in. A ``<Parameter>`` Twilio would reject (name + value of 500
+characters or more) raises :class:`ValueError` here rather than failing the call at Twilio.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
 from twilio.twiml.voice_response import VoiceResponse
-
-VOICE = "Polly.Joanna"
 
 
 def stream_url(public_url: str | None, request_base: str) -> str:
