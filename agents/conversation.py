@@ -4,8 +4,9 @@ I/O shell around the pure parts: caller audio goes through the shared Silero
 VAD and the :class:`~agents.endpointing.Endpointer`; finished utterances go to
 the shared recognizer (in its thread); the agent logic's reply streams through
 the :class:`~agents.chunker.SentenceChunker` into the call one sentence at a
-time, each followed by a mark; the :class:`~agents.ledger.HeardLedger` turns
-mark echoes into what the caller heard.
+time, each followed by a mark; the call's playout ledger
+(:class:`gateway.playout.Ledger`, shared, tagged with this loop's turn numbers)
+turns mark echoes into what the caller heard.
 
 Turn-taking rules:
 - Barge-in: caller speech of at least ``barge_in_min_speech_ms`` while the
@@ -36,7 +37,6 @@ from typing import Any, Protocol
 
 from agents.chunker import SentenceChunker
 from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechEnd, SpeechStart
-from agents.ledger import HeardLedger
 from agents.logic import (
     AgentLogic,
     CallEnding,
@@ -56,6 +56,7 @@ from agents.vad import SileroModel
 from gateway.audio import AudioChunk, AudioFormat, Encoding
 from gateway.inbound import FromTwilio
 from gateway.metrics import Metrics
+from gateway.playout import Ledger, SentenceState
 from gateway.twilio_events import Dtmf as DtmfEvent
 from gateway.twilio_events import Mark, Media
 
@@ -71,9 +72,10 @@ class CallPort(Protocol):
 
     turns: int  # for the call's summary line
     mouth_to_ear_s: list[float]
+    ledger: Ledger  # the call's playout ledger: updated by the call from mark echoes, before on_event hooks run
 
     def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
-            first: bool | None = None) -> str: ...
+            first: bool | None = None, turn: int | None = None) -> str: ...
 
     async def interrupt(self) -> list[str]: ...
 
@@ -108,7 +110,7 @@ class Conversation:
         self.decoder = FromTwilio(8000)
         self.vad = vad.stream() if vad is not None else None
         self.endpointer = Endpointer(EndpointConfig.from_turn_taking(self.tt))
-        self.ledger = HeardLedger()
+        self.ledger = call.ledger
         self.turn = 0
         self.turns: list[TurnRecord] = []
         self.transcripts: list[str] = []
@@ -194,10 +196,10 @@ class Conversation:
                     self._caller_speaking = False
 
     def _on_mark(self, name: str) -> None:
-        heard = self.ledger.echoed(name)
+        heard = self.ledger.state(name) is SentenceState.HEARD  # the call has already recorded the echo
         self._marks_changed.set()
-        turn = self._start_marks.pop(name, None)
-        if heard and turn is not None and turn in self._turn_origin:
+        turn = self._start_marks.pop(name, None) if heard else None
+        if turn is not None and turn in self._turn_origin:
             latency = self.clock() - self._turn_origin.pop(turn)
             self.call.mouth_to_ear_s.append(latency)
             if self.metrics is not None:
@@ -261,14 +263,12 @@ class Conversation:
 
         def say(sentence: str, phrase: bool) -> None:
             nonlocal start_mark, first
-            name = self.call.say(sentence, kind="greeting" if greeting else f"t{turn}", start_mark=start_mark,
-                                 phrase=phrase, first=first)
+            self.call.say(sentence, kind="greeting" if greeting else f"t{turn}", start_mark=start_mark,
+                          phrase=phrase, first=first, turn=turn)
             first = False
             if start_mark is not None:
-                self.ledger.sent(start_mark, turn, "")
                 self._start_marks[start_mark] = turn
                 start_mark = None
-            self.ledger.sent(name, turn, sentence)
             record.sentences.append(sentence)
 
         async for out in self.logic.respond(event):
@@ -315,8 +315,7 @@ class Conversation:
             reply.cancel()  # closes the logic's stream: the partial reply is kept, then truncated below
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reply
-        await self.call.interrupt()
-        self.ledger.cleared()
+        await self.call.interrupt()  # marks every pending sentence cleared in the shared ledger
         self._marks_changed.set()
         heard = self.ledger.heard_text(self.turn)
         self.logic.truncate_to_heard(heard)

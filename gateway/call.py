@@ -26,8 +26,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -35,11 +35,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agents.spec import AgentSpec
 from gateway import logs
 from gateway.audio import FRAME_SECONDS
-from gateway.framing import Framer
 from gateway.outbound import Outbound
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import StereoRecorder, recording_path
-from gateway.resample import ToTwilio
+from gateway.sentence_audio import SentenceAudio, plan_restart
 from gateway.services import Services
 from gateway.twilio_events import Dtmf, Mark, Media, Start, Stop
 from gateway.twilio_protocol import RemoteProtocolError, State, TwilioProtocol
@@ -59,6 +58,8 @@ class _Sentence:
     phrase: bool = False
     first: bool = False
     turn: int = 0  # CallSession.turn when queued; interrupt() makes older turns stale
+    turn_id: str = ""  # one TTS context per turn (Cartesia)
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class CallSession:
@@ -81,7 +82,8 @@ class CallSession:
         self._speech: asyncio.Queue[_Sentence] = asyncio.Queue()
         self._speaking: asyncio.Task[None] | None = None
         self.turn = 0  # bumped by interrupt(): audio of an older turn is never queued again
-        self.ledger = Ledger()
+        self.ledger = Ledger()  # shared with the conversation layer
+        self._apologized: set[str] = set()  # turn ids that already got the apology
         self._marks_changed = asyncio.Event()
         self._hangup = asyncio.Event()  # end the stream (hangup()/transfer() done)
         self._closed = asyncio.Event()  # the stream has ended (stop, disconnect, or we ended it)
@@ -155,20 +157,23 @@ class CallSession:
 
     # ---- speaking ------------------------------------------------------
     def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
-            first: bool | None = None) -> str:
+            first: bool | None = None, turn: int | None = None) -> str:
         """Queue one sentence; returns the mark name sent after its last frame.
 
         ``start_mark`` is sent just before the sentence's first frame (its echo = playout started);
         ``phrase`` marks fixed text whose audio may come from / go to the phrase cache;
-        ``first`` (default: the call's first sentence) asks the engines for top priority.
+        ``first`` (default: the call's first sentence) asks the engines for top priority;
+        ``turn`` tags the ledger entries (the conversation's turn; default: the call's).
+        Sentences of one ``kind`` in one interrupt epoch share a TTS ``turn_id`` (one Cartesia context).
         """
         n = next(self._ids)
         name = f"{kind}-{n}"
+        tag = self.turn if turn is None else turn
         if start_mark:
-            self.ledger.queue(start_mark, "", self.turn)
-        self.ledger.queue(name, text, self.turn)
-        self._speech.put_nowait(
-            _Sentence(name, text, start_mark, phrase, n == 1 if first is None else first, self.turn))
+            self.ledger.queue(start_mark, "", tag)
+        self.ledger.queue(name, text, tag)
+        self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first,
+                                          self.turn, f"{self.start.call_sid}-{kind}-{self.turn}"))
         return name
 
     async def _speak_loop(self) -> None:
@@ -204,63 +209,82 @@ class CallSession:
             self.outbound.put_mark(sentence.start_mark)  # no audio (TTS failed): still settle the turn's marks
         self.outbound.put_mark(sentence.name)
 
+    async def _stream(self, sentence: _Sentence, parts: AsyncIterator[SpeechAudio | SpeechRestart],
+                      started: list[bool]) -> SentenceAudio:
+        """Queue one sentence's audio as it comes; a restart takes back the failed attempt (raises TTSError)."""
+        audio = SentenceAudio(self.agent.tts.gain_db)
+        async for part in parts:
+            if isinstance(part, SpeechRestart):
+                await self._drop_attempt(sentence, audio.restart(), started)
+                self.fallbacks += 1
+                continue
+            if not audio.provider and not audio.restarts:  # the sentence's first audio
+                self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+                if part.provider != self.agent.tts.provider:  # the primary failed before any audio
+                    self.fallbacks += 1
+            self._put_frames(audio.feed(part.chunk, part.provider), sentence, started)
+        self._put_frames(audio.flush(), sentence, started)
+        return audio
+
+    async def _drop_attempt(self, sentence: _Sentence, frames: int, started: list[bool]) -> None:
+        """Its provider died mid-sentence: take back its queued frames, ``clear`` what Twilio holds if safe."""
+        if sentence.turn != self.turn:
+            return
+        written = frames - self.outbound.retract(frames)
+        plan = plan_restart(written_frames=written, buffered_s=self.outbound.buffered_at_twilio(),
+                            earlier_unplayed=bool(self.ledger.unplayed_sent(exclude=sentence.start_mark)))
+        log.info("call %s: %s restarts: %d frames dropped here, %d written (%s)%s", self.start.call_sid,
+                 sentence.name, frames - written, written, plan.reason, "; clear sent" if plan.clear else "")
+        if plan.clear and self.protocol.state is State.STREAMING:
+            if sentence.start_mark and self.ledger.resend(sentence.start_mark):
+                started.clear()  # sent again just before the replacement's first frame
+            self.outbound.twilio_cleared()
+            self.protocol.send_clear()
+            await self._flush()
+
     async def _speak_one(self, sentence: _Sentence) -> None:
-        name, text = sentence.name, sentence.text
         sent: list[bool] = []
         cache = self.phrase_cache if sentence.phrase else None
-        cached = cache.get(self.agent, self._version, text) if cache is not None else None
+        cached = cache.get(self.agent, self._version, sentence.text) if cache is not None else None
         if cache is not None:
             self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
             return
-        framer = Framer()
-        converter: ToTwilio | None = None
-        queued = time.monotonic()
-        started = queued
-        audio_s = 0.0
-        provider = ""
-        produced: list[bytes] = []
-        cacheable = cache is not None
-        primary = self.agent.tts.chain()[0]
         try:
-            async for part in self.speaker.speak(
-                text, language=self.agent.language, priority=0 if sentence.first else 1, request_id=name
-            ):
-                if isinstance(part, SpeechRestart):
-                    converter, framer, cacheable = None, Framer(), False
-                    self.fallbacks += 1
-                    started, audio_s = time.monotonic(), 0.0
-                    continue
-                assert isinstance(part, SpeechAudio)
-                if not provider:  # the sentence's first audio
-                    self.first_audio_s.append(time.monotonic() - queued)
-                    if part.provider != self.agent.tts.provider:  # the primary failed before any audio
-                        self.fallbacks += 1
-                provider = part.provider
-                cacheable = cacheable and provider == primary
-                audio_s += part.chunk.duration
-                if converter is None or converter.source != part.chunk.format:
-                    converter = ToTwilio(part.chunk.format, gain_db=self.agent.tts.gain_db)
-                frames = framer.feed(converter.feed(part.chunk))
-                produced += frames
-                self._put_frames(frames, sentence, sent)
+            audio = await self._stream(sentence, self.speaker.speak(
+                sentence.text, language=self.agent.language, priority=0 if sentence.first else 1,
+                request_id=sentence.name, turn_id=sentence.turn_id), sent)
         except TTSError as exc:
-            log.error("call %s: cannot speak %r: %s", self.start.call_sid, text[:40], exc.reason)
+            log.error("call %s: cannot speak %r: %s", self.start.call_sid, sentence.text[:40], exc.reason)
+            await self._apologize(sentence, sent)
             self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
-        tail = framer.feed(converter.flush()) if converter is not None else []
-        tail += framer.flush()
-        produced += tail
-        self._put_frames(tail, sentence, sent)
         self._end_sentence(sentence, sent)
-        if cache is not None and cacheable and produced:
-            cache.put(self.agent, self._version, text, produced)
-        if provider:
-            self.providers.append(provider)
-            if audio_s > 0:
-                self.metrics.tts_rtf.labels(provider).observe((time.monotonic() - started) / audio_s)
+        if audio.provider:
+            if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
+                cache.put(self.agent, self._version, sentence.text, audio.frames)
+            self.providers.append(audio.provider)
+            if audio.audio_s > 0:
+                rtf = (time.monotonic() - sentence.queued_at) / audio.audio_s
+                self.metrics.tts_rtf.labels(audio.provider).observe(rtf)
+
+    async def _apologize(self, sentence: _Sentence, started: list[bool]) -> None:
+        """Every provider failed: say the agent's apology instead (once per turn), or end the call."""
+        if sentence.turn != self.turn or sentence.turn_id in self._apologized:
+            return
+        self._apologized.add(sentence.turn_id)
+        apology = self.agent.turn_taking.apology
+        try:
+            await self._stream(sentence, self.speaker.apologize(
+                apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
+        except TTSError as exc:
+            log.error("call %s: cannot even apologize (%s): ending the call", self.start.call_sid, exc.reason)
+            self.hangup("tts_failed")
+            return
+        self.ledger.replace_text(sentence.name, apology)
+        self.providers.append("apology")
 
     async def interrupt(self) -> list[str]:
         """Barge-in: cancel synthesis, drop queued sentences and audio here and at Twilio (``clear``).

@@ -5,7 +5,10 @@ the pacer how many frames may go now (bounded lead at Twilio, bounded burst
 after a stall), writes them, and sleeps on the monotonic clock until the next
 frame is due or new audio arrives. Marks go out as soon as every frame before
 them has been written. :meth:`clear` drops everything queued at once; the
-caller sends ``clear`` to Twilio.
+caller sends ``clear`` to Twilio. :meth:`retract` takes back the newest
+queued frames (a sentence restarted by the fallback) and
+:meth:`twilio_cleared` tells the pacer Twilio's buffer was emptied without
+touching the local queue.
 
 Two kinds of gap are counted as underruns (``on_underrun``): the sender
 stalled while frames were waiting (the pacer sees it), and the queue ran dry
@@ -85,6 +88,21 @@ class Outbound:
         self.pacer.reset(now)
         self.horizon = now
         return dropped
+
+    def retract(self, frames: int) -> int:
+        """Take back up to ``frames`` of the newest queued frames (never past a mark); returns how many."""
+        taken = 0
+        while taken < frames and self._queue and isinstance(self._queue[-1], bytes):
+            self._queue.pop()
+            taken += 1
+        return taken
+
+    def twilio_cleared(self) -> None:
+        """A ``clear`` emptied Twilio's buffer; what is queued here stays queued."""
+        now = self.clock()
+        self.pacer.reset(now)
+        self.horizon = now
+        self._in_sentence = False
 
     @property
     def queued_frames(self) -> int:

@@ -20,6 +20,11 @@ mark when the audio before it has played, or at once when ``clear`` empties
 its buffer. So: an echo before we sent ``clear`` = heard; a mark still pending
 when we sent ``clear`` = cleared, whatever comes back later. Twilio plays in
 order, so an echo also settles every earlier pending sentence as heard.
+A sentence restarted after a ``clear`` (a provider died mid-sentence, see
+:mod:`gateway.sentence_audio`) keeps its marks: :meth:`Ledger.resend` makes
+the echo that ``clear`` provokes count for nothing, and the mark is sent again.
+One ledger per call, shared by the call session and the conversation layer
+(which tags entries with its own turn numbers).
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class _Entry:
     turn: int
     state: SentenceState = SentenceState.QUEUED
     mark_sent: bool = False
+    ignore_echoes: int = 0  # echoes provoked by a restart's clear (the mark is sent again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +147,9 @@ class Ledger:
             return Echo(mark, (), known=False, after_clear=False)
         if entry.state is SentenceState.CLEARED:
             return Echo(mark, (), known=True, after_clear=True)
+        if entry.ignore_echoes:
+            entry.ignore_echoes -= 1
+            return Echo(mark, (), known=True, after_clear=True)
         if entry.state is SentenceState.HEARD:
             return Echo(mark, (), known=True, after_clear=False)
         settled: list[str] = []
@@ -154,6 +163,27 @@ class Ledger:
             entry.state = SentenceState.HEARD
             settled.append(mark)
         return Echo(mark, tuple(settled), known=True, after_clear=False)
+
+    def resend(self, mark: str) -> bool:
+        """A restart's ``clear`` is about to be sent with ``mark`` pending at Twilio: its provoked echo is
+        ignored and the mark will be sent again. False (nothing to do) if it is not sent-and-pending."""
+        entry = self._entries.get(mark)
+        if entry is None or entry.state is not SentenceState.QUEUED or not entry.mark_sent:
+            return False
+        entry.mark_sent = False
+        entry.ignore_echoes += 1
+        return True
+
+    def unplayed_sent(self, exclude: str | None = None) -> list[str]:
+        """Marks sent to Twilio and not echoed yet (their audio may still be playing)."""
+        return [e.mark for e in self._entries.values()
+                if e.state is SentenceState.QUEUED and e.mark_sent and e.mark != exclude]
+
+    def replace_text(self, mark: str, text: str) -> None:
+        """The sentence was replaced (e.g. by the apology): ``heard_text`` reports what was really said."""
+        entry = self._entries.get(mark)
+        if entry is not None:
+            entry.text = text
 
     def cleared(self, turn: int | None = None) -> list[str]:
         """``clear`` was sent (or queued audio dropped): every pending sentence is cleared. Returns their marks."""

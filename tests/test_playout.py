@@ -174,6 +174,46 @@ def test_turn_filter_and_forget() -> None:
         led.queue("t3-a", "again")
 
 
+def test_heard_text_per_turn_follows_echoes_and_clear() -> None:
+    """(Moved from the conversation's former HeardLedger.) A reply's start mark has no text; what the caller
+    heard of a turn is the text of its sentences echoed before the clear, in order."""
+    led = Ledger()
+    sent(led, "t1-1", turn=1)
+    led.echoed("t1-1")
+    led.queue("turn2-start", "", 2)
+    for i, text in enumerate(["One.", "Two.", "Three."], 1):
+        led.queue(f"t2-{i}", text, 2)
+    for m in ("turn2-start", "t2-1", "t2-2"):
+        led.mark_sent(m)
+    assert led.outstanding(2) == 4 and led.outstanding(1) == 0
+    led.echoed("turn2-start")
+    led.echoed("t2-1")
+    assert led.cleared() == ["t2-2", "t2-3"]
+    assert led.state("t2-2") is SentenceState.CLEARED
+    assert led.heard_text(2) == "One." and led.heard_text(1) == "text of t1-1"
+    assert led.outstanding() == 0
+    led.forget_before(2)
+    assert led.heard_text(1) == "" and led.heard_text(2) == "One."
+
+
+def test_restart_clear_echo_is_ignored_and_the_mark_is_sent_again() -> None:
+    led = Ledger()
+    sent(led, "greeting-1")
+    led.echoed("greeting-1")
+    sent(led, "turn2-start")  # the reply's first attempt started; its provider then died
+    led.queue("t2-1", "Hello.", 2)
+    assert led.unplayed_sent() == ["turn2-start"] and led.unplayed_sent(exclude="turn2-start") == []
+    assert led.resend("turn2-start") and not led.resend("turn2-start") and not led.resend("greeting-1")
+    echo = led.echoed("turn2-start")  # provoked by the restart's clear: not played
+    assert echo.heard == () and echo.after_clear and led.state("turn2-start") is SentenceState.QUEUED
+    led.mark_sent("turn2-start")  # sent again before the replacement's first frame
+    assert led.echoed("turn2-start").heard == ("turn2-start",)
+    led.replace_text("t2-1", "Sorry.")
+    led.mark_sent("t2-1")
+    led.echoed("t2-1")
+    assert led.heard_text(2) == "Sorry." and led.clears == 0
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["queue", "echo", "clear"]), st.integers(0, 9)), max_size=80))
 def test_ledger_invariants(ops: list[tuple[str, int]]) -> None:
