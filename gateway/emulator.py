@@ -42,7 +42,8 @@ class EmulatorError(Exception):
 @dataclass
 class CallResult:
     twiml: str
-    audio: bytearray = field(default_factory=bytearray)  # mu-law 8 kHz, as heard
+    audio: bytearray = field(default_factory=bytearray)  # mu-law 8 kHz, every media payload received
+    heard: bytearray = field(default_factory=bytearray)  # what played: `audio` less what each `clear` dropped
     marks_echoed: list[str] = field(default_factory=list)
     mark_times: dict[str, float] = field(default_factory=dict)  # echo time (seconds since `start`) per mark
     clear_times: list[float] = field(default_factory=list)  # seconds since `start` of each `clear`
@@ -118,6 +119,10 @@ class Playout:
         due = [name for at, name in self.pending if at <= now]
         self.pending = [(at, name) for at, name in self.pending if at > now]
         return due
+
+    def unplayed_seconds(self) -> float:
+        """Audio time still buffered (what a ``clear`` now would drop)."""
+        return max(0.0, self.play_end - self.clock()) * self.speed
 
     def clear(self) -> list[str]:
         names = [name for _, name in self.pending]
@@ -349,12 +354,15 @@ class CallControl:
                 self.result.media_times.append(now)
                 self.result.odd_frames += len(payload) != FRAME_BYTES
                 self.result.audio.extend(payload)
+                self.result.heard.extend(payload)
                 self.result.frame_lateness.append(self.playout.add_audio(len(payload) / 8000))
             elif msg["event"] == "mark":
                 self.playout.add_mark(msg["mark"]["name"])
             elif msg["event"] == "clear":
                 self.result.clears += 1
                 self.result.clear_times.append(self.emu.clock() - self.t0)
+                dropped = min(len(self.result.heard), round(self.playout.unplayed_seconds() * 8000))
+                del self.result.heard[len(self.result.heard) - dropped:]
                 for name in self.playout.clear():
                     self.result.marks_cleared.append(name)
                     await self._echo(name)
