@@ -13,8 +13,14 @@ the interrupted turn is queued afterwards), :meth:`wait_heard`, :meth:`hangup`
 reach it through ``on_event``, and ``on_start``/``on_end`` replace the plain
 greeting and clean up.
 
+Each sentence goes through the agent's TTS chain (:class:`tts.fallback.Speaker`,
+one ``turn_id`` per turn); a mid-sentence restart takes back the failed
+attempt's queued frames and sends ``clear`` when only that attempt is
+buffered at Twilio (:mod:`gateway.sentence_audio`); a sentence no provider can
+speak becomes the agent's apology, or the call ends as ``tts_failed``.
+
 What the caller heard comes from mark echoes (:class:`gateway.playout.Ledger`,
-``self.ledger``); pacing is :class:`gateway.playout.Pacer` inside
+``self.ledger``, shared with the conversation); pacing is :class:`gateway.playout.Pacer` inside
 :class:`gateway.outbound.Outbound`. Every task is started through
 ``Edge.spawn`` so leaks show in ``edge.live_tasks``.
 """
@@ -37,7 +43,7 @@ from gateway import logs
 from gateway.audio import FRAME_SECONDS
 from gateway.outbound import Outbound
 from gateway.playout import Ledger, SentenceState
-from gateway.recording import StereoRecorder, recording_path
+from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
 from gateway.services import Services
 from gateway.twilio_events import Dtmf, Mark, Media, Start, Stop
@@ -109,18 +115,7 @@ class CallSession:
         # Stream clock (Twilio media timestamps) ↔ monotonic: t=0 is when `start` arrived. Fixed for the call,
         # so agent audio stays contiguous in the recording; the error is the one-way delay of `start`.
         self.stream_t0 = time.monotonic()
-        self.recorder = self._open_recorder()
-
-    def _open_recorder(self) -> StereoRecorder | None:
-        directory = self.services.settings.recordings_dir
-        if not self.agent.record or directory is None:
-            return None
-        try:
-            path = recording_path(directory, self.agent.id, self.start.call_sid)
-            return StereoRecorder.open(path, max_seconds=float(self.agent.limits.max_call_seconds) + 60.0)
-        except (OSError, ValueError) as exc:  # a recording problem never stops the call
-            log.error("call %s: not recording: %s", self.start.call_sid, exc)
-            return None
+        self.recorder = open_call_recorder(services.settings.recordings_dir, agent, start.call_sid)
 
     # ---- wire writes ---------------------------------------------------
     async def _flush(self) -> None:

@@ -24,6 +24,7 @@ overwrite (after a ``clear`` the newer audio is what the caller heard).
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from agents.spec import AgentSpec
 from gateway.codec import ulaw2lin
 
 RATE = 8000
@@ -159,3 +161,15 @@ class StereoRecorder:
             self._patch()
         finally:
             self._file.close()
+
+
+def open_call_recorder(directory: Path | None, agent: AgentSpec, call_sid: str) -> StereoRecorder | None:
+    """The recorder for one call when the agent records and a directory is set; a problem never stops the call."""
+    if not agent.record or directory is None:
+        return None
+    try:
+        path = recording_path(directory, agent.id, call_sid)
+        return StereoRecorder.open(path, max_seconds=float(agent.limits.max_call_seconds) + 60.0)
+    except (OSError, ValueError) as exc:
+        logging.getLogger("voicegw.call").error("call %s: not recording: %s", call_sid, exc)
+        return None
