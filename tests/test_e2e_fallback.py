@@ -19,8 +19,9 @@ import pytest
 from gateway.emulator import CallControl, CallResult, TwilioEmulator
 from gateway.services import Services
 from tests.fake_engines import Fault, ScriptedEngine
+from tests.helpers import wait_until
 from tests.test_conversation import transcribe
-from tests.test_e2e_edge import PUBLIC, TOKEN, counter, env_for, gateway, session_of, wait_until
+from tests.test_e2e_edge import PUBLIC, TOKEN, counter, env_for, gateway, session_of
 
 log = logging.getLogger("test")
 
