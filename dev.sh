@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # voicegw developer entry point. Two commands on a fresh machine (Python 3.11+ and apt assumed):
-#   ./dev.sh serve   set up a virtualenv and run the gateway on embedded defaults (Piper voice, in-process store)
+#   ./dev.sh serve   set up a virtualenv and run the gateway on embedded defaults (Piper voice, offline STT, in-process store)
 #   ./dev.sh test    set up everything the tests need (redis-server, ChatTTS, STT) and run lint, types and tests
 # Both are idempotent: running them again reuses what is already installed.
 set -eu
@@ -26,7 +26,9 @@ venv() {
 
 setup_base() {
     venv
-    "$VENV/bin/python" -m pip install -q -e .
+    # The gateway plus listening (VAD + speech-to-text, no torch) so the demo agent can converse offline.
+    "$VENV/bin/python" -m pip install -q -e ".[stt]"
+    "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
 }
 
 setup_full() {
