@@ -163,7 +163,13 @@ async def _call(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         url = args.url or await stack.enter_async_context(serve_in_loop(create_app(settings), settings))
         emu = TwilioEmulator(url, auth_token=settings.twilio_auth_token, public_url=settings.public_url)
-        result = await emu.call(agent=args.agent, to=args.to, hold_s=0.3, max_s=args.max_seconds)
+        if args.say or args.dtmf:
+            from gateway.call_demo import converse
+
+            result = await converse(emu, args.agent, args.to, args.say, args.dtmf or "", args.max_seconds,
+                                    echo=lambda line: print(line, flush=True))
+        else:
+            result = await emu.call(agent=args.agent, to=args.to, hold_s=0.3, max_s=args.max_seconds or 30.0)
     if args.out:
         write_wav(Path(args.out), bytes(result.audio))
     ttfa = f"{result.time_to_first_audio * 1000:.0f} ms" if result.time_to_first_audio is not None else "n/a"
@@ -191,6 +197,12 @@ def cmd_say(args: argparse.Namespace) -> int:
     return asyncio.run(say(settings, args.agent, args.text, Path(args.out)))
 
 
+def _digits(value: str) -> str:
+    if not value or any(ch not in "0123456789*#" for ch in value):
+        raise argparse.ArgumentTypeError(f"DTMF digits must be 0-9, * or #, got {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegw", description="Real-time telephony voice gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,7 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="gateway base URL (default: start one in-process)")
     p.add_argument("--to", default="+15005550006")
     p.add_argument("--out", help="write what the caller heard to this WAV file")
-    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.add_argument("--say", action="append", default=[], metavar="TEXT",
+                   help="after the greeting, the caller says TEXT (Piper voice) and waits for the reply; repeatable")
+    p.add_argument("--dtmf", type=_digits, metavar="DIGITS",
+                   help="after the greeting and every --say, press these keys (0-9, *, #) and wait for the reply")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="end the call after this long (default 30 s, plus 30 s per --say and for --dtmf)")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("say", help="preview an agent's voice: synthesize text through its TTS chain to a WAV")
