@@ -112,7 +112,9 @@ class Playout:
         return late
 
     def add_mark(self, name: str) -> None:
+        """A mark ends a sentence: silence after it (between sentences or turns) is not an underrun."""
         self.pending.append((max(self.play_end, self.clock()), name))
+        self.started = False
 
     def due_marks(self) -> list[str]:
         now = self.clock()
