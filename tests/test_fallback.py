@@ -319,7 +319,7 @@ async def real(cartesia_server: FakeCartesia, piper: PiperEngine) -> AsyncIterat
 
 async def test_acceptance_chattts_dies_cartesia_replays_whole_sentence(real: dict[str, TTSEngine]) -> None:
     real["chattts"] = ScriptedEngine("chattts", default=Fault(die_after=2))
-    speaker = Speaker(real, config(budget_ms=400), Metrics())
+    speaker = Speaker(real, config(budget_ms=2000), Metrics())
     texts = ["Good morning.", "Your order has shipped.", "Anything else?"]
     for text in texts:
         provider, audio, restarts = await hear(speaker, text)
@@ -334,7 +334,7 @@ async def test_acceptance_cartesia_disconnects_mid_context_piper_takes_over(
 ) -> None:
     real["chattts"] = ScriptedEngine("chattts", default=Fault(raise_before_audio="not loaded"))
     cartesia_server.behaviour.disconnect_after_chunks = 1
-    speaker = Speaker(real, config(budget_ms=400))
+    speaker = Speaker(real, config(budget_ms=2000))
     parts = [p async for p in speaker.speak("We are sorry for the wait.", turn_id="t1")]
     restarts = [p for p in parts if isinstance(p, SpeechRestart)]
     assert len(restarts) == 1 and restarts[0].provider == "cartesia"
