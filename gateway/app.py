@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,7 +19,7 @@ from agents.conversation import attach_conversation
 from gateway import logs, twiml
 from gateway.call import CallSession
 from gateway.edge import Edge
-from gateway.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
+from gateway.security import TOKEN_PARAMETER, SignatureError, TokenError, bearer_ok, public_endpoint
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.startup import build_services
@@ -227,7 +226,7 @@ async def readyz(request: Request) -> Response:
 
 
 def _authorized(request: Request, key: str | None) -> bool:
-    return not key or secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {key}")
+    return bearer_ok(request.headers.get("authorization"), key)
 
 
 async def metrics(request: Request) -> Response:

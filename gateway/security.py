@@ -162,3 +162,8 @@ class StreamTokens:
         if sid != call_sid:
             raise TokenError(f"stream token is for call {sid}, stream is for {call_sid}")
         return TokenClaims(call_sid=sid, agent_id=agent_id, expires_at=expires_at, nonce=nonce)
+
+
+def bearer_ok(authorization: str | None, api_key: str | None) -> bool:
+    """``Authorization: Bearer <VOICEGW_API_KEY>`` check (constant time); always true when no key is set."""
+    return not api_key or hmac.compare_digest(authorization or "", f"Bearer {api_key}")

@@ -128,3 +128,11 @@ def test_any_bit_flip_in_a_token_is_rejected(noise: bytes, pos: int) -> None:
         return
     # base64 padding bits can change a character without changing the bytes: then the claims are unchanged.
     assert (claims.call_sid, claims.agent_id, claims.nonce) == ("CA1", "demo", "nonce")
+
+
+def test_bearer_ok() -> None:
+    from gateway.security import bearer_ok
+
+    assert bearer_ok(None, None) and bearer_ok("anything", None)  # no key configured: open
+    assert bearer_ok("Bearer k3y", "k3y")
+    assert not bearer_ok(None, "k3y") and not bearer_ok("Bearer nope", "k3y") and not bearer_ok("k3y", "k3y")

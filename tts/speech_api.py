@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from agents.spec import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
+from gateway.security import bearer_ok
 from gateway.services import Services
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
@@ -95,7 +95,7 @@ def speech_routes(services: Services) -> list[BaseRoute]:
 
     def authorized(request: Request) -> bool:
         key = services.settings.api_key
-        return not key or secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {key}")
+        return bearer_ok(request.headers.get("authorization"), key)
 
     async def speech(request: Request) -> Response:
         if not authorized(request):
