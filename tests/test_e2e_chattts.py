@@ -6,7 +6,6 @@ checked is the path: settings → integrity check → real Chat.load → warm-up
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from gateway.emulator import TwilioEmulator
 from tests.chattts_fixture import Checkpoint, build_checkpoint
-from tests.helpers import run_gateway
+from tests.helpers import run_gateway, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +46,15 @@ def _env(tmp_path: Path, model_dir: Path, sha: dict[str, str] | None) -> dict[st
     return env
 
 
-async def _ready(client: httpx.AsyncClient, within: float = 120.0) -> dict[str, object]:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        body: dict[str, object] = (await client.get("/readyz")).json()
-        if body["ready"] or asyncio.get_running_loop().time() > deadline:
-            return body
-        await asyncio.sleep(0.2)
+async def _ready(client: httpx.AsyncClient) -> dict[str, object]:
+    """/readyz once it reports ready (ChatTTS loads in the background)."""
+
+    async def ready() -> bool:
+        return bool((await client.get("/readyz")).json()["ready"])
+
+    await wait_until(ready, within_s=120, interval_s=0.2)
+    body: dict[str, object] = (await client.get("/readyz")).json()
+    return body
 
 
 async def _spoken_by(client: httpx.AsyncClient, provider: str) -> float:
