@@ -20,7 +20,12 @@ from typing import Any
 
 import pytest
 
+from gateway.app import create_app
+from gateway.call import CallSession
 from gateway.serve import free_port, serve_in_loop
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.startup import build_services
 
 __all__ = ["AGENTS_DIR", "ROOT", "RedisServer", "free_port", "run_gateway", "spawn_redis", "wait_until"]
 
@@ -92,3 +97,50 @@ def spawn_redis(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
     proc.kill()
     pytest.fail("redis-server did not start")
+
+
+# ---- a gateway with a handle on its services (sessions, metrics, edge), and signed-call settings ----
+TOKEN = "test-auth-token"
+PUBLIC = "https://gw.example.com"
+ACCOUNT = "AC" + "1" * 32
+
+
+@asynccontextmanager
+async def gateway_with_services(env: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
+    """The real app under real uvicorn, with a handle on its services (sessions, metrics, edge)."""
+    settings = Settings.from_env(env)
+    services = await build_services(settings)
+    try:
+        async with serve_in_loop(create_app(settings, services), settings) as url:
+            yield url, services
+    finally:
+        await services.aclose()
+
+
+def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:
+    return {"VOICEGW_AGENTS_DIR": str(agents_dir), "TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": PUBLIC, **extra}
+
+
+async def session_of(services: Services, call_sid: str) -> CallSession:
+    edge = services.twilio_edge()
+    for _ in range(500):
+        if call_sid in edge.sessions:
+            session: CallSession = edge.sessions[call_sid]
+            return session
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no session for {call_sid}")
+
+
+def counter(services: Services, name: str, **labels: str) -> float:
+    value = services.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def transcribe(audio: bytes) -> str:
+    """What Whisper (the shared offline tiny.en) hears in 8 kHz mu-law, normalized for WER checks."""
+    from agents.stt import STTConfig, shared_transcriber
+    from bench.wer import normalize
+    from gateway.audio import TWILIO_FORMAT, AudioChunk
+
+    result = await shared_transcriber(STTConfig()).transcribe(AudioChunk(bytes(audio), TWILIO_FORMAT))
+    return " ".join(normalize(result.text))  # "9-5" → "nine five"

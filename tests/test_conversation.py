@@ -14,12 +14,10 @@ import httpx
 import pytest
 
 from agents.chunker import SentenceChunker
-from agents.stt import STTConfig, shared_transcriber
-from bench.wer import normalize, wer
-from gateway.audio import TWILIO_FORMAT, AudioChunk
+from bench.wer import wer
 from gateway.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
-from tests.helpers import run_gateway, wait_until
+from tests.helpers import run_gateway, transcribe, wait_until
 from tests.speech_fixtures import mulaw, transcripts
 
 pytestmark = pytest.mark.slow
@@ -69,11 +67,6 @@ async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0) -> None:
 async def greeting_heard(c: CallControl) -> None:
     await wait_until(lambda: "greeting-1" in c.result.marks_echoed)
     await wait_until(c.playout.idle)
-
-
-async def transcribe(audio: bytes) -> str:
-    result = await shared_transcriber(STTConfig()).transcribe(AudioChunk(bytes(audio), TWILIO_FORMAT))
-    return " ".join(normalize(result.text))  # "9-5" → "nine five"
 
 
 async def get(url: str) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,55 +12,24 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from gateway.app import create_app
-from gateway.call import CallSession
 from gateway.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
-from gateway.serve import serve_in_loop
-from gateway.services import Services
-from gateway.settings import Settings
-from gateway.startup import build_services
 from gateway.twilio_events import Dtmf
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
-from tests.helpers import RedisServer, wait_until
-
-TOKEN = "test-auth-token"
-PUBLIC = "https://gw.example.com"
-ACCOUNT = "AC" + "1" * 32
-
-
-@asynccontextmanager
-async def gateway(env: dict[str, str]) -> AsyncIterator[tuple[str, Services]]:
-    """The real app under real uvicorn, with a handle on its services (sessions, metrics, edge)."""
-    settings = Settings.from_env(env)
-    services = await build_services(settings)
-    try:
-        async with serve_in_loop(create_app(settings, services), settings) as url:
-            yield url, services
-    finally:
-        await services.aclose()
-
-
-def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:
-    return {"VOICEGW_AGENTS_DIR": str(agents_dir), "TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_URL": PUBLIC, **extra}
-
-
-async def session_of(services: Services, call_sid: str) -> CallSession:
-    edge = services.twilio_edge()
-    for _ in range(500):
-        if call_sid in edge.sessions:
-            session: CallSession = edge.sessions[call_sid]
-            return session
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no session for {call_sid}")
-
-
-def counter(services: Services, name: str, **labels: str) -> float:
-    value = services.metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
+from tests.helpers import (
+    ACCOUNT,
+    PUBLIC,
+    TOKEN,
+    RedisServer,
+    counter,
+    env_for,
+    gateway_with_services,
+    session_of,
+    wait_until,
+)
 
 
 async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
         seen: list[object] = []
 
@@ -85,7 +52,7 @@ async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(age
 
 
 async def test_unsigned_and_forged_webhooks_get_403_before_any_work(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         form = {"CallSid": "CA1", "AccountSid": ACCOUNT, "From": "+1", "To": "+15005550006"}
         async with httpx.AsyncClient() as client:
             assert (await client.post(f"{url}/twilio/voice", data=form)).status_code == 403
@@ -104,7 +71,7 @@ async def test_unsigned_and_forged_webhooks_get_403_before_any_work(agents_dir: 
 
 
 async def test_forged_upgrade_missing_forged_and_replayed_tokens_are_refused(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         edge = services.twilio_edge()
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
         twiml, call_sid = await emu.fetch_twiml(agent="demo")
@@ -134,7 +101,7 @@ async def test_forged_upgrade_missing_forged_and_replayed_tokens_are_refused(age
 
 
 async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
         state: dict[str, Any] = {}
 
@@ -165,7 +132,7 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
 
 
 async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         edge = services.twilio_edge()
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
         baseline = len(asyncio.all_tasks())
@@ -190,7 +157,7 @@ async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> No
 
 
 async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agents_dir: Path) -> None:
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
 
         async def noisy(c: CallControl) -> None:
@@ -220,7 +187,7 @@ async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agen
 async def test_busy_agent_gets_a_polite_refusal_and_slots_come_back(agents_dir: Path) -> None:
     demo = agents_dir / "demo.yaml"
     demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
-    async with gateway(env_for(agents_dir)) as (url, services):
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
 
         async def while_busy(c: CallControl) -> None:
@@ -241,7 +208,7 @@ async def test_busy_limit_holds_across_instances_with_redis(agents_dir: Path, re
     demo = agents_dir / "demo.yaml"
     demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
     env = env_for(agents_dir, REDIS_URL=redis_server.url)
-    async with gateway(env) as (url_a, services_a), gateway(env) as (url_b, _):
+    async with gateway_with_services(env) as (url_a, services_a), gateway_with_services(env) as (url_b, _):
         emu_a = TwilioEmulator(url_a, auth_token=TOKEN, public_url=PUBLIC)
         emu_b = TwilioEmulator(url_b, auth_token=TOKEN, public_url=PUBLIC)
 
@@ -264,7 +231,7 @@ async def test_busy_limit_holds_across_instances_with_redis(agents_dir: Path, re
 async def test_hangup_after_goodbye_is_heard_via_rest_and_20404_is_fine(agents_dir: Path) -> None:
     async with fake_twilio_rest(ACCOUNT, TOKEN) as fake:
         env = env_for(agents_dir, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_API_BASE_URL=fake.url)
-        async with gateway(env) as (url, services):
+        async with gateway_with_services(env) as (url, services):
             emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
             wire(fake, emu)
             goodbye: list[str] = []
@@ -302,7 +269,7 @@ async def test_hangup_after_goodbye_is_heard_via_rest_and_20404_is_fine(agents_d
 async def test_transfer_redirects_to_dial(agents_dir: Path) -> None:
     async with fake_twilio_rest(ACCOUNT, TOKEN) as fake:
         env = env_for(agents_dir, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_API_BASE_URL=fake.url)
-        async with gateway(env) as (url, services):
+        async with gateway_with_services(env) as (url, services):
             emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
             wire(fake, emu)
 

@@ -19,9 +19,7 @@ import pytest
 from gateway.emulator import CallControl, CallResult, TwilioEmulator
 from gateway.services import Services
 from tests.fake_engines import Fault, ScriptedEngine
-from tests.helpers import wait_until
-from tests.test_conversation import transcribe
-from tests.test_e2e_edge import PUBLIC, TOKEN, counter, env_for, gateway, session_of
+from tests.helpers import PUBLIC, TOKEN, counter, env_for, gateway_with_services, session_of, transcribe, wait_until
 
 log = logging.getLogger("test")
 
@@ -54,7 +52,7 @@ async def fallback_gateway(tmp_path: Path, chain: str, **engines: ScriptedEngine
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "fb.yaml").write_text(agent_yaml(chain))
-    async with gateway(env_for(agents)) as (url, services):
+    async with gateway_with_services(env_for(agents)) as (url, services):
         for name, engine in engines.items():
             real = services.engines.get(name)
             if real is not None:
