@@ -104,10 +104,6 @@ class Outbound:
         self.horizon = now
         self._in_sentence = False
 
-    @property
-    def queued_frames(self) -> int:
-        return sum(1 for i in self._queue if isinstance(i, bytes))
-
     def buffered_at_twilio(self) -> float:
         return self.pacer.buffered(self.clock())
 
