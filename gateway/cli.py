@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-import wave
 from pathlib import Path
 
 from agents.loader import load_agents
@@ -146,14 +145,6 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_wav(path: Path, mulaw: bytes) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(ulaw2lin(mulaw).tobytes())
-
-
 async def _call(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.emulator import TwilioEmulator
@@ -171,7 +162,9 @@ async def _call(args: argparse.Namespace) -> int:
         else:
             result = await emu.call(agent=args.agent, to=args.to, hold_s=0.3, max_s=args.max_seconds or 30.0)
     if args.out:
-        write_wav(Path(args.out), bytes(result.audio))
+        from tts.render import wav_bytes
+
+        await asyncio.to_thread(Path(args.out).write_bytes, wav_bytes(ulaw2lin(bytes(result.audio)), 8000))
     ttfa = f"{result.time_to_first_audio * 1000:.0f} ms" if result.time_to_first_audio is not None else "n/a"
     print(
         f"heard {result.seconds:.2f} s of audio; time to first audio {ttfa}; marks echoed "

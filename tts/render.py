@@ -101,18 +101,23 @@ async def render(speaker: Speaker, text: str, *, language: str = "en", request_i
     return out
 
 
+def wav_bytes(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+    """A mono 16-bit WAV file of ``pcm`` at ``rate``."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return buf.getvalue()
+
+
 def encode(pcm: npt.NDArray[np.int16], fmt: str) -> bytes:
     """Encode OUTPUT_RATE int16 mono as one of FORMATS."""
     if fmt == "pcm":
         return pcm.astype("<i2").tobytes()
     if fmt == "wav":
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(OUTPUT_RATE)
-            w.writeframes(pcm.astype("<i2").tobytes())
-        return buf.getvalue()
+        return wav_bytes(pcm, OUTPUT_RATE)
     if fmt == "mulaw":
         conv = ToTwilio(AudioFormat(Encoding.PCM_S16, OUTPUT_RATE))
         return conv.feed(AudioChunk(pcm, AudioFormat(Encoding.PCM_S16, OUTPUT_RATE))) + conv.flush()
