@@ -62,6 +62,9 @@ case "${1:-}" in
         setup_full
         shift
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+        # The serve command's own environment (fewer packages than the test one) must hold a conversation.
+        VENV=.venv-serve setup_base
+        .venv-serve/bin/python scripts/check_serve_env.py .venv-serve/bin/voicegw
         "$VENV/bin/ruff" check gateway tts agents tests bench scripts
         "$VENV/bin/mypy"
         exec "$VENV/bin/python" -m pytest -q "$@"

@@ -13,8 +13,9 @@ are serialised through one worker thread (``num_workers=1``) and never run on
 the event loop. The model starts loading in that thread at construction, so
 the first utterance only waits for whatever is left of the load.
 
-Caller audio arrives at 8 kHz; Whisper needs 16 kHz: ``resample_poly(x, 2, 1)``
-(linear interpolation costs ~2 WER points, see the offline-speech notes).
+Caller audio arrives at 8 kHz; Whisper needs 16 kHz: one-shot soxr HQ over the
+whole utterance (a base dependency; linear interpolation costs ~2 WER points,
+see the offline-speech notes).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 from gateway.audio import AudioChunk, Encoding
 from gateway.codec import ulaw2lin
@@ -73,8 +75,6 @@ class STTConfig:
 
 def to_16k_float(audio: AudioChunk) -> npt.NDArray[np.float32]:
     """Any mono chunk → float32 16 kHz in [-1, 1]."""
-    from scipy.signal import resample_poly
-
     fmt = audio.format
     if fmt.encoding is Encoding.MULAW:
         assert isinstance(audio.data, bytes)
@@ -86,8 +86,7 @@ def to_16k_float(audio: AudioChunk) -> npt.NDArray[np.float32]:
     rate = fmt.sample_rate
     if rate == 16000:
         return pcm
-    g = int(np.gcd(16000, rate))
-    return np.asarray(resample_poly(pcm, 16000 // g, rate // g), dtype=np.float32)
+    return np.asarray(soxr.resample(pcm, rate, 16000, quality="HQ"), dtype=np.float32)
 
 
 class WhisperTranscriber:
@@ -113,7 +112,10 @@ class WhisperTranscriber:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
+                try:
+                    from faster_whisper import WhisperModel
+                except ImportError as exc:
+                    raise STTError(f"speech-to-text is not installed ({exc}): pip install 'voicegw[stt]'") from exc
 
                 started = time.monotonic()
                 path = self._model_path()
@@ -163,9 +165,9 @@ class WhisperTranscriber:
             raise STTError(f"transcription failed: {exc}") from exc
 
     async def transcribe(self, audio: AudioChunk) -> Transcript:
-        audio16k = to_16k_float(audio)
         loop = asyncio.get_running_loop()
         try:
+            audio16k = to_16k_float(audio)
             return await loop.run_in_executor(self._executor, self._run, audio16k)
         except STTError:
             raise

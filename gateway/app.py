@@ -207,6 +207,11 @@ async def readyz(request: Request) -> Response:
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
+    listening = _listening_status(services)
+    if listening["vad"] not in ("ready", "off"):
+        not_ready.append(f"listening unavailable: VAD {listening['vad']}")
+    if listening["stt"] not in ("ready", "off"):
+        not_ready.append(f"listening unavailable: speech-to-text {listening['stt']}")
     if services.draining:
         not_ready.append("draining")
     store_ok = bool(services.store.healthy)
@@ -218,11 +223,29 @@ async def readyz(request: Request) -> Response:
         + ([] if store_ok else [f"{services.store.kind} settings store unreachable; serving last snapshot"]),
         "engines": engines,
         "store": {"kind": services.store.kind, "healthy": store_ok},
+        "listening": listening,
         **services.drain.status(time.monotonic()),
         "active_calls": services.active_calls,
         "signatures_enforced": services.settings.signatures_enforced,
     }
     return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+def _listening_status(services: Services) -> dict[str, str]:
+    """Can the gateway hear callers? ``ready``, ``loading`` or ``failed: <reason>`` for the VAD and the
+    recognizer (``off`` for a gateway built without listening, as some tests do)."""
+    extras = services.extras
+    if "vad" not in extras and "stt" not in extras:
+        return {"vad": "off", "stt": "off"}
+    vad = "ready" if extras.get("vad") is not None else f"failed: {extras.get('vad_error') or 'not loaded'}"
+    stt = extras.get("stt")
+    if stt is None:
+        stt_state = "failed: not loaded"
+    elif getattr(stt, "load_error", None):
+        stt_state = f"failed: {stt.load_error}"
+    else:
+        stt_state = "ready" if stt.ready else "loading"
+    return {"vad": vad, "stt": stt_state}
 
 
 def _authorized(request: Request, key: str | None) -> bool:

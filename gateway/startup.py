@@ -107,6 +107,8 @@ def _listening(services: Services) -> None:
     try:
         services.extras["vad"] = shared_model()
     except VadError as exc:
+        services.extras["vad"] = None
+        services.extras["vad_error"] = str(exc)
         log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
     settings = services.settings
     compute = "int8" if settings.stt_device == "cpu" else "default"

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import logs
 from gateway.emulator import TwilioEmulator, parse_stream
-from tests.helpers import RedisServer, free_port, run_gateway
+from tests.helpers import RedisServer, free_port, run_gateway, wait_until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,9 +32,11 @@ def value(text: str, name: str, **labels: str) -> float:
 async def test_readyz_reports_parts_and_signature_mode(agents_dir: Path) -> None:
     (agents_dir / "support.yaml").unlink()  # ChatTTS agent: without weights it would show as degraded
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url, httpx.AsyncClient() as client:
+        await wait_until(lambda: _ready(client, url))  # the recognizer loads in the background
         resp = await client.get(f"{url}/readyz")
         assert resp.status_code == 200
         body = resp.json()
+        assert body["listening"] == {"vad": "ready", "stt": "ready"}
         assert body["ready"] is True and body["not_ready"] == [] and body["degraded"] == []
         assert body["engines"] == {"piper": True}
         assert body["store"] == {"kind": "embedded", "healthy": True}
@@ -44,6 +46,27 @@ async def test_readyz_reports_parts_and_signature_mode(agents_dir: Path) -> None
     env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "TWILIO_AUTH_TOKEN": "secret-token"}
     async with run_gateway(env) as url, httpx.AsyncClient() as client:
         assert (await client.get(f"{url}/readyz")).json()["signatures_enforced"] is True
+
+
+async def _ready(client: httpx.AsyncClient, url: str) -> bool:
+    return (await client.get(f"{url}/readyz")).status_code == 200
+
+
+async def test_readyz_says_when_the_gateway_cannot_hear_callers(agents_dir: Path, tmp_path: Path) -> None:
+    """A recognizer that cannot load makes the pod unready with the reason (every caller would go unheard)."""
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_STT_MODEL": str(tmp_path / "no-such-model")}
+
+    async def failed(client: httpx.AsyncClient, url: str) -> bool:
+        return "failed" in (await client.get(f"{url}/readyz")).json()["listening"]["stt"]
+
+    async with run_gateway(env) as url, httpx.AsyncClient() as client:
+        await wait_until(lambda: failed(client, url))
+        resp = await client.get(f"{url}/readyz")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["listening"]["vad"] == "ready"
+        assert "no-such-model" in body["listening"]["stt"]
+        assert any(r.startswith("listening unavailable: speech-to-text failed") for r in body["not_ready"])
 
 
 async def test_redis_outage_degrades_but_keeps_serving(agents_dir: Path, redis_server: RedisServer) -> None:
