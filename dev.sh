@@ -65,7 +65,8 @@ case "${1:-}" in
         # The serve command's own environment (fewer packages than the test one) must hold a conversation.
         VENV=.venv-serve setup_base
         .venv-serve/bin/python scripts/check_serve_env.py .venv-serve/bin/voicegw
-        "$VENV/bin/ruff" check gateway tts agents tests bench scripts
+        "$VENV/bin/ruff" check audio tts agents gateway tests bench scripts
+        "$VENV/bin/lint-imports"
         "$VENV/bin/mypy"
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;

@@ -170,12 +170,3 @@ class ScriptedLogic:
 
     async def aclose(self) -> None:
         return None
-
-
-def make_logic(agent: AgentSpec, env: dict[str, str] | None = None) -> AgentLogic:
-    """The logic for ``agent``'s ``logic.kind`` (one instance per call: it holds the call's history)."""
-    if isinstance(agent.logic, ScriptedSpec):
-        return ScriptedLogic(agent)
-    from agents.llm import LLMLogic
-
-    return LLMLogic(agent, env=env)

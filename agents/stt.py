@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from gateway.audio import AudioChunk, Encoding
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
+from audio.formats import AudioChunk, Encoding
 
 log = logging.getLogger("voicegw.stt")
 

@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.spec import ChatTTSVoice  # noqa: E402
 from tests.chattts_fixture import build_checkpoint  # noqa: E402
 from tts.base import SynthesisRequest  # noqa: E402
 from tts.chattts import ChatTTSConfig, ChatTTSEngine  # noqa: E402
 from tts.chattts_worker import SAMPLE_RATE, Tuning  # noqa: E402
+from tts.settings import ChatTTSVoice  # noqa: E402
 
 SENTENCES = [
     "Hello, thanks for calling.", "Your order has shipped.", "It will arrive on Tuesday.",

@@ -15,8 +15,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from gateway.emulator import CallControl, CallResult, TwilioEmulator, parse_stream
 from gateway.serve import free_port
+from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator, parse_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from audio.codec import ulaw2lin  # noqa: E402
 from bench.wer import wer  # noqa: E402
-from gateway.codec import ulaw2lin  # noqa: E402
-from gateway.emulator import CallControl, TwilioEmulator  # noqa: E402
+from gateway.twilio.emulator import CallControl, TwilioEmulator  # noqa: E402
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm  # noqa: E402
 from tests.helpers import run_gateway  # noqa: E402
 from tests.speech_fixtures import mulaw, transcripts  # noqa: E402

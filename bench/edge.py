@@ -31,10 +31,10 @@ async def main(calls: int, clear_after: float) -> None:
     import shutil
 
     from gateway.app import create_app
-    from gateway.emulator import CallControl, CallResult, TwilioEmulator
     from gateway.serve import serve_in_loop
     from gateway.settings import Settings
     from gateway.startup import build_services
+    from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
     from tests.helpers import wait_until
 
     async def poll(predicate: Callable[[], bool]) -> None:

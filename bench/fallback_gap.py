@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.spec import TTSConfig  # noqa: E402
 from tests.fake_cartesia import API_KEY, FakeCartesia  # noqa: E402
 from tests.fake_engines import Fault, ScriptedEngine  # noqa: E402
 from tts.base import TTSEngine  # noqa: E402
@@ -31,6 +30,7 @@ from tts.breaker import BreakerPolicy, BreakerRegistry  # noqa: E402
 from tts.cartesia import CartesiaEngine  # noqa: E402
 from tts.fallback import Speaker, SpeechRestart  # noqa: E402
 from tts.piper import PiperEngine  # noqa: E402
+from tts.settings import TTSConfig  # noqa: E402
 
 SCENARIOS: dict[str, tuple[Fault, bool]] = {  # name → (chattts fault, cartesia drops mid-context)
     "healthy (no fallback)": (Fault(first_audio_delay=0.05), False),

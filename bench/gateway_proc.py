@@ -28,10 +28,10 @@ import uvicorn
 
 from agents.spec import AgentSpec
 from agents.store import MemoryStore
-from gateway import logs
+from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.app import create_app
-from gateway.audio import AudioChunk, AudioFormat, Encoding
-from gateway.drain import Drain
+from gateway.ops import logs
+from gateway.ops.drain import Drain
 from gateway.services import Services
 from gateway.settings import Settings
 from tts.base import SynthesisRequest

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, Gateway, bucket_quantile, counter, gateway, histogram, percentile, place_call
-from gateway.emulator import TwilioEmulator
+from gateway.twilio.emulator import TwilioEmulator
 
 DEFAULT_STEPS = "20,40,80,120,160,200,250,300,400,500"
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from bench.common import Gateway, gateway, place_call
-from gateway.emulator import TwilioEmulator
+from gateway.twilio.emulator import TwilioEmulator
 
 
 def slope(xs: list[float], ys: list[float]) -> float:

@@ -4,8 +4,8 @@
 fricative noise up to 12 kHz, peaks above full scale) is converted to 160-byte
 mu-law frames in 20 ms, 500 ms and 2 s chunks:
 
-- ours: ``gateway.resample.ToTwilio`` (soxr HQ stream, limiter, mu-law table)
-  + ``gateway.framing.Framer``, flushed at the end;
+- ours: ``audio.resample.ToTwilio`` (soxr HQ stream, limiter, mu-law table)
+  + ``audio.framing.Framer``, flushed at the end;
 - baseline: float → int16, ``audioop.ratecv`` (state carried, so no seam
   clicks: its best case) + ``audioop.lin2ulaw`` + the same Framer.
 
@@ -33,11 +33,11 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.audio import AudioChunk, AudioFormat, Encoding  # noqa: E402
-from gateway.codec import float_to_int16, ulaw2lin  # noqa: E402
-from gateway.framing import Framer  # noqa: E402
-from gateway.limiter import Limiter  # noqa: E402
-from gateway.resample import SOXR_QUALITY, ToTwilio  # noqa: E402
+from audio.codec import float_to_int16, ulaw2lin  # noqa: E402
+from audio.formats import AudioChunk, AudioFormat, Encoding  # noqa: E402
+from audio.framing import Framer  # noqa: E402
+from audio.limiter import Limiter  # noqa: E402
+from audio.resample import SOXR_QUALITY, ToTwilio  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -15,17 +15,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from agents.conversation import attach_conversation
-from gateway import logs, twiml
+from gateway.auth import bearer_ok
 from gateway.call import CallSession
-from gateway.edge import Edge
-from gateway.security import TOKEN_PARAMETER, SignatureError, TokenError, bearer_ok, public_endpoint
+from gateway.conversation import attach_conversation
+from gateway.ops import logs
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.speech_api import speech_routes
 from gateway.startup import build_services
-from gateway.twilio_events import Start
-from gateway.twilio_protocol import RemoteProtocolError, TwilioProtocol
-from tts.speech_api import speech_routes
+from gateway.twilio import twiml
+from gateway.twilio.edge import Edge
+from gateway.twilio.events import Start
+from gateway.twilio.protocol import RemoteProtocolError, TwilioProtocol
+from gateway.twilio.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
 
 log = logging.getLogger("voicegw.app")
 

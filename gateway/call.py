@@ -3,7 +3,7 @@
 The session owns every task it starts (reader, paced sender, speech) and
 cancels and awaits them all when the call ends, whatever the reason.
 
-Hooks for the conversation layer (:mod:`agents.conversation`, which keeps the
+Hooks for the conversation layer (:mod:`gateway.conversation`, which keeps the
 turn-taking logic): :meth:`CallSession.say` (one sentence, with an optional
 mark before its first frame and phrase-cache use), :meth:`interrupt` (cancel
 synthesis, drop queued audio here and at Twilio with ``clear``; no audio of
@@ -39,19 +39,19 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agents.spec import AgentSpec
-from gateway import logs
-from gateway.audio import FRAME_SECONDS
+from audio.formats import FRAME_SECONDS
+from gateway.ops import logs
 from gateway.outbound import Outbound
+from gateway.phrase_cache import PhraseCache, fingerprint
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
 from gateway.services import Services
-from gateway.twilio_events import Dtmf, Mark, Media, Start, Stop
-from gateway.twilio_protocol import RemoteProtocolError, State, TwilioProtocol
-from gateway.twilio_rest import TwilioRestError
+from gateway.twilio.events import Dtmf, Mark, Media, Start, Stop
+from gateway.twilio.protocol import RemoteProtocolError, State, TwilioProtocol
+from gateway.twilio.rest import TwilioRestError
 from tts.base import TTSError
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
-from tts.phrase_cache import PhraseCache, fingerprint
 
 log = logging.getLogger("voicegw.call")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agents.loader import load_agents
 from agents.spec import AgentSpec
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
 from gateway.settings import Settings, SettingsError
 
 
@@ -26,7 +26,7 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    from gateway import logs
+    from gateway.ops import logs
 
     logs.configure(settings.log_level, json_lines=settings.log_json)
 
@@ -147,15 +147,15 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
 
 async def _call(args: argparse.Namespace) -> int:
     from gateway.app import create_app
-    from gateway.emulator import TwilioEmulator
     from gateway.serve import serve_in_loop
+    from gateway.twilio.emulator import TwilioEmulator
 
     settings = _settings()
     async with contextlib.AsyncExitStack() as stack:
         url = args.url or await stack.enter_async_context(serve_in_loop(create_app(settings), settings))
         emu = TwilioEmulator(url, auth_token=settings.twilio_auth_token, public_url=settings.public_url)
         if args.say or args.dtmf:
-            from gateway.call_demo import converse
+            from gateway.tools.call_demo import converse
 
             result = await converse(emu, args.agent, args.to, args.say, args.dtmf or "", args.max_seconds,
                                     echo=lambda line: print(line, flush=True))
@@ -183,7 +183,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_say(args: argparse.Namespace) -> int:
-    from tts.say import say
+    from gateway.tools.say import say
 
     settings = _settings()
     logging.basicConfig(level="WARNING")

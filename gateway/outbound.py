@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.audio import FRAME_SECONDS
+from audio.formats import FRAME_SECONDS
 from gateway.playout import Pacer
 
 

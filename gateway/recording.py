@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.spec import AgentSpec
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
 
 RATE = 8000
 CHANNELS = 2

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.audio import FRAME_SECONDS, AudioChunk
-from gateway.framing import Framer
-from gateway.resample import ToTwilio
+from audio.formats import FRAME_SECONDS, AudioChunk
+from audio.framing import Framer
+from audio.resample import ToTwilio
 
 
 class SentenceAudio:

@@ -1,4 +1,4 @@
-"""Running the gateway under uvicorn, with a graceful drain on SIGTERM (I/O shell around :mod:`gateway.drain`).
+"""Running the gateway under uvicorn, with a graceful drain on SIGTERM (I/O shell around :mod:`gateway.ops.drain`).
 
 uvicorn 0.54 installs its own SIGINT/SIGTERM handler (``Server.handle_exit``)
 that sets ``should_exit``; its shutdown then closes every open WebSocket with
@@ -36,7 +36,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.drain import Step
+from gateway.ops.drain import Step
 from gateway.services import Services
 from gateway.settings import Settings
 

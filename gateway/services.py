@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.store import MemoryStore
-from gateway.drain import Drain
-from gateway.edge import Edge
-from gateway.metrics import Metrics
+from gateway.ops.drain import Drain
+from gateway.ops.metrics import Metrics
 from gateway.settings import Settings
+from gateway.twilio.edge import Edge
 from tts.base import TTSEngine
 
 log = logging.getLogger("voicegw")
@@ -29,7 +29,7 @@ class Services:
     #: Graceful-drain state; build_services sizes it from the settings.
     drain: Drain = field(default_factory=lambda: Drain(600.0))
     active_calls: int = 0
-    #: Signatures, stream tokens, concurrency slots, Twilio REST (built in the event loop; see gateway.edge).
+    #: Signatures, stream tokens, concurrency slots, Twilio REST (built in the event loop; see gateway.twilio.edge).
     edge: Edge | None = None
 
     def twilio_edge(self) -> Edge:

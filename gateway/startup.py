@@ -13,14 +13,14 @@ import logging
 
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore
-from gateway.drain import Drain
-from gateway.edge import Edge
-from gateway.metrics import Metrics
+from gateway.ops.drain import Drain
+from gateway.ops.metrics import Metrics
+from gateway.phrase_cache import PhraseCache
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
 from tts.cartesia import CartesiaEngine
-from tts.phrase_cache import PhraseCache
 from tts.piper import PiperEngine
 
 log = logging.getLogger("voicegw")

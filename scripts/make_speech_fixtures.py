@@ -24,7 +24,7 @@ from scipy.signal import resample_poly
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.codec import lin2ulaw  # noqa: E402
+from audio.codec import lin2ulaw  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "speech"
 LEAD_S, TAIL_S = 0.6, 1.0

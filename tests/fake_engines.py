@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from gateway.audio import TWILIO_FORMAT, AudioChunk
+from audio.formats import TWILIO_FORMAT, AudioChunk
 from tts.base import SynthesisRequest, TTSError
 
 CHUNK_BYTES = 800  # 100 ms of 8 kHz mu-law

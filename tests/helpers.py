@@ -139,8 +139,8 @@ def counter(services: Services, name: str, **labels: str) -> float:
 async def transcribe(audio: bytes) -> str:
     """What Whisper (the shared offline tiny.en) hears in 8 kHz mu-law, normalized for WER checks."""
     from agents.stt import STTConfig, shared_transcriber
+    from audio.formats import TWILIO_FORMAT, AudioChunk
     from bench.wer import normalize
-    from gateway.audio import TWILIO_FORMAT, AudioChunk
 
     result = await shared_transcriber(STTConfig()).transcribe(AudioChunk(bytes(audio), TWILIO_FORMAT))
     return " ".join(normalize(result.text))  # "9-5" → "nine five"

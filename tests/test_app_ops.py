@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import logs
-from gateway.emulator import TwilioEmulator, parse_stream
+from gateway.ops import logs
+from gateway.twilio.emulator import TwilioEmulator, parse_stream
 from tests.helpers import RedisServer, free_port, run_gateway, wait_until
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.wer import normalize
-from gateway.call_demo import stt_available
+from gateway.tools.call_demo import stt_available
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow

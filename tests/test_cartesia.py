@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.spec import CartesiaVoice
-from gateway.audio import TWILIO_FORMAT
+from audio.formats import TWILIO_FORMAT
 from gateway.settings import Settings
 from tests.fake_cartesia import API_KEY, FakeCartesia, audio_for
 from tts.base import SynthesisRequest, TTSError
 from tts.cartesia import CartesiaEngine, status_reason, ws_url_for
+from tts.settings import CartesiaVoice
 
 WS = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12")
 HTTP = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12", transport="http", speed=1.2)

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.spec import ChatTTSVoice
-from gateway.audio import Encoding
-from gateway.metrics import Metrics
+from audio.formats import Encoding
+from gateway.ops.metrics import Metrics
 from tests.chattts_fixture import Checkpoint, build_checkpoint
 from tts.base import SynthesisRequest, TTSEngine, TTSError
 from tts.chattts import CHATTTS_FORMAT, ChatTTSConfig, ChatTTSEngine, speed_prompt
 from tts.chattts_voices import load_presets
 from tts.chattts_worker import SAMPLES_PER_TOKEN, Tuning
+from tts.settings import ChatTTSVoice
 
 pytestmark = [
     pytest.mark.slow,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.spec import CHATTTS_PRESETS, ChatTTSVoice
 from tts.chattts_voices import PRESETS, VoiceError, load_presets, resolve_speaker, speaker_dim
+from tts.settings import CHATTTS_PRESETS, ChatTTSVoice
 
 ROOT = Path(__file__).resolve().parent.parent
 

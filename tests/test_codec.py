@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from gateway.codec import float_to_int16, lin2ulaw, ulaw2lin
+from audio.codec import float_to_int16, lin2ulaw, ulaw2lin
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -15,7 +15,7 @@ import pytest
 
 from agents.chunker import SentenceChunker
 from bench.wer import wer
-from gateway.emulator import CallControl, CallResult, TwilioEmulator
+from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
 from tests.helpers import run_gateway, transcribe, wait_until
 from tests.speech_fixtures import mulaw, transcripts

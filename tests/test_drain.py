@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.drain import CALL_BACK, Drain, Refusal, Step
+from gateway.ops.drain import CALL_BACK, Drain, Refusal, Step
 
 
 def test_serving_until_begin() -> None:

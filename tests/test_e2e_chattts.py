@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.emulator import TwilioEmulator
+from gateway.twilio.emulator import TwilioEmulator
 from tests.chattts_fixture import Checkpoint, build_checkpoint
 from tests.helpers import run_gateway, wait_until
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from gateway.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
-from gateway.twilio_events import Dtmf
+from gateway.twilio.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
+from gateway.twilio.events import Dtmf
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
 from tests.helpers import (
     ACCOUNT,

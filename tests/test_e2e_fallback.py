@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.emulator import CallControl, CallResult, TwilioEmulator
 from gateway.services import Services
+from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_engines import Fault, ScriptedEngine
 from tests.helpers import PUBLIC, TOKEN, counter, env_for, gateway_with_services, session_of, transcribe, wait_until
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.codec import ulaw2lin
-from gateway.emulator import TwilioEmulator, parse_stream
+from audio.codec import ulaw2lin
+from gateway.twilio.emulator import TwilioEmulator, parse_stream
 from tests.helpers import ROOT, run_gateway
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.emulator import Playout, parse_stream
+from gateway.twilio.emulator import Playout, parse_stream
 
 
 class Clock:

@@ -7,7 +7,7 @@ import numpy as np
 from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechDropped, SpeechEnd, SpeechStart
 from agents.spec import TurnTaking
 from agents.vad import CHUNK, shared_model
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
 from tests.speech_fixtures import mulaw, transcripts
 
 DT = CHUNK / 8000  # 32 ms

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.spec import CartesiaVoice, TTSConfig
-from gateway.audio import Encoding
-from gateway.metrics import Metrics
+from audio.formats import Encoding
+from gateway.ops.metrics import Metrics
 from tests.fake_cartesia import API_KEY, FakeCartesia, audio_for
 from tests.fake_engines import Fault, ScriptedEngine
 from tts.base import TTSEngine, TTSError
@@ -23,6 +22,7 @@ from tts.breaker import BreakerPolicy, BreakerRegistry
 from tts.cartesia import CartesiaEngine
 from tts.fallback import SentenceReport, Speaker, SpeechAudio, SpeechRestart
 from tts.piper import PiperEngine
+from tts.settings import CartesiaVoice, TTSConfig
 
 SLACK = 2.0  # generous: a loaded 2-core machine
 

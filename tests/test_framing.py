@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.audio import FRAME_BYTES, AudioChunk, AudioFormat, Encoding
-from gateway.framing import Framer
-from gateway.resample import ToTwilio
+from audio.formats import FRAME_BYTES, AudioChunk, AudioFormat, Encoding
+from audio.framing import Framer
+from audio.resample import ToTwilio
 
 
 def test_whole_frames_out_remainder_kept() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gateway.codec import float_to_int16, lin2ulaw
-from gateway.inbound import HALF_TAPS, FromTwilio
+from audio.codec import float_to_int16, lin2ulaw
+from audio.inbound import HALF_TAPS, FromTwilio
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.limiter import Limiter, running_min
+from audio.limiter import Limiter, running_min
 
 F32 = npt.NDArray[np.float32]
 RATE = 8000

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import logs
+from gateway.ops import logs
 
 
 def capture(json_lines: bool) -> tuple[io.StringIO, logging.Handler]:

@@ -6,7 +6,7 @@ import re
 
 from prometheus_client import generate_latest
 
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from tests.helpers import ROOT
 
 

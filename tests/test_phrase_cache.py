@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.spec import AgentSpec
-from tts.phrase_cache import PhraseCache, fingerprint
+from gateway.phrase_cache import PhraseCache, fingerprint
 
 
 def agent(greeting: str = "Hello.", gain: float = 0.0) -> AgentSpec:

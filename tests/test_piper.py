@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from agents.spec import PiperVoice
-from gateway.audio import AudioChunk, Encoding
+from audio.formats import AudioChunk, Encoding
 from tts.base import SynthesisRequest, TTSError
 from tts.piper import PiperEngine
+from tts.settings import PiperVoice
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gateway.codec import lin2ulaw, ulaw2lin
+from audio.codec import lin2ulaw, ulaw2lin
 from gateway.recording import HEADER_BYTES, StereoRecorder, recording_path, wav_header
 from tests.helpers import ROOT
 
@@ -184,7 +184,7 @@ def _first_loud(x: npt.NDArray[np.int16]) -> int:
 
 
 async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path) -> None:
-    from gateway.emulator import TwilioEmulator
+    from gateway.twilio.emulator import TwilioEmulator
     from tests.helpers import run_gateway
 
     _recording_agents(agents_dir)
@@ -216,7 +216,7 @@ async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path
 
 
 async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agents_dir: Path) -> None:
-    from gateway.emulator import CallControl, TwilioEmulator
+    from gateway.twilio.emulator import CallControl, TwilioEmulator
     from tests.helpers import run_gateway
 
     _recording_agents(agents_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.replay import MemoryUsedTokens, RedisUsedTokens
+from gateway.twilio.replay import MemoryUsedTokens, RedisUsedTokens
 from tests.helpers import RedisServer, free_port
 
 

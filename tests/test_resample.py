@@ -9,9 +9,9 @@ import numpy.typing as npt
 import pytest
 import soxr
 
-from gateway.audio import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
-from gateway.codec import float_to_int16, lin2ulaw, ulaw2lin
-from gateway.resample import ToTwilio
+from audio.codec import float_to_int16, lin2ulaw, ulaw2lin
+from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
+from audio.resample import ToTwilio
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.audio import FRAME_BYTES, TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
+from audio.formats import FRAME_BYTES, TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from gateway.sentence_audio import SentenceAudio, plan_restart
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.emulator import CallControl, TwilioEmulator, parse_stream
+from gateway.twilio.emulator import CallControl, TwilioEmulator, parse_stream
 from tests.helpers import ROOT, free_port
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.slots import MemoryLimiter, RedisLimiter
+from gateway.ops.slots import MemoryLimiter, RedisLimiter
 from tests.helpers import RedisServer, free_port
 
 

@@ -22,16 +22,16 @@ import uvicorn
 from starlette.applications import Starlette
 
 from agents.store import MemoryStore
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.speech_api import load_voice_map, speech_routes
 from tests.fake_cartesia import API_KEY, FakeCartesia
 from tests.fake_engines import Fault, ScriptedEngine
 from tests.helpers import free_port
 from tts.cartesia import CartesiaEngine
 from tts.piper import PiperEngine
 from tts.render import OUTPUT_RATE, split_sentences
-from tts.speech_api import load_voice_map, speech_routes
 
 KEY = "gw-secret"
 SEED = {"text": "Hello world", "voice": "female_1", "speed": 1.0, "temperature": 0.3, "top_p": 0.7, "top_k": 20,

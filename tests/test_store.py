@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore, version_of
-from gateway.emulator import TwilioEmulator
+from gateway.twilio.emulator import TwilioEmulator
 from tests.helpers import AGENTS_DIR, ROOT, RedisServer, run_gateway, wait_until
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from agents.stt import STTConfig, STTError, WhisperTranscriber, shared_transcriber, to_16k_float
+from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from bench.wer import wer
-from gateway.audio import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from gateway.settings import Settings, SettingsError
 from tests.speech_fixtures import mulaw, transcripts
 

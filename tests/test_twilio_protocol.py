@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.twilio_events import Connected, Dtmf, Mark, Media, Start, Stop
-from gateway.twilio_protocol import (
+from gateway.twilio.events import Connected, Dtmf, Mark, Media, Start, Stop
+from gateway.twilio.protocol import (
     TRANSITIONS,
     LocalProtocolError,
     RemoteProtocolError,

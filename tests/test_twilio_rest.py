@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway.twilio_rest import TwilioRest, TwilioRestError
+from gateway.twilio.rest import TwilioRest, TwilioRestError
 from tests.fake_twilio_rest import fake_twilio_rest
 
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway import twiml
+from gateway.twilio import twiml
 
 
 def parse(doc: str) -> ET.Element:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.vad import CHUNK, SileroModel, VadError, model_path, shared_model
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
 from tests.helpers import ROOT
 from tests.speech_fixtures import mulaw
 

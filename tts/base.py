@@ -1,7 +1,7 @@
 """The engine interface every TTS provider implements.
 
 Rules of this file: types only. An engine turns one sentence of text plus the
-agent's voice settings into a stream of :class:`~gateway.audio.AudioChunk`
+agent's voice settings into a stream of :class:`~audio.formats.AudioChunk`
 (each with its own format). Cancellation is task cancellation: when the
 consumer stops iterating (or the task is cancelled) the engine must stop
 spending compute on that sentence as soon as practical and must not affect
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from gateway.audio import AudioChunk
+from audio.formats import AudioChunk
 
 
 class TTSError(Exception):

@@ -40,9 +40,9 @@ import cartesia
 import httpx
 import websockets.exceptions
 
-from agents.spec import CartesiaVoice
-from gateway.audio import TWILIO_FORMAT, AudioChunk
+from audio.formats import TWILIO_FORMAT, AudioChunk
 from tts.base import SynthesisRequest, TTSError
+from tts.settings import CartesiaVoice
 
 if TYPE_CHECKING:
     from cartesia.lib._tts import AsyncTTSResourceConnection

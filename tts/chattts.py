@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from gateway.audio import AudioChunk, AudioFormat, Encoding
-from gateway.metrics import Metrics
+from audio.formats import AudioChunk, AudioFormat, Encoding
 from tts.base import SynthesisRequest, TTSError
 from tts.chattts_voices import VoiceError, resolve_speaker
 from tts.chattts_worker import SAMPLE_RATE, Job, Tuning, Worker, WorkerStats
+from tts.metrics import TTSMetrics
 from tts.normalize import chattts_text
 
 log = logging.getLogger("voicegw.tts.chattts")
@@ -73,7 +73,7 @@ class ChatTTSConfig:
 class ChatTTSEngine:
     name = "chattts"
 
-    def __init__(self, config: ChatTTSConfig | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: ChatTTSConfig | None = None, metrics: TTSMetrics | None = None) -> None:
         self.config = config or ChatTTSConfig()
         if self.config.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be auto, cuda or cpu, not {self.config.device!r}")

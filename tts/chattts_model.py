@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tts.chattts_worker import Job
+__all__ = ["RowControl", "RowSettings", "config_from_geometry", "receptive_field_tokens"]
 
-__all__ = ["RowControl", "config_from_geometry", "receptive_field_tokens"]
+
+class RowSettings(Protocol):
+    """What one batch row asks of the sampler (the worker's ``Job`` provides it)."""
+
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def min_tokens(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def cancelled(self) -> bool: ...
 
 
 class RowControl:
@@ -26,7 +43,7 @@ class RowControl:
     generator for the whole batch at every step).
     """
 
-    def __init__(self, jobs: list[Job], num_vq: int, eos: int, device: Any) -> None:
+    def __init__(self, jobs: Sequence[RowSettings], num_vq: int, eos: int, device: Any) -> None:
         import torch
         from ChatTTS.model.processors import CustomRepetitionPenaltyLogitsProcessorRepeat
 

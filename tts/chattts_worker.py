@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from gateway.metrics import Metrics
 from tts.base import TTSError
 from tts.chattts_assets import AssetError, ModelSource, resolve_model_dir
 from tts.chattts_model import RowControl, config_from_geometry, receptive_field_tokens
 from tts.chattts_sched import Item, Scheduler
 from tts.chattts_voices import load_presets
+from tts.metrics import TTSMetrics
 
 log = logging.getLogger("voicegw.tts.chattts")
 
@@ -128,7 +128,7 @@ class Worker:
         compile: bool,
         sha256_override: dict[str, str] | None,
         tuning: Tuning,
-        metrics: Metrics | None,
+        metrics: TTSMetrics | None,
         allow_download: bool = True,
     ) -> None:
         self.model_dir, self.device_pref, self.compile = model_dir, device, compile

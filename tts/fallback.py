@@ -35,11 +35,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from agents.spec import TTSConfig
-from gateway.audio import AudioChunk
-from gateway.metrics import Metrics
+from audio.formats import AudioChunk
 from tts.base import SynthesisRequest, TTSEngine, TTSError
 from tts.breaker import BreakerRegistry
+from tts.metrics import TTSMetrics
+from tts.settings import TTSConfig
 
 log = logging.getLogger("voicegw.tts")
 
@@ -121,7 +121,7 @@ class Speaker:
         self,
         engines: Mapping[str, TTSEngine],
         config: TTSConfig,
-        metrics: Metrics | None = None,
+        metrics: TTSMetrics | None = None,
         breakers: BreakerRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

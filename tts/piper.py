@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.audio import AudioChunk, AudioFormat, Encoding
+from audio.formats import AudioChunk, AudioFormat, Encoding
 from tts.base import SynthesisRequest, TTSError
 
 log = logging.getLogger("voicegw.tts.piper")

@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from gateway.audio import AudioChunk, AudioFormat, Encoding
-from gateway.codec import float_to_int16, ulaw2lin
-from gateway.resample import ToTwilio
+from audio.codec import float_to_int16, ulaw2lin
+from audio.formats import AudioChunk, AudioFormat, Encoding
+from audio.resample import ToTwilio
 from tts.fallback import Speaker, SpeechRestart
 
 OUTPUT_RATE = 24000

@@ -19,7 +19,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from gateway import twiml
+from gateway.twilio import twiml
 
 log = logging.getLogger("voicegw.twilio_rest")
 

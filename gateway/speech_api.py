@@ -27,13 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from agents.spec import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
-from gateway.security import bearer_ok
+from gateway.auth import bearer_ok
 from gateway.services import Services
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker
 from tts.render import FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode, mp3_available, render
+from tts.settings import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
 
 log = logging.getLogger("voicegw.tts.api")
 

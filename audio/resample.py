@@ -4,7 +4,7 @@ Rules of this file: pure and synchronous (CPU only; no ``async``, no clock).
 One :class:`ToTwilio` per utterance, fed chunks of one declared format;
 :meth:`ToTwilio.flush` must be called at the end of the utterance, or the last
 ~50 ms (resampler and limiter tails) are lost. Output is mu-law ``bytes`` of
-any length: re-frame with :class:`gateway.framing.Framer`.
+any length: re-frame with :class:`audio.framing.Framer`.
 
 The chain (see docs/audio.md)::
 
@@ -12,8 +12,8 @@ The chain (see docs/audio.md)::
       → float32, non-finite samples → 0 (counted)
       → soxr.ResampleStream(rate → 8000, quality HQ)   stateful: no seam clicks; -116 dB aliasing
       → gain (AgentSpec.tts.gain_db)
-      → look-ahead peak limiter at -1 dBFS            gateway.limiter: no harsh clipping
-      → clip to int16 → G.711 mu-law                  gateway.codec, bit-exact with audioop
+      → look-ahead peak limiter at -1 dBFS            audio.limiter: no harsh clipping
+      → clip to int16 → G.711 mu-law                  audio.codec, bit-exact with audioop
 
 Mu-law 8 kHz (Cartesia ``pcm_mulaw``) is passed through untouched when the gain
 is 0 dB, otherwise decoded and sent through gain and limiter.
@@ -32,9 +32,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from gateway.audio import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
-from gateway.codec import float_to_int16, lin2ulaw, ulaw2lin
-from gateway.limiter import Limiter
+from audio.codec import float_to_int16, lin2ulaw, ulaw2lin
+from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
+from audio.limiter import Limiter
 
 F32 = npt.NDArray[np.float32]
 

@@ -2,7 +2,7 @@
 
 Rules of this file: frozen value types only. Inbound events are what Twilio
 sends (``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop``);
-outbound messages are built by :mod:`gateway.twilio_protocol`.
+outbound messages are built by :mod:`gateway.twilio.protocol`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Who may open a call: Twilio request signatures and per-call one-time stream tokens.
 
 Rules of this file: pure. No asyncio, no clock (``now`` is passed in), no
-network. Used-token bookkeeping (memory or Redis) lives in :mod:`gateway.replay`.
+network. Used-token bookkeeping (memory or Redis) lives in :mod:`gateway.twilio.replay`.
 
 Security model (see docs/twilio.md):
 
@@ -141,7 +141,7 @@ class StreamTokens:
     def verify(self, token: str | None, now: float, call_sid: str) -> TokenClaims:
         """Claims of a genuine, unexpired token issued for ``call_sid``; :class:`TokenError` otherwise.
 
-        One-time use is the caller's job (:mod:`gateway.replay`) with :attr:`TokenClaims.token_id`.
+        One-time use is the caller's job (:mod:`gateway.twilio.replay`) with :attr:`TokenClaims.token_id`.
         """
         if not token:
             raise TokenError("no stream token in start.customParameters")
@@ -162,8 +162,3 @@ class StreamTokens:
         if sid != call_sid:
             raise TokenError(f"stream token is for call {sid}, stream is for {call_sid}")
         return TokenClaims(call_sid=sid, agent_id=agent_id, expires_at=expires_at, nonce=nonce)
-
-
-def bearer_ok(authorization: str | None, api_key: str | None) -> bool:
-    """``Authorization: Bearer <VOICEGW_API_KEY>`` check (constant time); always true when no key is set."""
-    return not api_key or hmac.compare_digest(authorization or "", f"Bearer {api_key}")

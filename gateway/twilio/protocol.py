@@ -29,7 +29,7 @@ import enum
 import json
 from typing import Any
 
-from gateway.twilio_events import Connected, Dtmf, Event, Mark, Media, Start, Stop
+from gateway.twilio.events import Connected, Dtmf, Event, Mark, Media, Start, Stop
 
 
 class State(enum.Enum):

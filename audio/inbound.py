@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gateway.audio import TWILIO_FORMAT
-from gateway.codec import ulaw2lin
+from audio.codec import ulaw2lin
+from audio.formats import TWILIO_FORMAT
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

@@ -1,12 +1,12 @@
 """``voicegw call --say/--dtmf``: an emulated caller that holds a short conversation, turn by turn.
 
-The script runs inside :meth:`gateway.emulator.TwilioEmulator.call` (the emulator still does all of the
+The script runs inside :meth:`gateway.twilio.emulator.TwilioEmulator.call` (the emulator still does all of the
 Twilio side: real-time inbound frames, playout, mark echoes). Order of a call:
 
 1. wait until the greeting has been heard (mark ``greeting-1`` echoed, playout idle);
 2. each ``--say`` in the order given: the caller's line, synthesized with the local Piper voice
    (:class:`tts.piper.PiperEngine`, caller side, independent of the gateway's engines) and converted to
-   8 kHz mu-law with :class:`gateway.resample.ToTwilio`, is streamed as inbound media in real time;
+   8 kHz mu-law with :class:`audio.resample.ToTwilio`, is streamed as inbound media in real time;
    then wait until the agent's reply has been heard (a new ``turnN-start`` mark echoed, every mark
    echoed and playout idle for a moment);
 3. then the ``--dtmf`` digits, one ``dtmf`` event each, and wait for the reply the same way.
@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agents.stt import STTConfig, STTError, WhisperTranscriber, shared_transcriber
-from gateway.audio import TWILIO_FORMAT, AudioChunk
-from gateway.emulator import CallControl, CallResult, TwilioEmulator
-from gateway.resample import ToTwilio
+from audio.formats import TWILIO_FORMAT, AudioChunk
+from audio.resample import ToTwilio
+from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tts.base import SynthesisRequest
 from tts.piper import PiperEngine
 

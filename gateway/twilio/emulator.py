@@ -32,7 +32,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.audio import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
+from audio.formats import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
 
 
 class EmulatorError(Exception):

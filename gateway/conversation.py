@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from agents.chunker import SentenceChunker
 from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechEnd, SpeechStart
+from agents.factory import make_logic
 from agents.logic import (
     AgentLogic,
     CallEnding,
@@ -48,17 +49,16 @@ from agents.logic import (
     SilenceTimeout,
     Transfer,
     Utterance,
-    make_logic,
 )
 from agents.spec import AgentSpec
 from agents.stt import STTError, Transcriber
 from agents.vad import SileroModel
-from gateway.audio import AudioChunk, AudioFormat, Encoding
-from gateway.inbound import FromTwilio
-from gateway.metrics import Metrics
+from audio.formats import AudioChunk, AudioFormat, Encoding
+from audio.inbound import FromTwilio
+from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
-from gateway.twilio_events import Dtmf as DtmfEvent
-from gateway.twilio_events import Mark, Media
+from gateway.twilio.events import Dtmf as DtmfEvent
+from gateway.twilio.events import Mark, Media
 
 log = logging.getLogger("voicegw.conversation")
 

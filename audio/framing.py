@@ -8,7 +8,7 @@ the only way the remainder leaves; ``reset`` (barge-in) drops it.
 
 from __future__ import annotations
 
-from gateway.audio import FRAME_BYTES, MULAW_SILENCE
+from audio.formats import FRAME_BYTES, MULAW_SILENCE
 
 
 class Framer:

@@ -2,8 +2,8 @@
 
 Holds the signature verifier, the stream-token issuer, the used-token set,
 the per-agent slot limiter (with its heartbeat task) and the Twilio REST
-client. The logic lives in :mod:`gateway.security`, :mod:`gateway.replay`,
-:mod:`gateway.slots` and :mod:`gateway.twilio_rest`; this file only chooses
+client. The logic lives in :mod:`gateway.twilio.security`, :mod:`gateway.twilio.replay`,
+:mod:`gateway.ops.slots` and :mod:`gateway.twilio.rest`; this file only chooses
 memory or Redis and owns the lifetimes.
 """
 
@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.replay import MemoryUsedTokens, RedisUsedTokens, UsedTokens
-from gateway.security import StreamTokens, WebhookVerifier, derive_secret
+from gateway.ops.slots import MemoryLimiter, RedisLimiter, SlotLimiter
 from gateway.settings import Settings
-from gateway.slots import MemoryLimiter, RedisLimiter, SlotLimiter
-from gateway.twilio_rest import TwilioRest
+from gateway.twilio.replay import MemoryUsedTokens, RedisUsedTokens, UsedTokens
+from gateway.twilio.rest import TwilioRest
+from gateway.twilio.security import StreamTokens, WebhookVerifier, derive_secret
 
 log = logging.getLogger("voicegw.edge")
 
