@@ -29,6 +29,7 @@ import asyncio
 import importlib.util
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,7 @@ class VadBatcher:
         self.runs = 0  # inferences run
         self.chunks = 0  # chunks inferred (sum of batch sizes)
         self.streams = 0  # open streams
+        self.busy_s = 0.0  # time spent inside inference (perf_counter)
 
     @property
     def capacity(self) -> int:
@@ -263,8 +265,10 @@ class VadBatcher:
             windows = self._windows
             windows[slots, CONTEXT:] = np.stack(chunks)
             batch = windows[slots]
+            t0 = time.perf_counter()
             out, new_state = self.model.session.run(
                 None, {"input": batch, "state": self._state[:, slots], "sr": self.model._sr})
+            self.busy_s += time.perf_counter() - t0
             self._state[:, slots] = new_state
             windows[slots, :CONTEXT] = batch[:, -CONTEXT:]
             self.runs += 1
