@@ -29,6 +29,8 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_PLAYOUT_LEAD_MS", "VOICEGW_MAX_WS_MESSAGE_BYTES", "VOICEGW_DRAIN_TIMEOUT_S",
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
+    # hardening (issue 15)
+    "VOICEGW_SLOT_TTL_S",
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -141,6 +143,8 @@ class Settings:
     voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
+    slot_ttl_s: float = 30.0
 
     @property
     def signatures_enforced(self) -> bool:
@@ -189,6 +193,7 @@ class Settings:
             voices_file=Path(voices_file) if voices_file else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
+            slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
             raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "
