@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
 from gateway.conversation import attach_conversation
+from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
 from gateway.settings import Settings
@@ -53,7 +54,11 @@ async def _signed_form(request: Request, path: str) -> tuple[dict[str, str], Res
     PUBLIC_URL + route (+ query): behind a proxy the Host header is not what Twilio signed.
     """
     services = _services(request)
-    form = await request.form()
+    try:
+        form = await read_form(request)
+    except BodyError as exc:
+        _reject(services, "bad_body", exc.message, f"POST {path}")
+        return {}, PlainTextResponse(exc.message, status_code=exc.status)
     verifier = services.twilio_edge().verifier
     if verifier is not None:
         base = services.settings.public_url or str(request.base_url)
