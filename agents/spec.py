@@ -3,7 +3,7 @@
 Rules of this file: pure models, no I/O. Every field an operator can set lives
 here with its default and its range; ``voicegw agents schema`` prints the JSON
 Schema generated from these models, and ``voicegw agents validate`` reports
-errors as ``file: key.path: message``.
+errors as ``file:line: key.path: message``.
 """
 
 from __future__ import annotations
