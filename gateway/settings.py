@@ -29,6 +29,7 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_PLAYOUT_LEAD_MS", "VOICEGW_MAX_WS_MESSAGE_BYTES", "VOICEGW_DRAIN_TIMEOUT_S",
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
+    "VOICEGW_CONSOLE_WRITE_AGENTS",
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -125,6 +126,8 @@ class Settings:
     voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
+    console_write_agents: bool = False
 
     @property
     def signatures_enforced(self) -> bool:
@@ -173,6 +176,7 @@ class Settings:
             voices_file=Path(voices_file) if voices_file else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
+            console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
             raise SettingsError("VOICEGW_REQUIRE_SIGNATURE=1 but TWILIO_AUTH_TOKEN is not set")
