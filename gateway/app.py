@@ -19,6 +19,7 @@ from gateway.auth import bearer_ok
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
+from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
 from gateway.settings import Settings
@@ -54,7 +55,11 @@ async def _signed_form(request: Request, path: str) -> tuple[dict[str, str], Res
     PUBLIC_URL + route (+ query): behind a proxy the Host header is not what Twilio signed.
     """
     services = _services(request)
-    form = await request.form()
+    try:
+        form = await read_form(request)
+    except BodyError as exc:
+        _reject(services, "bad_body", exc.message, f"POST {path}")
+        return {}, PlainTextResponse(exc.message, status_code=exc.status)
     verifier = services.twilio_edge().verifier
     if verifier is not None:
         base = services.settings.public_url or str(request.base_url)
@@ -96,19 +101,39 @@ async def twilio_voice(request: Request) -> Response:
     if not await edge.limiter.acquire(agent.id, call_sid, agent.limits.max_concurrent_calls):
         _reject(services, "busy", f"agent {agent.id} at {agent.limits.max_concurrent_calls} calls", call_sid)
         return _xml(twiml.say_and_hangup(BUSY))
-    base = services.settings.public_url or str(request.base_url)
-    url = twiml.stream_url(services.settings.public_url, str(request.base_url))
-    token = edge.issue_token(call_sid, agent.id)
-    body = twiml.connect_stream(url, {TOKEN_PARAMETER: token, "agent": agent.id},
-                                status_callback=public_endpoint(base, "/twilio/status"))
+    try:
+        base = services.settings.public_url or str(request.base_url)
+        url = twiml.stream_url(services.settings.public_url, str(request.base_url))
+        token = edge.issue_token(call_sid, agent.id)
+        body = twiml.connect_stream(url, {TOKEN_PARAMETER: token, "agent": agent.id},
+                                    status_callback=public_endpoint(base, "/twilio/status"))
+    except BaseException:  # no TwiML, no stream: the slot must not wait for its expiry
+        await edge.limiter.release(agent.id, call_sid)
+        raise
     return _xml(body)
 
 
+#: The ``StreamEvent`` values of Twilio's Media Streams ``statusCallback``.
+STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
+
+
 async def twilio_status(request: Request) -> Response:
+    """Media Streams ``statusCallback``: one log line per event; a request that is not one is a 400."""
     form, refused = await _signed_form(request, "/twilio/status")
     if refused is not None:
         return refused
-    log.info("stream status %s: %s %s", form.get("CallSid"), form.get("StreamEvent"), form.get("StreamError", ""))
+    missing = [name for name in ("CallSid", "StreamSid", "StreamEvent") if not form.get(name)]
+    if missing:
+        _reject(_services(request), "bad_request", f"missing {', '.join(missing)}", "POST /twilio/status")
+        return PlainTextResponse(f"not a stream status callback: missing {', '.join(missing)}", status_code=400)
+    call_sid, stream_sid, event = form["CallSid"], form["StreamSid"], form["StreamEvent"]
+    if event == "stream-error":
+        log.warning("call %s stream %s: stream-error: %s", call_sid, stream_sid,
+                    form.get("StreamError") or "(Twilio gave no StreamError)")
+    elif event in STREAM_EVENTS:
+        log.info("call %s stream %s: %s", call_sid, stream_sid, event)
+    else:
+        log.warning("call %s stream %s: unknown stream event %r", call_sid, stream_sid, event[:64])
     return Response(status_code=204)
 
 
@@ -134,7 +159,11 @@ async def _await_start(ws: WebSocket, protocol: TwilioProtocol) -> Start | None:
 
 
 async def _admit(ws: WebSocket, edge: Edge, start: Start) -> str | None:
-    """The agent id of a stream whose one-time token is genuine, for this call, unexpired and unused."""
+    """The agent id of a stream whose one-time token is genuine, for this call, unexpired and unused.
+
+    A refused stream's slot is left to expire (``VOICEGW_SLOT_TTL_S``): nothing refreshes it. A forged or
+    replayed token names a call this stream does not own, so it must not release that call's slot.
+    """
     services = _services(ws)
     try:
         claims = edge.tokens.verify(start.custom_parameters.get(TOKEN_PARAMETER), time.time(), start.call_sid)
@@ -168,22 +197,26 @@ async def twilio_media(ws: WebSocket) -> None:
     agent_id = await _admit(ws, edge, start) if start is not None else None
     agent = services.store.get(agent_id) if agent_id else None
     if start is None or agent is None:
-        if agent_id:
-            log.warning("stream %s: agent %r is gone", start.stream_sid if start else "?", agent_id)
+        if agent_id and start is not None:  # a genuine, first-use token: this stream owns the call's slot
+            log.warning("stream %s: agent %r is gone", start.stream_sid, agent_id)
+            await edge.limiter.release(agent_id, start.call_sid)
         await ws.close(1008)
         return
     if not await edge.limiter.acquire(agent.id, start.call_sid, agent.limits.max_concurrent_calls):
         _reject(services, "busy", f"agent {agent.id} slot expired and was taken", start.call_sid)
         await ws.close(1008)
         return
-    logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
-    session = CallSession(ws, services, protocol, start, agent)
-    attach_conversation(session, services)
+    slot = (agent.id, start.call_sid)
+    edge.live_slots.add(slot)  # from here the heartbeat keeps the slot; every exit below releases it
     services.active_calls += 1
     try:
+        logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
+        session = CallSession(ws, services, protocol, start, agent)
+        attach_conversation(session, services)
         await session.run()
     finally:
         services.active_calls -= 1
+        edge.live_slots.discard(slot)
         await edge.limiter.release(agent.id, start.call_sid)
         edge.calls_finished += 1  # last: the slot is free once this counts the call
         with contextlib.suppress(Exception):

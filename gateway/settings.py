@@ -29,6 +29,8 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_PLAYOUT_LEAD_MS", "VOICEGW_MAX_WS_MESSAGE_BYTES", "VOICEGW_DRAIN_TIMEOUT_S",
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
+    # hardening (issue 15)
+    "VOICEGW_SLOT_TTL_S",
     "VOICEGW_CONSOLE_WRITE_AGENTS",
 )
 
@@ -87,6 +89,22 @@ def _url(env: Mapping[str, str], key: str, schemes: tuple[str, ...]) -> str | No
     return raw.rstrip("/")
 
 
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """PUBLIC_URL must be https: the TwiML's media stream URL is wss://<its host>/twilio/media, and Twilio's
+    Media Streams connect only to wss:// (an http PUBLIC_URL would give a ws:// URL every call fails on)."""
+    raw = _url(env, "PUBLIC_URL", ("https", "http"))
+    if raw is not None and urlsplit(raw).scheme != "https":
+        raise SettingsError(
+            f"PUBLIC_URL={raw!r} must be an https:// URL: Twilio's Media Streams connect only to wss:// "
+            "(the stream URL is wss://<PUBLIC_URL host>/twilio/media). Put TLS in front of the gateway "
+            "(a load balancer, or a tunnel such as ngrok or cloudflared for development), or leave PUBLIC_URL "
+            "unset to test locally with `voicegw call`."
+        )
+    if raw is not None and (urlsplit(raw).query or urlsplit(raw).fragment):
+        raise SettingsError(f"PUBLIC_URL={raw!r} must be a base URL without ?query or #fragment")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -126,6 +144,8 @@ class Settings:
     voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
+    slot_ttl_s: float = 30.0
     #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
     console_write_agents: bool = False
 
@@ -150,7 +170,7 @@ class Settings:
         settings = cls(
             host=_get(env, "VOICEGW_HOST") or "127.0.0.1",
             port=_int(env, "VOICEGW_PORT", 8080, 0, 65535),
-            public_url=_url(env, "PUBLIC_URL", ("https", "http")),
+            public_url=_public_url(env),
             agents_dir=Path(_get(env, "VOICEGW_AGENTS_DIR") or "config/agents"),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             twilio_auth_token=_get(env, "TWILIO_AUTH_TOKEN"),
@@ -176,8 +196,10 @@ class Settings:
             voices_file=Path(voices_file) if voices_file else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
+            slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
             console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
-            raise SettingsError("VOICEGW_REQUIRE_SIGNATURE=1 but TWILIO_AUTH_TOKEN is not set")
+            raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "
+                                "but TWILIO_AUTH_TOKEN is not set")
         return settings

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.auth import operator_key_ok
+from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
@@ -104,8 +105,10 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         if not authorized(request):
             return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
         try:
-            payload = await request.json()
-        except ValueError:
+            payload = json.loads(await read_body(request, SPEECH_MAX_BODY))
+        except BodyError as exc:
+            return _error(exc.status, f"body: {exc.message}", "body")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             return _error(400, "body: not valid JSON", "body")
         if not isinstance(payload, dict):
             return _error(400, "body: expected a JSON object", "body")

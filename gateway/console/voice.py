@@ -10,6 +10,7 @@ everything else in the file are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -99,8 +100,8 @@ def apply_tts(current: AgentSpec, tts: object, file_name: str, file_text: str | 
         return [Problem(file_name, "tts", "expected a mapping of voice settings")]
     candidate = {**current.model_dump(mode="json", exclude={"tts"}), "tts": tts}
     agent, problems = parse_agent(yaml.safe_dump(candidate, sort_keys=False), file_name)
-    if agent is None:
-        return problems
+    if agent is None:  # lines would point into that synthetic document: the key path says where
+        return [dataclasses.replace(p, line=None) for p in problems]
     if file_text is not None:
         on_disk, _ = parse_agent(file_text, file_name)
         if on_disk is not None and _without_tts(on_disk) == _without_tts(current):
