@@ -31,6 +31,7 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
     # hardening (issue 15)
     "VOICEGW_SLOT_TTL_S",
+    "VOICEGW_CONSOLE_WRITE_AGENTS",
     "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
 
@@ -146,6 +147,8 @@ class Settings:
     log_json: bool = False
     #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
     slot_ttl_s: float = 30.0
+    #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
+    console_write_agents: bool = False
     #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
     #: CHATTTS_API_URL); ``speech``: the speech API, health, readiness and metrics only (no Twilio routes).
     role: Literal["all", "telephony", "speech"] = "all"
@@ -206,6 +209,7 @@ class Settings:
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
+            console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
             role=role,  # type: ignore[arg-type]
             chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),
             chattts_api_key=_get(env, "CHATTTS_API_KEY"),
