@@ -164,8 +164,9 @@ class WhisperTranscriber:
                                             beam_size=self.config.beam_size)[0])
                 if self.config.fast_window_s:
                     self._run_fast(self._model, np.zeros(16000, dtype=np.float32))
-                log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
-                         time.monotonic() - started)
+                if not self._cancelled:  # a warm-up that was already running when the process began to exit
+                    log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
+                             time.monotonic() - started)
             return self._model
 
     def _check_cancelled(self) -> None:
@@ -184,11 +185,10 @@ class WhisperTranscriber:
     def cancel_loading(self) -> None:
         """Process exit: stop the background load at its next step (before the warm-up), quietly.
 
-        A model being constructed cannot be interrupted; the load stops right after it, logs nothing,
-        and the transcriber stays not ready. Queued transcriptions are cancelled.
+        A model being constructed (or a warm-up decode under way) cannot be interrupted; the load stops
+        right after it and logs nothing. Queued transcriptions are cancelled.
         """
-        if self._model is None:
-            self._cancelled = True
+        self._cancelled = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
