@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
+from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
@@ -352,5 +353,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/admin/drain", admin_drain, methods=["POST"]),
         Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
         Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
+        *console_routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

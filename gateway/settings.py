@@ -31,6 +31,7 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
     # hardening (issue 15)
     "VOICEGW_SLOT_TTL_S",
+    "VOICEGW_CONSOLE_WRITE_AGENTS",
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -145,6 +146,8 @@ class Settings:
     log_json: bool = False
     #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
     slot_ttl_s: float = 30.0
+    #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
+    console_write_agents: bool = False
 
     @property
     def signatures_enforced(self) -> bool:
@@ -194,6 +197,7 @@ class Settings:
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
+            console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
             raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import bearer_ok
+from gateway.auth import operator_key_ok
 from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
 from tts.base import TTSError
@@ -56,6 +56,9 @@ class SpeechRequest(BaseModel):
     top_k: int = Field(default=20, ge=1, le=100)
     response_format: str = "wav"
     use_refine: bool = False
+    #: A whole voice (an agent's ``tts`` section: chain and per-provider settings), as the console's
+    #: "Play sample" sends it; when given, ``voice``/``speed``/... are not used.
+    tts: TTSConfig | None = None
 
 
 def load_voice_map(path: Path | None = None) -> dict[str, dict[str, str]]:
@@ -96,7 +99,7 @@ def speech_routes(services: Services) -> list[BaseRoute]:
 
     def authorized(request: Request) -> bool:
         key = services.settings.api_key
-        return bearer_ok(request.headers.get("authorization"), key)
+        return operator_key_ok(request.headers.get("authorization"), key)
 
     async def speech(request: Request) -> Response:
         if not authorized(request):
@@ -125,7 +128,7 @@ def speech_routes(services: Services) -> list[BaseRoute]:
             return _error(400, f"response_format: {body.response_format!r} is not supported; "
                                f"supported: {', '.join(supported)}", "response_format", supported=supported)
         mapped = voices[body.voice]
-        config = TTSConfig(
+        config = body.tts if body.tts is not None else TTSConfig(
             provider="chattts", fallback=["cartesia", "piper"],
             chattts=ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature,
                                  top_p=body.top_p, top_k=body.top_k, use_refine=body.use_refine),
