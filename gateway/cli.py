@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _logging(settings)
-    _, problems = load_agents(settings.agents_dir)
+    _, problems = load_agents(settings.agents_dir) if settings.role != "speech" else ({}, [])  # no agents there
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -48,7 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     app = create_app(settings)
-    print(f"voicegw: serving on http://{host}:{port}  (webhook: POST /twilio/voice)", flush=True)
+    entry = "speech: POST /v1/audio/speech" if settings.role == "speech" else "webhook: POST /twilio/voice"
+    print(f"voicegw: serving on http://{host}:{port}  (role {settings.role}; {entry})", flush=True)
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
                             log_config=None, lifespan="on")
