@@ -11,14 +11,15 @@ byte budget with least-recently-used eviction bounds memory.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 from agents.spec import AgentSpec
+from agents.store import spec_version
 
 
 def fingerprint(agent: AgentSpec) -> str:
-    return hashlib.sha256(agent.model_dump_json().encode()).hexdigest()[:16]
+    """The version the cache keys an agent's audio by (:func:`agents.store.spec_version`)."""
+    return spec_version(agent)
 
 
 class PhraseCache:
