@@ -81,6 +81,10 @@ class AgentStore(Protocol):
 
     def by_number(self, number: str) -> AgentSpec | None: ...
 
+    def replace(self, agents: Mapping[str, AgentSpec]) -> None:
+        """Serve ``agents`` from now on, in this process only (:meth:`RedisStore.publish` reaches every gateway)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

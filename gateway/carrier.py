@@ -65,7 +65,8 @@ class HungUp:
     """The carrier side ended; always the last event.
 
     ``outcome``: ``completed`` (the carrier ended the stream), ``caller_hangup`` (the connection
-    dropped) or ``protocol_error`` (the carrier sent something we cannot accept).
+    dropped), ``shutdown`` (this server is shutting down and closed it) or ``protocol_error`` (the carrier
+    sent something we cannot accept).
     """
 
     outcome: str

@@ -3,7 +3,7 @@
 I/O shell around :class:`gateway.twilio.protocol.TwilioProtocol`. Inbound
 ``media``, ``dtmf``, ``mark`` and ``stop`` become the neutral events of
 :mod:`gateway.carrier` (a closed socket becomes ``HungUp("caller_hangup")``, a
-fatal protocol error ``HungUp("protocol_error")``; a non-fatal one is counted,
+fatal protocol error ``HungUp("protocol_error")``, our own shutdown ``HungUp("shutdown")``; a non-fatal one is counted,
 logged and skipped); outbound audio, marks and ``clear`` go out as Twilio
 messages while the stream is open; hang-up and transfer use the REST API
 (:class:`gateway.twilio.rest.TwilioRest`) when credentials are configured.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -28,17 +29,33 @@ from gateway.twilio.rest import TwilioRest, TwilioRestError
 log = logging.getLogger("voicegw.call")
 
 
-async def receive_events(ws: WebSocket, protocol: TwilioProtocol) -> list[Event] | None:
-    """Read one WebSocket message and feed it to ``protocol``: its events, or None once the socket closed.
+SERVICE_RESTART = 1012  # how the server closes every stream when it shuts down (Ctrl-C, drain timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The WebSocket closed; ``code`` as received (None: unknown)."""
+
+    code: int | None
+
+    @property
+    def outcome(self) -> str:
+        """Calls cut by our own shutdown ended as ``shutdown``, not as hung up by the caller."""
+        return "shutdown" if self.code == SERVICE_RESTART else "caller_hangup"
+
+
+async def receive_events(ws: WebSocket, protocol: TwilioProtocol) -> list[Event] | Closed:
+    """Read one WebSocket message and feed it to ``protocol``: its events, or :class:`Closed`.
 
     Raises :class:`RemoteProtocolError` for a malformed message (its ``fatal`` says whether to go on)."""
     try:
         message = await ws.receive()
-    except WebSocketDisconnect:
-        message = {"type": "websocket.disconnect"}
+    except WebSocketDisconnect as exc:
+        message = {"type": "websocket.disconnect", "code": exc.code}
     if message["type"] == "websocket.disconnect":
         protocol.receive_eof()
-        return None
+        code = message.get("code")
+        return Closed(code if isinstance(code, int) else None)
     if message.get("bytes") is not None:
         protocol.receive_bytes(message["bytes"])
     else:
@@ -90,8 +107,8 @@ class TwilioLink:
                     return HungUp("protocol_error")
                 log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
                 continue
-            if events is None:
-                return HungUp("caller_hangup")
+            if isinstance(events, Closed):
+                return HungUp(events.outcome)
             for event in events:
                 call_event = to_call_event(event)
                 if call_event is not None:
