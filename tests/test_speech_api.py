@@ -7,6 +7,7 @@ SDK against the loopback fake, Piper is real.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import time
@@ -226,12 +227,17 @@ class LoopWatch:
             last = now
 
     def __enter__(self) -> LoopWatch:
+        # A full collection over the test process's heap (torch, models: millions of objects) can take longer
+        # than a frame by itself; freezing what exists now leaves the collector only this request's objects.
+        gc.collect()
+        gc.freeze()
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "wav", "mulaw"])
