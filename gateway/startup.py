@@ -56,7 +56,8 @@ async def _chattts(services: Services) -> None:
     services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
 
 
-async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+async def build_services(settings: Settings, metrics: Metrics | None = None, *, calls: bool = True) -> Services:
+    """``calls=False`` (``voicegw say``): speech only, no Twilio edge and no listening (VAD, speech-to-text)."""
     agents = load_agents_strict(settings.agents_dir)
     store: MemoryStore
     if settings.redis_url:
@@ -72,7 +73,8 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
-    services.edge = Edge.build(settings)
+    if calls:
+        services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.chain()}
     # Piper is the embedded default and the last resort: always loaded.
     piper = PiperEngine()
@@ -89,9 +91,10 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
         log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
     if "chattts" in used:
         await _chattts(services)
-    _listening(services)
+    if calls:
+        _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
-    if not settings.signatures_enforced:
+    if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )
