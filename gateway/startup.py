@@ -12,11 +12,11 @@ import json
 import logging
 
 from agents.loader import load_agents_strict
-from agents.store import MemoryStore, RedisStore
+from agents.store import AgentStore, MemoryStore, RedisStore
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
-from gateway.services import Services
+from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
@@ -53,7 +53,7 @@ async def _chattts(services: Services) -> None:
         else:
             log.info("ChatTTS loaded and warmed up")
 
-    services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
+    services.chattts_loading = asyncio.create_task(load(), name="chattts-load")
 
 
 async def _remote_chattts(services: Services) -> None:
@@ -62,7 +62,7 @@ async def _remote_chattts(services: Services) -> None:
 
     settings = services.settings
     assert settings.chattts_api_url is not None
-    breakers = services.extras["breakers"]
+    breakers = services.breakers
     engine = RemoteChatTTSEngine(RemoteConfig(url=settings.chattts_api_url, api_key=settings.chattts_api_key),
                                  name="chattts", breakers=breakers)
     await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
@@ -81,7 +81,7 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     """
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
@@ -93,11 +93,12 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     return services
 
 
-async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+async def build_services(settings: Settings, metrics: Metrics | None = None, *, calls: bool = True) -> Services:
+    """``calls=False`` (``voicegw say``): speech only, no Twilio edge and no listening (VAD, speech-to-text)."""
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
-    store: MemoryStore
+    store: AgentStore
     if settings.redis_url:
         redis_store = RedisStore(settings.redis_url, agents)
         try:
@@ -111,14 +112,15 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
-    services.edge = Edge.build(settings)
+    if calls:
+        services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.chain()}
     # Piper is the embedded default and the last resort: always loaded.
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
     # One breaker registry per process: one call's provider failures spare the next call the wait.
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
         cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
         if "cartesia" in used:
@@ -133,9 +135,10 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
             log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
         else:
             await _chattts(services)
-    _listening(services)
+    if calls:
+        _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
-    if not settings.signatures_enforced:
+    if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )
@@ -147,16 +150,17 @@ def _listening(services: Services) -> None:
     from agents.stt import STTConfig, shared_transcriber
     from agents.vad import VadError, shared_model
 
-    services.extras["phrase_cache"] = PhraseCache()
+    services.phrase_cache = PhraseCache()
+    listening = Listening(vad=None, stt=None)
     try:
-        services.extras["vad"] = shared_model()
+        listening.vad = shared_model()
     except VadError as exc:
-        services.extras["vad"] = None
-        services.extras["vad_error"] = str(exc)
+        listening.vad_error = str(exc)
         log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
     settings = services.settings
     compute = "int8" if settings.stt_device == "cpu" else "default"
     # starts loading in its own thread now; the first utterance waits only for what is left of the load
-    services.extras["stt"] = shared_transcriber(
+    listening.stt = shared_transcriber(
         STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
     )
+    services.listening = listening
