@@ -34,7 +34,8 @@ pytestmark = pytest.mark.slow
 
 GREETING = "Hello there."
 REPLY = ["First we check.", "Then we answer.", "Finally we close."]
-BUDGET_MS = 300
+#: A first-audio budget ChatTTS meets on a loaded 2-core machine (no hedge unless something is wrong).
+BUDGET_MS = 2000
 
 
 def agent_yaml(budget_ms: int = BUDGET_MS) -> str:
@@ -86,7 +87,7 @@ async def test_a_call_is_spoken_by_the_speech_pod_and_telephony_never_loads_torc
             ready = (await client.get(f"{phone.url}/readyz")).json()
             assert ready["engines"]["chattts"] is True, ready
             result = await TwilioEmulator(phone.url).call(agent="split", hold_s=0.2, max_s=60)
-            assert result.errors == [] and result.seconds > 0.5
+            assert result.errors == [] and result.seconds > 0.1  # random weights: the length varies
             phone_metrics = (await client.get(f"{phone.url}/metrics")).text
             speech_metrics = (await client.get(f"{speech.url}/metrics")).text
         assert metric(phone_metrics, "voicegw_tts_sentences_total", provider="chattts") >= 1
@@ -124,9 +125,6 @@ async def telephony_in_loop(agents: Path, url: str, **engines: ScriptedEngine
 async def test_speech_pod_killed_mid_sentence_backup_speaks_it_whole_within_the_budget(
         tmp_path: Path, ckpt: Checkpoint, agents: Path) -> None:
     backup = ScriptedEngine("piper")
-    # A budget ChatTTS meets on a loaded CPU (the instant backup must not win the greeting by hedging).
-    budget_ms = 2000
-    (agents / "split.yaml").write_text(agent_yaml(budget_ms))
     # 3000 tokens: the greeting would stream for a minute; the pod dies right after its first audio.
     with speech_pod(ckpt, tmp_path, fixed_tokens=3000) as speech:
         async with telephony_in_loop(agents, speech.url, piper=backup) as (emu, services):
@@ -160,7 +158,7 @@ async def test_speech_pod_killed_mid_sentence_backup_speaks_it_whole_within_the_
     assert all(backup.audio(t)[:64] not in fragment for t in [GREETING, *REPLY])
     assert list(dict.fromkeys(result.marks_echoed)) == ["greeting-1", "turn2-start", "t2-2", "t2-3", "t2-4"]
     assert backup.calls == [GREETING, *REPLY]  # the greeting restarted once; later sentences skip the dead pod
-    assert restarts == 1 and gap_n >= 1 and gap_sum / gap_n < budget_ms / 1000
+    assert restarts == 1 and gap_n >= 1 and gap_sum / gap_n < BUDGET_MS / 1000
 
 
 @pytest.fixture(scope="module")
