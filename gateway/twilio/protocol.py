@@ -111,6 +111,7 @@ class TwilioProtocol:
         self.sequence_gaps = 0  # messages whose sequenceNumber did not follow the previous one
         self._events: list[Event] = []  # parsed, not yet collected
         self._out: list[str] = []  # text frames to write
+        self._media_prefix = ""  # set by `start`
 
     # ---- inbound -------------------------------------------------------
     def _error(self, exc: RemoteProtocolError) -> RemoteProtocolError:
@@ -159,6 +160,9 @@ class TwilioProtocol:
         if isinstance(event, Start):
             self.stream_sid = event.stream_sid
             self.call_sid = event.call_sid
+            # Every outbound media message is this prefix + base64 + '"}}' (what json.dumps would write).
+            sid_json = json.dumps(event.stream_sid)
+            self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
         self.state = nxt
         self._events.append(event)
 
@@ -238,10 +242,20 @@ class TwilioProtocol:
         self._out.append(json.dumps(msg, separators=(",", ":")))
 
     def send_media(self, payload: bytes) -> None:
-        sid = self._require_streaming()
         if not payload:
             raise LocalProtocolError("empty media payload")
-        self._queue({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(payload).decode()}})
+        self.send_media_b64(base64.b64encode(payload).decode("ascii"))
+
+    def send_media_b64(self, payload_b64: str) -> None:
+        """``send_media`` for audio already base64-encoded (pre-rendered phrases: encoded once, sent many times).
+
+        The message is built from a prefix fixed at ``start`` (the per-frame path does no dict or JSON work);
+        it is exactly what ``json.dumps`` of the message would give.
+        """
+        self._require_streaming()
+        if not payload_b64:
+            raise LocalProtocolError("empty media payload")
+        self._out.append(self._media_prefix + payload_b64 + '"}}')
 
     def send_mark(self, name: str) -> None:
         sid = self._require_streaming()
