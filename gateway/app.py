@@ -112,11 +112,27 @@ async def twilio_voice(request: Request) -> Response:
     return _xml(body)
 
 
+#: The ``StreamEvent`` values of Twilio's Media Streams ``statusCallback``.
+STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
+
+
 async def twilio_status(request: Request) -> Response:
+    """Media Streams ``statusCallback``: one log line per event; a request that is not one is a 400."""
     form, refused = await _signed_form(request, "/twilio/status")
     if refused is not None:
         return refused
-    log.info("stream status %s: %s %s", form.get("CallSid"), form.get("StreamEvent"), form.get("StreamError", ""))
+    missing = [name for name in ("CallSid", "StreamSid", "StreamEvent") if not form.get(name)]
+    if missing:
+        _reject(_services(request), "bad_request", f"missing {', '.join(missing)}", "POST /twilio/status")
+        return PlainTextResponse(f"not a stream status callback: missing {', '.join(missing)}", status_code=400)
+    call_sid, stream_sid, event = form["CallSid"], form["StreamSid"], form["StreamEvent"]
+    if event == "stream-error":
+        log.warning("call %s stream %s: stream-error: %s", call_sid, stream_sid,
+                    form.get("StreamError") or "(Twilio gave no StreamError)")
+    elif event in STREAM_EVENTS:
+        log.info("call %s stream %s: %s", call_sid, stream_sid, event)
+    else:
+        log.warning("call %s stream %s: unknown stream event %r", call_sid, stream_sid, event[:64])
     return Response(status_code=204)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 #: Twilio's webhook forms are ~1–2 KB (a few dozen fields); 32 KiB leaves room for long custom parameters.
@@ -72,4 +72,5 @@ async def read_form(request: Request, limit: int = WEBHOOK_MAX_BODY) -> FormData
         raise BodyError(400, "form is not percent-encoded UTF-8") from None
     except ValueError:
         raise BodyError(400, f"form has more than {WEBHOOK_MAX_FIELDS} fields") from None
-    return FormData(pairs)
+    fields: list[tuple[str, str | UploadFile]] = list(pairs)
+    return FormData(fields)

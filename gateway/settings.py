@@ -88,6 +88,22 @@ def _url(env: Mapping[str, str], key: str, schemes: tuple[str, ...]) -> str | No
     return raw.rstrip("/")
 
 
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """PUBLIC_URL must be https: the TwiML's media stream URL is wss://<its host>/twilio/media, and Twilio's
+    Media Streams connect only to wss:// (an http PUBLIC_URL would give a ws:// URL every call fails on)."""
+    raw = _url(env, "PUBLIC_URL", ("https", "http"))
+    if raw is not None and urlsplit(raw).scheme != "https":
+        raise SettingsError(
+            f"PUBLIC_URL={raw!r} must be an https:// URL: Twilio's Media Streams connect only to wss:// "
+            "(the stream URL is wss://<PUBLIC_URL host>/twilio/media). Put TLS in front of the gateway "
+            "(a load balancer, or a tunnel such as ngrok or cloudflared for development), or leave PUBLIC_URL "
+            "unset to test locally with `voicegw call`."
+        )
+    if raw is not None and (urlsplit(raw).query or urlsplit(raw).fragment):
+        raise SettingsError(f"PUBLIC_URL={raw!r} must be a base URL without ?query or #fragment")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -151,7 +167,7 @@ class Settings:
         settings = cls(
             host=_get(env, "VOICEGW_HOST") or "127.0.0.1",
             port=_int(env, "VOICEGW_PORT", 8080, 0, 65535),
-            public_url=_url(env, "PUBLIC_URL", ("https", "http")),
+            public_url=_public_url(env),
             agents_dir=Path(_get(env, "VOICEGW_AGENTS_DIR") or "config/agents"),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             twilio_auth_token=_get(env, "TWILIO_AUTH_TOKEN"),
@@ -180,5 +196,6 @@ class Settings:
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
-            raise SettingsError("VOICEGW_REQUIRE_SIGNATURE=1 but TWILIO_AUTH_TOKEN is not set")
+            raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "
+                                "but TWILIO_AUTH_TOKEN is not set")
         return settings

@@ -350,3 +350,29 @@ async def test_a_refused_stream_with_a_genuine_token_releases_its_slot_at_once(a
         services.store.replace(kept)
         assert await services.twilio_edge().limiter.active("demo") == 0
         assert await _admitted(emu) is not None
+
+async def test_stream_status_callbacks_are_logged_by_event_and_junk_is_a_400(
+    agents_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twilio's stream statusCallback: each event logged with call, stream and event; junk refused, not logged
+    as "stream status None: None"."""
+    caplog.set_level("INFO", logger="voicegw.app")
+    async with gateway_with_services({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as (url, services):
+        async with httpx.AsyncClient() as client:
+            junk = await client.post(f"{url}/twilio/status", data={"hello": "world"})
+            assert junk.status_code == 400
+            assert junk.text == "not a stream status callback: missing CallSid, StreamSid, StreamEvent"
+            base = {"AccountSid": ACCOUNT, "CallSid": "CA9", "StreamSid": "MZ9", "Timestamp": "2026-01-01T00:00:00Z"}
+            error = {**base, "StreamEvent": "stream-error", "StreamError": "31920: handshake failed"}
+            assert (await client.post(f"{url}/twilio/status", data=error)).status_code == 204
+            odd = {**base, "StreamEvent": "stream-paused"}
+            assert (await client.post(f"{url}/twilio/status", data=odd)).status_code == 204
+        result = await TwilioEmulator(url).call(agent="demo", hold_s=0.1)
+        assert result.status_codes == [204, 204]
+        assert counter(services, "voicegw_webhook_rejected_total", reason="bad_request") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "voicegw.app"]
+    assert "POST /twilio/status rejected (bad_request): missing CallSid, StreamSid, StreamEvent" in lines
+    assert "call CA9 stream MZ9: stream-error: 31920: handshake failed" in lines
+    assert "call CA9 stream MZ9: unknown stream event 'stream-paused'" in lines
+    assert sum(re.fullmatch(r"call CA\w+ stream MZ\w+: stream-(started|stopped)", m) is not None for m in lines) == 2
+    assert not any("None" in m for m in lines)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.datastructures import FormData
+from twilio.request_validator import RequestValidator
 
 from gateway.http_limits import SPEECH_MAX_BODY, WEBHOOK_MAX_BODY
 from tests.helpers import ACCOUNT, PUBLIC, TOKEN, counter, env_for, gateway_with_services
-from twilio.request_validator import RequestValidator
 
 FORM = {"CallSid": "CA1", "AccountSid": ACCOUNT, "From": "+14155550100", "To": "+15005550006"}
 
@@ -43,7 +44,7 @@ async def test_webhooks_take_only_small_urlencoded_forms(agents_dir: Path) -> No
                                 headers={"content-type": "application/x-www-form-urlencoded"})
             assert many.status_code == 400
         # a genuine signed form with a charset parameter and a repeated field still gets through
-        form = [*FORM.items(), ("Extra", "1"), ("Extra", "2")]
+        form: list[tuple[str, Any]] = [*FORM.items(), ("Extra", "1"), ("Extra", "2")]
         signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC}/twilio/voice", FormData(form))
         ok = await c.post("/twilio/voice", content=str(httpx.QueryParams(form)).encode(), headers={
             "content-type": "application/x-www-form-urlencoded; charset=utf-8", "X-Twilio-Signature": signature})
@@ -70,7 +71,7 @@ async def test_non_ascii_authorization_is_a_401_everywhere(agents_dir: Path) -> 
     env = env_for(agents_dir, VOICEGW_API_KEY="sekret")
     async with gateway_with_services(env) as (url, _), httpx.AsyncClient(base_url=url, timeout=60) as c:
         for header in (b"Bearer s\xe9kret", b"Bearer \xff\xfe\x80", "Bearer sékret".encode(), b"\xc3\xa9"):
-            h = {"Authorization": header}
+            h = {b"Authorization": header}
             assert (await c.get("/metrics", headers=h)).status_code == 401
             assert (await c.post("/admin/drain", headers=h)).status_code == 401
             assert (await c.get("/v1/voices", headers=h)).status_code == 401
