@@ -30,6 +30,7 @@ import importlib.util
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,8 @@ class SileroModel:
         except Exception as exc:
             raise VadError(f"cannot load Silero VAD model {self.path}: {exc}") from exc
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VadBatcher] = (
+            weakref.WeakKeyDictionary())
 
     def infer(self, window: F32, state: F32) -> tuple[float, F32]:
         """One chunk: ``window`` is CONTEXT + CHUNK float32 samples in [-1, 1]."""
@@ -94,6 +97,18 @@ class SileroModel:
 
     def stream(self) -> VadStream:
         return VadStream(self)
+
+    def batcher(self) -> VadBatcher:
+        """The batcher every call of the running event loop shares (pre-gate on); its task runs while
+        streams are open."""
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = VadBatcher(self, gate=GateConfig(), auto_run=True)
+        return batcher
+
+    def batchers(self) -> list[VadBatcher]:
+        return list(self._batchers.values())
 
 
 _shared: SileroModel | None = None
@@ -230,12 +245,14 @@ class VadBatcher:
     """
 
     def __init__(self, model: SileroModel, capacity: int = 64, tick_s: float = TICK_S,
-                 gate: GateConfig | None = None) -> None:
+                 gate: GateConfig | None = None, auto_run: bool = False) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.model = model
         self.tick_s = tick_s
         self.gate = gate
+        self.auto_run = auto_run  # stream() starts run() in the running loop when needed; it ends with the last stream
+        self._task: asyncio.Task[None] | None = None
         self.skipped = 0  # chunks answered by the pre-gate without inference
         self._state: F32 = np.zeros((2, capacity, STATE), dtype=np.float32)
         self._windows: F32 = np.zeros((capacity, WINDOW), dtype=np.float32)
@@ -257,6 +274,8 @@ class VadBatcher:
         slot = self._free.pop()
         self._clear_slot(slot)
         self.streams += 1
+        if self.auto_run and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="vad-batcher")
         return BatchedVadStream(self, slot, on_result)
 
     def _grow(self) -> None:
@@ -276,6 +295,8 @@ class VadBatcher:
         self._ready_streams.pop(stream.slot, None)
         self._free.append(stream.slot)
         self.streams -= 1
+        if self.streams == 0 and self._wakeup is not None:
+            self._wakeup.set()  # an auto-run task ends with the last stream
 
     def _ready(self, stream: BatchedVadStream) -> None:
         self._ready_streams[stream.slot] = stream
@@ -353,13 +374,17 @@ class VadBatcher:
         return infer
 
     async def run(self) -> None:
-        """Run forever: whenever a chunk is waiting, wait one tick (others join the batch), then infer."""
+        """Whenever a chunk is waiting, wait one tick (others join the batch), then infer. Runs forever,
+        or (``auto_run``) until no stream is open."""
         self._wakeup = asyncio.Event()
         try:
             while True:
                 if not self._ready_streams:
+                    if self.auto_run and self.streams == 0:
+                        return
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                    continue
                 await asyncio.sleep(self.tick_s)
                 try:
                     self.run_pending()

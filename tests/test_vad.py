@@ -260,3 +260,26 @@ def test_the_pre_gate_skips_most_of_an_idle_line_and_never_a_loud_one() -> None:
     assert skipped > 0.7 * (20 * 8000 // CHUNK)
     _, skipped = _endpoints(_idle_line(5.0, 5, 8.0).astype(np.float32), GateConfig())  # about -30 dBFS
     assert skipped == 0
+
+
+async def test_the_loops_shared_batcher_runs_while_streams_are_open() -> None:
+    import asyncio
+
+    model = shared_model()
+    batcher = model.batcher()
+    assert model.batcher() is batcher and batcher.gate is not None
+    got: list[float] = []
+    done = asyncio.Event()
+
+    def on(p: float, c: np.ndarray) -> None:
+        got.append(p)
+        done.set()
+
+    stream = batcher.stream(on)
+    task = batcher._task
+    assert task is not None and not task.done()
+    stream.feed(_f32("hours")[:CHUNK])
+    await asyncio.wait_for(done.wait(), 10)
+    stream.close()
+    await asyncio.wait_for(task, 10)  # ends with the last stream
+    assert got == [p for p, _ in _reference(_f32("hours")[:CHUNK])]
