@@ -12,11 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
+from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
@@ -242,6 +243,12 @@ async def readyz(request: Request) -> Response:
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
+    chattts = services.engines.get("chattts")
+    if services.settings.role == "speech" and (chattts is None or not chattts.ready):
+        # A speech pod exists for ChatTTS: without it, it must not take traffic (telephony pods fall back).
+        why = getattr(chattts, "load_error", None) if chattts is not None else "not configured"
+        if why:
+            not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
@@ -264,6 +271,25 @@ async def readyz(request: Request) -> Response:
         "signatures_enforced": services.settings.signatures_enforced,
     }
     return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+async def health(request: Request) -> Response:
+    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+
+    200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
+    A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
+    ``Connection: close``, so clients' keep-alive connections move to pods that stay.
+    """
+    services = _services(request)
+    engine = services.engines.get("chattts")
+    loaded = engine is not None and engine.ready
+    error = getattr(engine, "load_error", None) if engine is not None else "chattts is not configured on this pod"
+    body = {"status": "ok" if loaded else ("unavailable" if error else "loading"), "model_loaded": loaded,
+            "role": services.settings.role, "draining": services.draining}
+    if not loaded and error:
+        body["error"] = error
+    headers = {"connection": "close"} if services.draining else None
+    return JSONResponse(body, status_code=200 if loaded else 503, headers=headers)
 
 
 def _listening_status(services: Services) -> dict[str, str]:
@@ -342,15 +368,20 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             if owned:
                 await app.state.services.aclose()
 
-    routes = [
+    twilio: list[BaseRoute] = [
         Route("/twilio/voice", twilio_voice, methods=["POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
         WebSocketRoute("/twilio/media", twilio_media),
+    ]
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/health", health),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
         Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
         Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
+        *console_routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # VOICEGW_ROLE=speech: a GPU speech server for telephony pods, no Twilio routes (docs/scaling.md).
+    return Starlette(routes=routes if settings.role == "speech" else twilio + routes, lifespan=lifespan)

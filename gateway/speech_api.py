@@ -27,11 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import bearer_ok
+from gateway.auth import operator_key_ok
 from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
+from gateway.speech_stream import PCMStreamResponse
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
+from tts.chattts_protocol import read_hints
 from tts.fallback import Speaker
 from tts.render import FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode, mp3_available, render
 from tts.settings import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
@@ -56,6 +58,9 @@ class SpeechRequest(BaseModel):
     top_k: int = Field(default=20, ge=1, le=100)
     response_format: str = "wav"
     use_refine: bool = False
+    #: A whole voice (an agent's ``tts`` section: chain and per-provider settings), as the console's
+    #: "Play sample" sends it; when given, ``voice``/``speed``/... are not used.
+    tts: TTSConfig | None = None
 
 
 def load_voice_map(path: Path | None = None) -> dict[str, dict[str, str]]:
@@ -96,7 +101,7 @@ def speech_routes(services: Services) -> list[BaseRoute]:
 
     def authorized(request: Request) -> bool:
         key = services.settings.api_key
-        return bearer_ok(request.headers.get("authorization"), key)
+        return operator_key_ok(request.headers.get("authorization"), key)
 
     async def speech(request: Request) -> Response:
         if not authorized(request):
@@ -119,13 +124,23 @@ def speech_routes(services: Services) -> list[BaseRoute]:
             return _error(400, f"{field}: must not be empty", field)
         if len(text) > MAX_TEXT_CHARS:
             return _error(400, f"{field}: too long ({len(text)} characters, at most {MAX_TEXT_CHARS})", field)
+        hints = read_hints(request.headers)
+        if hints.stream:  # X-Audio-Stream: pcm_s16le (the remote ChatTTS engine): raw PCM as it is synthesized
+            engine = services.engines.get("chattts")
+            if engine is None or not engine.ready:
+                why = (getattr(engine, "load_error", None) or "loading") if engine is not None else "not configured"
+                return _error(503, f"chattts is not available: {why}")
+            voice = ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature, top_p=body.top_p,
+                                 top_k=body.top_k, use_refine=body.use_refine, seed=hints.seed)
+            request_id = request.headers.get("x-request-id") or f"api-{uuid.uuid4().hex[:12]}"
+            return PCMStreamResponse(engine, text, voice, hints, request_id, services.draining)
         fmt = body.response_format.lower()
         if fmt not in FORMATS or (fmt == "mp3" and not mp3_available()):
             supported = [f for f in FORMATS if f != "mp3" or mp3_available()]
             return _error(400, f"response_format: {body.response_format!r} is not supported; "
                                f"supported: {', '.join(supported)}", "response_format", supported=supported)
         mapped = voices[body.voice]
-        config = TTSConfig(
+        config = body.tts if body.tts is not None else TTSConfig(
             provider="chattts", fallback=["cartesia", "piper"],
             chattts=ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature,
                                  top_p=body.top_p, top_k=body.top_k, use_refine=body.use_refine),

@@ -45,7 +45,7 @@ class StrictModel(BaseModel):
 
 
 class ChatTTSVoice(StrictModel):
-    """ChatTTS voice settings (the seed's promise to operators)."""
+    """ChatTTS: the in-process GPU voice, expressive and conversational; eight voice presets (the seed's settings)."""
 
     voice: ChatTTSPreset = "female_1"
     speaker: str | None = Field(
@@ -60,6 +60,8 @@ class ChatTTSVoice(StrictModel):
 
 
 class CartesiaVoice(StrictModel):
+    """Cartesia: the hosted low-latency voice (needs CARTESIA_API_KEY); streams over one shared WebSocket."""
+
     voice_id: str = Field(default="694f9389-aac1-45b6-b726-9d9369183238", min_length=1)
     model_id: str = Field(default="sonic-3", min_length=1)
     speed: Annotated[float, within(0.6, 1.5), Ranged(0.6, 1.5)] = 1.0
@@ -71,6 +73,8 @@ class CartesiaVoice(StrictModel):
 
 
 class PiperVoice(StrictModel):
+    """Piper: the local CPU voice, always loaded, works offline; the last resort of every chain."""
+
     voice: str = Field(default="joe", description="`joe` (bundled) or a path to a Piper .onnx voice.")
     speed: Annotated[float, within(0.5, 2.0), Ranged(0.5, 2.0)] = 1.0
 
