@@ -151,6 +151,10 @@ class VadStream:
         self._pending = buf[n * CHUNK :].copy()
         return out
 
+    async def infer(self, pcm: npt.NDArray[np.int16] | F32) -> list[tuple[float, F32]]:
+        """:meth:`feed` with the same signature as :meth:`BatchedVadStream.infer` (inline, no wait)."""
+        return self.feed(pcm)
+
 
 VadCallback = Callable[[float, F32], None]
 
@@ -181,18 +185,27 @@ class GateConfig:
 
 
 class BatchedVadStream:
-    """One call's view of a :class:`VadBatcher`: buffers samples; results arrive through ``on_result``.
+    """One call's view of a :class:`VadBatcher`: buffers samples; results come one of two ways.
 
-    ``on_result(probability, chunk)`` is called from :meth:`VadBatcher.run_pending` (synchronously, in
-    order, once per 256-sample chunk); it must not block. :meth:`close` frees the stream's slab row.
+    * ``await stream.infer(samples)``: feeds, then waits (at most one tick) until every complete chunk
+      has been answered and returns ``[(probability, chunk), ...]`` like :meth:`VadStream.feed`
+      (nothing to wait for when no chunk is complete: returns ``[]`` at once).
+    * an ``on_result(probability, chunk)`` callback given to :meth:`VadBatcher.stream`, called from
+      :meth:`VadBatcher.run_pending` (synchronously, in order, once per 256-sample chunk; it must not
+      block), with :meth:`feed`.
+
+    :meth:`close` frees the stream's slab row (and releases an ``infer`` waiting).
     """
 
-    __slots__ = ("_batcher", "_pending", "closed", "floor_db", "on_result", "quiet", "skipped", "slot")
+    __slots__ = ("_batcher", "_pending", "_results", "_waiter", "closed", "floor_db", "on_result", "quiet",
+                 "skipped", "slot")
 
-    def __init__(self, batcher: VadBatcher, slot: int, on_result: VadCallback) -> None:
+    def __init__(self, batcher: VadBatcher, slot: int, on_result: VadCallback | None = None) -> None:
         self._batcher = batcher
         self.slot = slot
-        self.on_result = on_result
+        self.on_result: VadCallback = on_result if on_result is not None else self._collect
+        self._results: list[tuple[float, F32]] = []
+        self._waiter: asyncio.Future[None] | None = None
         self._pending: F32 = np.zeros(0, dtype=np.float32)
         self.closed = False
         gate = batcher.gate
@@ -218,6 +231,27 @@ class BatchedVadStream:
         if len(self._pending) >= CHUNK:
             self._batcher._ready(self)
 
+    async def infer(self, samples: F32) -> list[tuple[float, F32]]:
+        """Feed, then wait for this stream's complete chunks to be answered (at most one tick)."""
+        self.feed(samples)
+        if self.pending_samples >= CHUNK and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        out, self._results = self._results, []
+        return out
+
+    def _collect(self, prob: float, chunk: F32) -> None:
+        self._results.append((prob, chunk))
+        if self.pending_samples < CHUNK:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     def _take_chunk(self) -> F32:
         chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
         return chunk
@@ -234,6 +268,7 @@ class BatchedVadStream:
             self.closed = True
             self._pending = np.zeros(0, dtype=np.float32)
             self._batcher._release(self)
+            self._wake()
 
 
 class VadBatcher:
@@ -268,7 +303,7 @@ class VadBatcher:
     def capacity(self) -> int:
         return int(self._windows.shape[0])
 
-    def stream(self, on_result: VadCallback) -> BatchedVadStream:
+    def stream(self, on_result: VadCallback | None = None) -> BatchedVadStream:
         if not self._free:
             self._grow()
         slot = self._free.pop()

@@ -283,3 +283,44 @@ async def test_the_loops_shared_batcher_runs_while_streams_are_open() -> None:
     stream.close()
     await asyncio.wait_for(task, 10)  # ends with the last stream
     assert got == [p for p, _ in _reference(_f32("hours")[:CHUNK])]
+
+
+async def test_infer_awaits_the_batched_results_in_order() -> None:
+    import asyncio
+
+    batcher = shared_model().batcher()
+    signals = [_f32("hours"), _f32("human")[: 8000 * 3]]
+    streams = [batcher.stream() for _ in signals]
+
+    async def one(stream: object, sig: np.ndarray) -> list[float]:
+        assert hasattr(stream, "infer")
+        got: list[float] = []
+        for i in range(0, len(sig), 160):
+            got += [p for p, _ in await stream.infer(sig[i : i + 160])]
+        return got
+
+    try:
+        calls = (one(s, g) for s, g in zip(streams, signals, strict=True))
+        results = await asyncio.wait_for(asyncio.gather(*calls), 60)
+    finally:
+        for s in streams:
+            s.close()
+    for got, sig in zip(results, signals, strict=True):
+        # the loop's batcher has the pre-gate on: the reference is a gated batcher driven by hand
+        reference = VadBatcher(shared_model(), gate=GateConfig())
+        ref = reference.stream()
+        expected: list[float] = []
+        for i in range(0, len(sig), 160):
+            ref.feed(sig[i : i + 160])
+            reference.run_pending()
+            expected += [p for p, _ in ref._results]
+            ref._results = []
+        assert got == expected and max(got) > 0.8
+    assert batcher.runs < batcher.chunks  # the two calls shared inferences
+
+
+async def test_per_call_stream_has_the_same_awaitable_interface() -> None:
+    sig = _f32("hours")
+    stream = shared_model().stream()
+    got = [p for i in range(0, len(sig), 160) for p, _ in await stream.infer(sig[i : i + 160])]
+    assert got == [p for p, _ in _reference(sig)]
