@@ -12,11 +12,11 @@ import json
 import logging
 
 from agents.loader import load_agents_strict
-from agents.store import MemoryStore, RedisStore
+from agents.store import AgentStore, MemoryStore, RedisStore
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
-from gateway.services import Services
+from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
@@ -26,13 +26,26 @@ from tts.piper import PiperEngine
 log = logging.getLogger("voicegw")
 
 
+def _chattts_unavailable(services: Services, reason: str) -> None:
+    """One line, at the level the situation deserves: ERROR when the operator asked for ChatTTS (CHATTTS_MODEL_DIR,
+    the speech role), INFO when it is merely optional (the embedded defaults on a host without weights, a GPU or
+    the ``chattts`` extra: every agent that lists it falls back to its next provider, as the demo needs none)."""
+    settings = services.settings
+    users = sorted(a.id for a in services.store.snapshot.agents.values() if "chattts" in a.tts.chain())
+    if settings.chattts_model_dir is not None or settings.role == "speech":
+        log.error("ChatTTS unavailable, agents fall back: %s", reason)
+    else:
+        log.info("ChatTTS not loaded (optional: agent(s) %s use their next provider): %s",
+                 ", ".join(users) or "none", reason)
+
+
 async def _chattts(services: Services) -> None:
     """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
     settings = services.settings
     try:
         from tts.chattts import ChatTTSConfig, ChatTTSEngine
     except ImportError as exc:  # the [chattts] extra is not installed
-        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
+        _chattts_unavailable(services, f"not installed ({exc}): pip install 'voicegw[chattts]'")
         return
     override = None
     if settings.chattts_sha256_file is not None:
@@ -49,11 +62,11 @@ async def _chattts(services: Services) -> None:
     async def load() -> None:
         await engine.start()
         if engine.load_error:
-            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
+            _chattts_unavailable(services, engine.load_error)
         else:
             log.info("ChatTTS loaded and warmed up")
 
-    services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
+    services.chattts_loading = asyncio.create_task(load(), name="chattts-load")
 
 
 async def _remote_chattts(services: Services) -> None:
@@ -62,7 +75,7 @@ async def _remote_chattts(services: Services) -> None:
 
     settings = services.settings
     assert settings.chattts_api_url is not None
-    breakers = services.extras["breakers"]
+    breakers = services.breakers
     engine = RemoteChatTTSEngine(RemoteConfig(url=settings.chattts_api_url, api_key=settings.chattts_api_key),
                                  name="chattts", breakers=breakers)
     await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
@@ -81,7 +94,7 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     """
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
@@ -98,7 +111,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
-    store: MemoryStore
+    store: AgentStore
     if settings.redis_url:
         redis_store = RedisStore(settings.redis_url, agents)
         try:
@@ -120,7 +133,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     await piper.start()
     services.engines["piper"] = piper
     # One breaker registry per process: one call's provider failures spare the next call the wait.
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
         cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
         if "cartesia" in used:
@@ -150,16 +163,17 @@ def _listening(services: Services) -> None:
     from agents.stt import STTConfig, shared_transcriber
     from agents.vad import VadError, shared_model
 
-    services.extras["phrase_cache"] = PhraseCache()
+    services.phrase_cache = PhraseCache()
+    listening = Listening(vad=None, stt=None)
     try:
-        services.extras["vad"] = shared_model()
+        listening.vad = shared_model()
     except VadError as exc:
-        services.extras["vad"] = None
-        services.extras["vad_error"] = str(exc)
+        listening.vad_error = str(exc)
         log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
     settings = services.settings
     compute = "int8" if settings.stt_device == "cpu" else "default"
     # starts loading in its own thread now; the first utterance waits only for what is left of the load
-    services.extras["stt"] = shared_transcriber(
+    listening.stt = shared_transcriber(
         STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
     )
+    services.listening = listening
