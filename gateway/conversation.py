@@ -55,6 +55,7 @@ from agents.stt import STTError, Transcriber
 from agents.vad import SileroModel
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from audio.inbound import FromTwilio
+from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
 from gateway.twilio.events import Dtmf as DtmfEvent
@@ -96,6 +97,9 @@ class TurnRecord:
 
 
 class Conversation:
+    #: Log what the caller says (VOICEGW_LOG_TRANSCRIPTS); off: only its length.
+    log_transcripts = False
+
     def __init__(self, call: CallPort, agent: AgentSpec, logic: AgentLogic, transcriber: Transcriber | None,
                  vad: SileroModel | None, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -219,12 +223,14 @@ class Conversation:
         if self.metrics is not None:
             self.metrics.stt_seconds.observe(result.processing_s)
         text = result.text.strip()
-        log.info("caller said %r (%.2fs audio, %.2fs stt)", text, result.audio_s, result.processing_s)
+        log.info("caller said %s (%.2fs audio, %.2fs stt)", logs.transcript(text, self.log_transcripts),
+                 result.audio_s, result.processing_s)
         if not text:
             return
         self.transcripts.append(text)
         if self.agent_speaking and self._barged_turn != self.turn:
-            log.info("ignoring %r: said over the agent without barging in (backchannel)", text)
+            log.info("ignoring %s: said over the agent without barging in (backchannel)",
+                     logs.transcript(text, self.log_transcripts))
             return
         await self._events.put((Utterance(text), stopped_at))
 
@@ -366,6 +372,7 @@ def attach_conversation(session: Any, services: Any) -> Conversation | None:
         return None
     conv = Conversation(session, agent, logic, services.extras.get("stt"), services.extras.get("vad"),
                         services.metrics)
+    conv.log_transcripts = services.settings.log_transcripts
     session.on_event.append(conv.on_event)
     session.on_start.append(conv.start)
     session.on_end.append(conv.aclose)
