@@ -166,7 +166,9 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     try:
         version = asyncio.run(run())
     except Exception as exc:
-        print(f"voicegw: cannot push to redis at {url}: {exc}", file=sys.stderr)
+        from gateway.ops import logs
+
+        print(f"voicegw: cannot push to redis at {logs.mask_url(url)}: {logs.redact(str(exc))}", file=sys.stderr)
         return 1
     print(f"pushed {len(agents)} agent(s) as version {version}")
     return 0

@@ -137,7 +137,7 @@ class GatewayServer(uvicorn.Server):
 def _listening_settled(services: Services) -> bool:
     """The recognizer has loaded (or failed for good, which /readyz reports): a call now gets a real answer."""
     stt = services.listening.stt if services.listening is not None else None
-    return stt is None or stt.ready or bool(stt.load_error)
+    return stt is None or stt.ready or stt.load_error is not None
 
 
 def ready_hint(services_agents: list[str], url: str, program: str) -> str:
