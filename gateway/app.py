@@ -243,6 +243,9 @@ async def readyz(request: Request) -> Response:
     failed = {name: getattr(e, "load_error", None) for name, e in services.engines.items() if not e.ready}
     not_ready = [f"engine {name} not ready" for name, err in failed.items() if not err]
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
+    rejected: dict[str, str] = getattr(services.store, "rejected", {})
+    degraded += [f"agent {agent_id} from redis refused, last good version served if any: {why}"
+                 for agent_id, why in sorted(rejected.items())]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
     chattts = services.engines.get("chattts")
