@@ -279,7 +279,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+    """The speech engine's health in the ChatTTS server API's shape (what remote ChatTTS clients probe).
+
+    See :mod:`tts.chattts_remote`.
 
     200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
     A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with

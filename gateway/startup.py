@@ -89,7 +89,7 @@ async def _remote_chattts(services: Services) -> None:
 
 
 async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
-    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the speech API's fallback).
 
     No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
     """
