@@ -128,6 +128,7 @@ class WhisperTranscriber:
         self._lock = threading.Lock()
         self._tokenizer: Any = None
         self.load_error: str | None = None
+        self._cancelled = False  # set at process exit: skip what is left of the load, warm-up included
         self._loading = self._executor.submit(self._load_safely)
 
     def _model_path(self) -> str:
@@ -148,6 +149,7 @@ class WhisperTranscriber:
                     raise STTError(f"speech-to-text is not installed ({exc}): pip install 'voicegw[stt]'") from exc
 
                 started = time.monotonic()
+                self._check_cancelled()
                 path = self._model_path()
                 try:
                     self._model = WhisperModel(
@@ -156,21 +158,38 @@ class WhisperTranscriber:
                     )
                 except Exception as exc:
                     raise STTError(f"cannot load Whisper model {path!r}: {exc}") from exc
+                self._check_cancelled()
                 # warm-up: the first decode pays one-off allocations (~1 s measured on the first caller turn)
                 list(self._model.transcribe(np.zeros(16000, dtype=np.float32), language=self.config.language,
                                             beam_size=self.config.beam_size)[0])
                 if self.config.fast_window_s:
                     self._run_fast(self._model, np.zeros(16000, dtype=np.float32))
-                log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
-                         time.monotonic() - started)
+                if not self._cancelled:  # a warm-up that was already running when the process began to exit
+                    log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
+                             time.monotonic() - started)
             return self._model
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled:
+            self._model = None
+            raise STTError("loading cancelled: the process is shutting down")
 
     def _load_safely(self) -> None:
         try:
             self._load()
         except STTError as exc:
             self.load_error = str(exc)
-            log.error("%s", exc)
+            if not self._cancelled:
+                log.error("%s", exc)
+
+    def cancel_loading(self) -> None:
+        """Process exit: stop the background load at its next step (before the warm-up), quietly.
+
+        A model being constructed (or a warm-up decode under way) cannot be interrupted; the load stops
+        right after it and logs nothing. Queued transcriptions are cancelled.
+        """
+        self._cancelled = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
@@ -243,6 +262,13 @@ class WhisperTranscriber:
 
 _shared: dict[STTConfig, WhisperTranscriber] = {}
 _shared_lock = threading.Lock()
+
+
+def cancel_loading() -> None:
+    """Process exit (``voicegw serve`` shutting down): cancel every shared transcriber's pending load."""
+    with _shared_lock:
+        for transcriber in _shared.values():
+            transcriber.cancel_loading()
 
 
 def shared_transcriber(config: STTConfig | None = None) -> WhisperTranscriber:

@@ -12,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.auth import bearer_ok
+from gateway.auth import bearer_ok, open_api_refusal
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
@@ -243,6 +243,12 @@ async def readyz(request: Request) -> Response:
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
+    chattts = services.engines.get("chattts")
+    if services.settings.role == "speech" and (chattts is None or not chattts.ready):
+        # A speech pod exists for ChatTTS: without it, it must not take traffic (telephony pods fall back).
+        why = getattr(chattts, "load_error", None) if chattts is not None else "not configured"
+        if why:
+            not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
@@ -265,6 +271,25 @@ async def readyz(request: Request) -> Response:
         "signatures_enforced": services.settings.signatures_enforced,
     }
     return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+async def health(request: Request) -> Response:
+    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+
+    200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
+    A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
+    ``Connection: close``, so clients' keep-alive connections move to pods that stay.
+    """
+    services = _services(request)
+    engine = services.engines.get("chattts")
+    loaded = engine is not None and engine.ready
+    error = getattr(engine, "load_error", None) if engine is not None else "chattts is not configured on this pod"
+    body = {"status": "ok" if loaded else ("unavailable" if error else "loading"), "model_loaded": loaded,
+            "role": services.settings.role, "draining": services.draining}
+    if not loaded and error:
+        body["error"] = error
+    headers = {"connection": "close"} if services.draining else None
+    return JSONResponse(body, status_code=200 if loaded else 503, headers=headers)
 
 
 def _listening_status(services: Services) -> dict[str, str]:
@@ -292,7 +317,11 @@ async def metrics(request: Request) -> Response:
     services = _services(request)
     if services.settings.metrics_port:
         return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
-    if not _authorized(request, services.settings.api_key):
+    settings = services.settings
+    refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+    if refusal is not None:
+        return JSONResponse({"error": refusal}, status_code=403)
+    if not _authorized(request, settings.api_key):
         return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -328,6 +357,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]
+        if (refusal := open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)) is not None:
+            log.warning("%s", refusal)
+        elif not settings.api_key:
+            log.warning("VOICEGW_API_KEY is not set: /v1/* and /metrics are open to anyone who reaches %s:%d%s",
+                        settings.host, settings.port, "" if settings.allow_open_api else " (loopback only)")
         metrics_server = None
         if settings.metrics_port:
             metrics_server, _ = start_http_server(
@@ -343,16 +377,20 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             if owned:
                 await app.state.services.aclose()
 
-    routes = [
+    twilio: list[BaseRoute] = [
         Route("/twilio/voice", twilio_voice, methods=["POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
         WebSocketRoute("/twilio/media", twilio_media),
+    ]
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/health", health),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
         Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
         Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
         *console_routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # VOICEGW_ROLE=speech: a GPU speech server for telephony pods, no Twilio routes (docs/scaling.md).
+    return Starlette(routes=routes if settings.role == "speech" else twilio + routes, lifespan=lifespan)

@@ -30,8 +30,9 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
     # hardening (issue 15)
-    "VOICEGW_SLOT_TTL_S",
+    "VOICEGW_SLOT_TTL_S", "VOICEGW_ALLOW_OPEN_API", "VOICEGW_API_MAX_CONCURRENT",
     "VOICEGW_CONSOLE_WRITE_AGENTS",
+    "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -146,8 +147,20 @@ class Settings:
     log_json: bool = False
     #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
     slot_ttl_s: float = 30.0
+    #: Serve /v1/* and /metrics without VOICEGW_API_KEY on a non-loopback bind (refused unless set).
+    allow_open_api: bool = False
+    #: Speech API requests synthesized at once; more get a 429 (calls never wait behind API jobs).
+    api_max_concurrent: int = 2
     #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
     console_write_agents: bool = False
+    #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
+    #: CHATTTS_API_URL); ``speech``: the speech API, health, readiness and metrics only (no Twilio routes).
+    role: Literal["all", "telephony", "speech"] = "all"
+    #: A ChatTTS speech server (voicegw with VOICEGW_ROLE=speech, or a plain ChatTTS server): when set,
+    #: the `chattts` provider is served by it and this process never loads the model.
+    chattts_api_url: str | None = None
+    #: Bearer token sent to CHATTTS_API_URL (the speech server's VOICEGW_API_KEY).
+    chattts_api_key: str | None = None
 
     @property
     def signatures_enforced(self) -> bool:
@@ -164,6 +177,9 @@ class Settings:
         stt_device = (_get(env, "VOICEGW_STT_DEVICE") or "cpu").lower()
         if stt_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"VOICEGW_STT_DEVICE={stt_device!r} is not one of auto, cuda, cpu")
+        role = (_get(env, "VOICEGW_ROLE") or "all").lower()
+        if role not in ("all", "telephony", "speech"):
+            raise SettingsError(f"VOICEGW_ROLE={role!r} is not one of all, telephony, speech")
         model_dir = _get(env, "CHATTTS_MODEL_DIR")
         rec_dir = _get(env, "VOICEGW_RECORDINGS_DIR")
         voices_file = _get(env, "VOICEGW_VOICES_FILE")
@@ -197,9 +213,16 @@ class Settings:
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
+            allow_open_api=_bool(env, "VOICEGW_ALLOW_OPEN_API", False),
+            api_max_concurrent=_int(env, "VOICEGW_API_MAX_CONCURRENT", 2, 1, 64),
             console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
+            role=role,  # type: ignore[arg-type]
+            chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),
+            chattts_api_key=_get(env, "CHATTTS_API_KEY"),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
             raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "
                                 "but TWILIO_AUTH_TOKEN is not set")
+        if settings.role == "speech" and settings.chattts_api_url:
+            raise SettingsError("CHATTTS_API_URL is set but VOICEGW_ROLE=speech: a speech pod synthesizes itself")
         return settings

@@ -27,13 +27,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import operator_key_ok
+from gateway.auth import open_api_refusal, operator_key_ok
 from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
+from gateway.speech_stream import PCMStreamResponse
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
+from tts.chattts_protocol import read_hints
 from tts.fallback import Speaker
-from tts.render import FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode, mp3_available, render
+from tts.render import API_PRIORITY, FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode_off_loop, mp3_available, render
 from tts.settings import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
 
 log = logging.getLogger("voicegw.tts.api")
@@ -91,19 +93,55 @@ def _field_error(exc: ValidationError) -> JSONResponse:
     return _error(400, message, field)
 
 
+class _Busy:
+    """A non-blocking counter of requests in progress (the event loop is single-threaded: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 def speech_routes(services: Services) -> list[BaseRoute]:
     """Routes for the lead's app to mount. Shares engines, metrics and breakers with calls."""
     voices = load_voice_map(services.settings.voices_file)
     breakers = services.extras.setdefault("breakers", BreakerRegistry())
     assert isinstance(breakers, BreakerRegistry)
 
-    def authorized(request: Request) -> bool:
-        key = services.settings.api_key
-        return operator_key_ok(request.headers.get("authorization"), key)
+    settings = services.settings
+    # At most this many requests synthesize at once; the rest are refused at once, never queued (issue 15).
+    busy = _Busy(settings.api_max_concurrent)
+
+    def refused(request: Request) -> Response | None:
+        refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+        if refusal is not None:
+            return _error(403, refusal)
+        if not operator_key_ok(request.headers.get("authorization"), settings.api_key):
+            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        return None
 
     async def speech(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        if (denied := refused(request)) is not None:
+            return denied
+        if not busy.enter():
+            services.metrics.api_refused.labels("busy").inc()
+            return JSONResponse({"error": {"message": f"busy: {busy.limit} speech requests in progress "
+                                           "(VOICEGW_API_MAX_CONCURRENT); retry shortly", "type": "rate_limit_error"}},
+                                status_code=429, headers={"Retry-After": "1"})
+        try:
+            return await _speech(request)
+        finally:
+            busy.leave()
+
+    async def _speech(request: Request) -> Response:
         try:
             payload = json.loads(await read_body(request, SPEECH_MAX_BODY))
         except BodyError as exc:
@@ -122,6 +160,16 @@ def speech_routes(services: Services) -> list[BaseRoute]:
             return _error(400, f"{field}: must not be empty", field)
         if len(text) > MAX_TEXT_CHARS:
             return _error(400, f"{field}: too long ({len(text)} characters, at most {MAX_TEXT_CHARS})", field)
+        hints = read_hints(request.headers)
+        if hints.stream:  # X-Audio-Stream: pcm_s16le (the remote ChatTTS engine): raw PCM as it is synthesized
+            engine = services.engines.get("chattts")
+            if engine is None or not engine.ready:
+                why = (getattr(engine, "load_error", None) or "loading") if engine is not None else "not configured"
+                return _error(503, f"chattts is not available: {why}")
+            voice = ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature, top_p=body.top_p,
+                                 top_k=body.top_k, use_refine=body.use_refine, seed=hints.seed)
+            request_id = request.headers.get("x-request-id") or f"api-{uuid.uuid4().hex[:12]}"
+            return PCMStreamResponse(engine, text, voice, hints, request_id, services.draining)
         fmt = body.response_format.lower()
         if fmt not in FORMATS or (fmt == "mp3" and not mp3_available()):
             supported = [f for f in FORMATS if f != "mp3" or mp3_available()]
@@ -139,13 +187,13 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         speaker = Speaker(services.engines, config, services.metrics, breakers)
         request_id = f"api-{uuid.uuid4().hex[:12]}"
         try:
-            rendered = await render(speaker, text, request_id=request_id)
+            rendered = await render(speaker, text, request_id=request_id, priority=API_PRIORITY)
         except TTSError as exc:
             log.error("speech %s: no provider could speak: %s", request_id, exc.reason)
             return _error(503, f"no TTS provider could synthesize the text: {exc.reason}")
         if not rendered.providers:
             return _error(400, f"{field}: nothing to say", field)
-        audio = encode(rendered.pcm, fmt)
+        audio = await encode_off_loop(rendered.pcm, fmt)
         providers = list(dict.fromkeys(rendered.providers))
         for p in providers:
             services.metrics.tts_rtf.labels(p).observe(rendered.rtf)
@@ -162,8 +210,8 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def list_voices(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        if (denied := refused(request)) is not None:
+            return denied
         ready = {name: bool(e.ready) for name, e in services.engines.items()}
         return JSONResponse({
             "voices": [{"id": preset, "providers": {"chattts": preset, **voices[preset]}}

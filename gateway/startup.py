@@ -56,7 +56,47 @@ async def _chattts(services: Services) -> None:
     services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
 
 
-async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+async def _remote_chattts(services: Services) -> None:
+    """CHATTTS_API_URL: the `chattts` provider is a speech server over HTTP; no model in this process."""
+    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
+
+    settings = services.settings
+    assert settings.chattts_api_url is not None
+    breakers = services.extras["breakers"]
+    engine = RemoteChatTTSEngine(RemoteConfig(url=settings.chattts_api_url, api_key=settings.chattts_api_key),
+                                 name="chattts", breakers=breakers)
+    await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
+    services.engines["chattts"] = engine
+    if engine.ready:
+        log.info("ChatTTS served by %s", settings.chattts_api_url)
+    else:
+        log.error("ChatTTS speech server %s: %s; agents fall back until it is healthy", settings.chattts_api_url,
+                  engine.load_error)
+
+
+async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+
+    No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
+    """
+    services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
+                        drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
+    services.extras["breakers"] = BreakerRegistry()
+    piper = PiperEngine()
+    await piper.start()
+    services.engines["piper"] = piper
+    if settings.cartesia_api_key:
+        services.engines["cartesia"] = CartesiaEngine.from_settings(settings.cartesia_api_key,
+                                                                    settings.cartesia_base_url)
+    await _chattts(services)
+    log.info("speech role: serving /v1/audio/speech for telephony pods (no Twilio routes)")
+    return services
+
+
+async def build_services(settings: Settings, metrics: Metrics | None = None, *, calls: bool = True) -> Services:
+    """``calls=False`` (``voicegw say``): speech only, no Twilio edge and no listening (VAD, speech-to-text)."""
+    if settings.role == "speech":
+        return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
     store: MemoryStore
     if settings.redis_url:
@@ -72,7 +112,8 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
-    services.edge = Edge.build(settings)
+    if calls:
+        services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.chain()}
     # Piper is the embedded default and the last resort: always loaded.
     piper = PiperEngine()
@@ -88,10 +129,16 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     elif "cartesia" in used:
         log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
     if "chattts" in used:
-        await _chattts(services)
-    _listening(services)
+        if settings.chattts_api_url:
+            await _remote_chattts(services)
+        elif settings.role == "telephony":  # a telephony pod never loads torch
+            log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
+        else:
+            await _chattts(services)
+    if calls:
+        _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
-    if not settings.signatures_enforced:
+    if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )

@@ -98,3 +98,13 @@ def test_collapse_repeats() -> None:
     assert collapse_repeats("No. No, I said the second option.") == "No. No, I said the second option."
     assert collapse_repeats("Yes. Yes.") == "Yes."
     assert collapse_repeats("") == ""
+
+
+def test_cancel_loading_stops_before_the_warm_up_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """`voicegw serve` shutting down: the background load stops (no warm-up decode, no "loaded" line after exit)."""
+    caplog.set_level("INFO")
+    t = WhisperTranscriber(STTConfig(cpu_threads=1))  # not the shared one: its load starts here, in its thread
+    t.cancel_loading()  # right away: the model takes far longer than this to construct
+    t._loading.result(timeout=120)
+    assert not t.ready and t.load_error == "loading cancelled: the process is shutting down"
+    assert not [r for r in caplog.records if r.name in ("voicegw.stt", "faster_whisper")], caplog.records
