@@ -111,10 +111,12 @@ class _Busy:
 
 
 def speech_routes(services: Services) -> list[BaseRoute]:
-    """Routes for the lead's app to mount. Shares engines, metrics and breakers with calls."""
+    """The speech API's routes (mounted by :func:`gateway.app.create_app`); shares engines, metrics and breakers
+    with calls."""
     voices = load_voice_map(services.settings.voices_file)
-    breakers = services.extras.setdefault("breakers", BreakerRegistry())
-    assert isinstance(breakers, BreakerRegistry)
+    if services.breakers is None:
+        services.breakers = BreakerRegistry()
+    breakers = services.breakers
 
     settings = services.settings
     # At most this many requests synthesize at once; the rest are refused at once, never queued (issue 15).
