@@ -43,7 +43,7 @@ class CallerSaid:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnStarted:
+class AgentTurn:
     """The agent starts answering (turn ``turn``); ``cause``: greeting, speech, dtmf, reprompt, goodbye…"""
 
     turn: int
@@ -67,4 +67,4 @@ class BargedIn:
     cause: str
 
 
-CallNote = SentenceQueued | SentenceSpoken | CallerSaid | TurnStarted | TurnHeard | BargedIn
+CallNote = SentenceQueued | SentenceSpoken | CallerSaid | AgentTurn | TurnHeard | BargedIn
