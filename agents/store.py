@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -153,6 +153,9 @@ class RedisStore(MemoryStore):
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._task: asyncio.Task[None] | None = None
         self.on_change: list[Any] = []  # callables(version) notified after a swap
+        #: Awaited with the new agents before they replace the live snapshot (pre-rendering fixed phrases:
+        #: a version goes live only once its audio is ready). A failing hook is logged; the swap still happens.
+        self.before_swap: list[Callable[[Mapping[str, AgentSpec]], Awaitable[None]]] = []
 
     async def publish(self, agents: Mapping[str, AgentSpec]) -> str:
         version = await push(self._redis, agents)
@@ -170,6 +173,11 @@ class RedisStore(MemoryStore):
         agents = {
             (k.decode() if isinstance(k, bytes) else str(k)): AgentSpec.model_validate_json(v) for k, v in raw.items()
         }
+        for hook in self.before_swap:
+            try:
+                await hook(agents)
+            except Exception:
+                log.exception("preparing agents version %s failed; swapping to it anyway", version)
         self.snapshot = Snapshot.of(agents, version)
         log.info("agents reloaded from redis: version %s (%d agents)", version, len(agents))
         for cb in self.on_change:

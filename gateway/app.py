@@ -213,6 +213,8 @@ async def twilio_media(ws: WebSocket) -> None:
         listening = services.listening
         session.listener = make_conversation(session, agent, listening.stt if listening else None,
                                              listening.vad if listening else None, services.metrics)
+        if session.listener is not None:
+            session.listener.log_transcripts = services.settings.log_transcripts
         await session.run()
     finally:
         services.active_calls -= 1
@@ -354,6 +356,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
+        logs.add_secrets(*settings.secrets)  # never written to a log line, whoever logs them
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -41,11 +42,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.serve import GatewayServer
+    from gateway.serve import GatewayServer, ready_hint
 
     settings = _settings()
     _logging(settings)
-    _, problems = load_agents(settings.agents_dir)
+    agents, problems = load_agents(settings.agents_dir)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -58,9 +59,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
                             log_config=None, lifespan="on")
-    server = GatewayServer(config, app)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    server = GatewayServer(config, app, ready_hint(sorted(agents), f"http://{local}:{port}", _program()))
     server.run()
     return server.exit_status
+
+
+def _program() -> str:
+    """How the user can run this program again: ``voicegw`` when that is on PATH, else the path they used."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "voicegw":
+        return "voicegw"  # python -m gateway, or an embedding
+    on_path = shutil.which("voicegw")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "voicegw"
+    return argv0
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -153,7 +166,9 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     try:
         version = asyncio.run(run())
     except Exception as exc:
-        print(f"voicegw: cannot push to redis at {url}: {exc}", file=sys.stderr)
+        from gateway.ops import logs
+
+        print(f"voicegw: cannot push to redis at {logs.mask_url(url)}: {logs.redact(str(exc))}", file=sys.stderr)
         return 1
     print(f"pushed {len(agents)} agent(s) as version {version}")
     return 0

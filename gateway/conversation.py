@@ -61,6 +61,7 @@ from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
 from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, TurnHeard
+from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
 from gateway.tasks import TaskGroup
@@ -105,6 +106,9 @@ _CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "Si
 
 class Conversation:
     """One call's agent side; a :class:`gateway.carrier.CallListener`."""
+
+    #: Log what the caller says (VOICEGW_LOG_TRANSCRIPTS); off: only its length.
+    log_transcripts = False
 
     def __init__(self, call: CallPort, agent: AgentSpec, logic: AgentLogic, transcriber: Transcriber | None,
                  vad: SileroModel | None, metrics: Metrics | None = None,
@@ -165,7 +169,7 @@ class Conversation:
         elif isinstance(action, Respond):
             await self._events.put(action)
         elif isinstance(action, Ignore):
-            log.info("ignoring %r: %s", action.text, action.why)
+            log.info("ignoring %s: %s", logs.transcript(action.text, self.log_transcripts), action.why)
         elif action.transfer_to is not None:
             self.call.transfer(action.transfer_to)
         else:
@@ -227,7 +231,8 @@ class Conversation:
             if self.metrics is not None:
                 self.metrics.stt_seconds.observe(result.processing_s)
             text = result.text.strip()
-            log.info("caller said %r (%.2fs audio, %.2fs stt)", text, result.audio_s, result.processing_s)
+            log.info("caller said %s (%.2fs audio, %.2fs stt)", logs.transcript(text, self.log_transcripts),
+                     result.audio_s, result.processing_s)
             if text:
                 self.transcripts.append(text)
                 self._note(CallerSaid(text, stopped_at, endpointed_at, self.clock()))

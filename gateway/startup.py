@@ -26,13 +26,26 @@ from tts.piper import PiperEngine
 log = logging.getLogger("voicegw")
 
 
+def _chattts_unavailable(services: Services, reason: str) -> None:
+    """One line, at the level the situation deserves: ERROR when the operator asked for ChatTTS (CHATTTS_MODEL_DIR,
+    the speech role), INFO when it is merely optional (the embedded defaults on a host without weights, a GPU or
+    the ``chattts`` extra: every agent that lists it falls back to its next provider, as the demo needs none)."""
+    settings = services.settings
+    users = sorted(a.id for a in services.store.snapshot.agents.values() if "chattts" in a.tts.chain())
+    if settings.chattts_model_dir is not None or settings.role == "speech":
+        log.error("ChatTTS unavailable, agents fall back: %s", reason)
+    else:
+        log.info("ChatTTS not loaded (optional: agent(s) %s use their next provider): %s",
+                 ", ".join(users) or "none", reason)
+
+
 async def _chattts(services: Services) -> None:
     """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
     settings = services.settings
     try:
         from tts.chattts import ChatTTSConfig, ChatTTSEngine
     except ImportError as exc:  # the [chattts] extra is not installed
-        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
+        _chattts_unavailable(services, f"not installed ({exc}): pip install 'voicegw[chattts]'")
         return
     override = None
     if settings.chattts_sha256_file is not None:
@@ -49,7 +62,7 @@ async def _chattts(services: Services) -> None:
     async def load() -> None:
         await engine.start()
         if engine.load_error:
-            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
+            _chattts_unavailable(services, engine.load_error)
         else:
             log.info("ChatTTS loaded and warmed up")
 

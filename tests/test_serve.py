@@ -149,6 +149,10 @@ async def test_ctrl_c_cuts_calls_as_shutdown_and_exits_130_without_a_traceback(a
         result = await asyncio.wait_for(call, 30)
         output = proc.communicate()[0]
     assert result.close_code == 1012  # Service Restart: the server went away, not the caller
+    # once ready, the next thing to try; and no ERROR for an optional engine (ChatTTS without weights or a GPU)
+    hint = f'voicegw: ready. Try a call from another terminal:\n  voicegw call --agent demo --url {url} --say "'
+    assert hint in output
+    assert " ERROR " not in output, [line for line in output.splitlines() if " ERROR " in line]
     assert "Ctrl-C: stopping now, 1 active call(s) cut (outcome shutdown)" in output
     assert "call summary: outcome=shutdown" in output and "caller_hangup" not in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
