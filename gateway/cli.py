@@ -159,7 +159,7 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     async def run() -> str:
         client = aioredis.from_url(url, socket_connect_timeout=3)
         try:
-            return await push(client, agents)
+            return await push(client, agents, settings.agent_signing_key)
         finally:
             await client.aclose()
 
