@@ -398,7 +398,10 @@ class Call {
     switch (msg.type) {
       case "ready": this.ready(msg); break;
       case "mark": if (this.node) this.node.port.postMessage({ mark: msg.name }); break;
-      case "clear": if (this.node) this.node.port.postMessage({ clear: true }); break;
+      case "clear":  // what the page holds is dropped, and so is what the gateway had not sent yet
+        if (this.node) this.node.port.postMessage({ clear: true });
+        for (const li of this.lines.values()) if (li.dataset.state === "queued") li.dataset.state = "cleared";
+        break;
       case "sentence": {
         const li = line("agent", msg.text, { mark: msg.mark, state: "queued", turn: msg.turn ?? "" });
         this.lines.set(msg.mark, li);
