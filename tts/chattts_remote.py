@@ -127,6 +127,7 @@ class RemoteChatTTSEngine:
         self._client: httpx.AsyncClient | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._closed = False
+        self._warned_speaker = False
 
     # ---- state ---------------------------------------------------------------
     @property
@@ -221,6 +222,10 @@ class RemoteChatTTSEngine:
         health = self._health.get(url)
         if health is not None and health.error is not None and health.checked:
             raise TTSError(self.name, f"speech server unhealthy: {health.error}")
+        if getattr(s, "speaker", None) and not self._warned_speaker:
+            self._warned_speaker = True  # the seed's protocol has no field for it
+            log.warning("%s: a custom ChatTTS speaker string cannot be sent to a speech server; it speaks the "
+                        "preset %r instead", self.name, getattr(s, "voice", "female_1"))
         text = chattts_text(request.text, request.language)
         if not text.strip(" ,.，。、"):
             return  # nothing ChatTTS could say
