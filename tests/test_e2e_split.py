@@ -149,12 +149,12 @@ async def test_speech_pod_killed_mid_sentence_backup_speaks_it_whole_within_the_
     heard = bytes(result.heard)
     tail = b"".join(backup.audio(t) for t in [GREETING, *REPLY])
     # Every sentence once, whole, in order, from the backup; before it only the start of the failed ChatTTS
-    # attempt that had played by the time the restart's `clear` arrived (plus at most a pacer burst).
+    # attempt that had played by the time of the restart.
     assert heard.endswith(tail), "the backup's sentences are not heard whole and in order"
     fragment = heard[: len(heard) - len(tail)]
-    assert result.clears == 1 and result.media_times
-    played_before_clear = (result.clear_times[0] - result.media_times[0]) * 8000
-    assert len(fragment) <= played_before_clear + 6 * 160
+    # The restart came within the budget: less than that much of the failed attempt played (all of what was
+    # written when it had already played out, else up to the `clear`).
+    assert result.clears <= 1 and len(fragment) <= BUDGET_MS * 8
     assert all(backup.audio(t)[:64] not in fragment for t in [GREETING, *REPLY])
     assert list(dict.fromkeys(result.marks_echoed)) == ["greeting-1", "turn2-start", "t2-2", "t2-3", "t2-4"]
     assert backup.calls == [GREETING, *REPLY]  # the greeting restarted once; later sentences skip the dead pod
@@ -194,3 +194,20 @@ async def test_calls_through_a_plain_chattts_server_and_its_bad_answers(
     assert (by_chattts, by_piper) == (0, 1) and bytes(result.heard) == backup.audio(GREETING)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(m.startswith("tts chattts:") and reason in m for m in warnings), warnings
+
+
+async def test_the_speech_servers_health_feeds_readiness(plain: FakeChatTTSServer, agents: Path) -> None:
+    """A telephony pod stays ready without its speech server (calls fall back) and says why under `degraded`."""
+    plain.reset()
+    plain.behaviour.model_loaded = False
+    async with telephony_in_loop(agents, plain.url) as (emu, services), httpx.AsyncClient(base_url=emu.base_url) as c:
+        body = (await c.get("/readyz")).json()
+        assert body["ready"] is True and body["engines"]["chattts"] is False, body
+        assert any("chattts" in d and "model not loaded" in d for d in body["degraded"]), body["degraded"]
+        plain.behaviour.model_loaded = True
+
+        async def healthy() -> bool:
+            return bool((await c.get("/readyz")).json()["engines"]["chattts"])
+
+        await wait_until(healthy, 60, 0.2)  # the next probes (every second while failing) bring it back
+        assert not any("chattts" in d for d in (await c.get("/readyz")).json()["degraded"])
