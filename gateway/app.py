@@ -213,6 +213,8 @@ async def twilio_media(ws: WebSocket) -> None:
         listening = services.listening
         session.listener = make_conversation(session, agent, listening.stt if listening else None,
                                              listening.vad if listening else None, services.metrics)
+        if session.listener is not None:
+            session.listener.log_transcripts = services.settings.log_transcripts
         await session.run()
     finally:
         services.active_calls -= 1
@@ -241,6 +243,9 @@ async def readyz(request: Request) -> Response:
     failed = {name: getattr(e, "load_error", None) for name, e in services.engines.items() if not e.ready}
     not_ready = [f"engine {name} not ready" for name, err in failed.items() if not err]
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
+    rejected: dict[str, str] = getattr(services.store, "rejected", {})
+    degraded += [f"agent {agent_id} from redis refused, last good version served if any: {why}"
+                 for agent_id, why in sorted(rejected.items())]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
     chattts = services.engines.get("chattts")
@@ -276,7 +281,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+    """The speech engine's health in the ChatTTS server API's shape (what remote ChatTTS clients probe).
+
+    See :mod:`tts.chattts_remote`.
 
     200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
     A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
@@ -356,6 +363,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
+        logs.add_secrets(*settings.secrets)  # never written to a log line, whoever logs them
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]

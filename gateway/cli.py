@@ -159,14 +159,16 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     async def run() -> str:
         client = aioredis.from_url(url, socket_connect_timeout=3)
         try:
-            return await push(client, agents)
+            return await push(client, agents, settings.agent_signing_key)
         finally:
             await client.aclose()
 
     try:
         version = asyncio.run(run())
     except Exception as exc:
-        print(f"voicegw: cannot push to redis at {url}: {exc}", file=sys.stderr)
+        from gateway.ops import logs
+
+        print(f"voicegw: cannot push to redis at {logs.mask_url(url)}: {logs.redact(str(exc))}", file=sys.stderr)
         return 1
     print(f"pushed {len(agents)} agent(s) as version {version}")
     return 0

@@ -136,8 +136,8 @@ class GatewayServer(uvicorn.Server):
 
 def _listening_settled(services: Services) -> bool:
     """The recognizer has loaded (or failed for good, which /readyz reports): a call now gets a real answer."""
-    stt = services.extras.get("stt")
-    return stt is None or bool(getattr(stt, "ready", True)) or bool(getattr(stt, "load_error", None))
+    stt = services.listening.stt if services.listening is not None else None
+    return stt is None or stt.ready or stt.load_error is not None
 
 
 def ready_hint(services_agents: list[str], url: str, program: str) -> str:
