@@ -268,6 +268,8 @@ class CallSession:
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.providers.append(self.agent.tts.chain()[0])  # the cache holds the primary voice only
+            self.first_audio_s.append(time.monotonic() - sentence.queued_at)
             self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
         # single-flight: identical requests arriving meanwhile wait for this synthesis (None: they do their own)
