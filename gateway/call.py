@@ -44,6 +44,7 @@ from agents.spec import AgentSpec
 from audio.codec import float_to_int16, lin2ulaw, to_float
 from audio.formats import FRAME_SECONDS, AudioChunk, Encoding
 from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
+from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
@@ -125,6 +126,7 @@ class CallSession:
         self.outcome = "completed"
         self.listener: CallListener | None = None  # the agent side (a Conversation); None: plain greeting only
         self.observers: list[Callable[[CallEvent], None]] = []  # see every event before the listener
+        self.notes: list[Callable[[CallNote], None]] = []  # what the call tells a watcher (the console page)
         # Per-call observations for the summary line (the conversation counts turns and mouth-to-ear latencies).
         self.turns = 0
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
@@ -185,7 +187,13 @@ class CallSession:
         self.ledger.queue(name, text, tag)
         self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first,
                                           self.turn, f"{self.call_id}-{kind}-{self.turn}"))
+        self.note(SentenceQueued(name, text, kind, tag))
         return name
+
+    def note(self, note: CallNote) -> None:
+        """Tell the watchers (``self.notes``); they queue and return."""
+        for watch in self.notes:
+            watch(note)
 
     async def _speak_loop(self) -> None:
         while True:
@@ -230,7 +238,8 @@ class CallSession:
                 self.fallbacks += 1
                 continue
             if not audio.provider and not audio.restarts:  # the sentence's first audio
-                self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+                audio.first_audio_s = time.monotonic() - sentence.queued_at
+                self.first_audio_s.append(audio.first_audio_s)
                 if part.provider != self.agent.tts.provider:  # the primary failed before any audio
                     self.fallbacks += 1
             self._put_frames(audio.feed(part.chunk, part.provider), sentence, started)
@@ -261,6 +270,7 @@ class CallSession:
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
         try:
             audio = await self._stream(sentence, self.speaker.speak(
@@ -276,6 +286,8 @@ class CallSession:
             if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
                 cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
+            self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
+                                     audio.first_audio_s))
             if audio.audio_s > 0:
                 rtf = (time.monotonic() - sentence.queued_at) / audio.audio_s
                 self.metrics.tts_rtf.labels(audio.provider).observe(rtf)
@@ -295,6 +307,7 @@ class CallSession:
             return
         self.ledger.replace_text(sentence.name, apology)
         self.providers.append("apology")
+        self.note(SentenceSpoken(sentence.name, "apology", True, None))
 
     async def interrupt(self) -> list[str]:
         """Barge-in: cancel synthesis, drop queued sentences and audio here and at the carrier (``clear``).
