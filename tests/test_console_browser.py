@@ -165,6 +165,7 @@ async def test_a_console_call_in_a_real_browser(agents_dir: Path, tmp_path: Path
         await _call(page)
         greeting = await _heard(page, "thanks for calling")
         second_greeting_ms = int(await greeting.get_attribute("data-played-ms") or 0)
+        print(f"greeting played: {first_greeting_ms} ms at speed 1.0, {second_greeting_ms} ms at speed 1.6")
         assert 0 < second_greeting_ms < first_greeting_ms * 0.8, (first_greeting_ms, second_greeting_ms)
         await _hang_up(page)
         assert [e for e in errors if "status of 422" not in e] == []
