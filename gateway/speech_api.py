@@ -1,7 +1,7 @@
-"""Seed-compatible synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``.
+"""The synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``, compatible with ChatTTS servers.
 
-Accepts the seed's JSON exactly (``text``, ``voice``, ``speed``,
-``temperature``, ``top_p``, ``top_k``, ``response_format``, ``use_refine``)
+Accepts the ChatTTS server API's JSON exactly (:mod:`tts.chattts_protocol`: ``text``, ``voice``,
+``speed``, ``temperature``, ``top_p``, ``top_k``, ``response_format``, ``use_refine``)
 and OpenAI's ``input``/``model``. Every request runs through the same
 fallback policy as calls (ChatTTS → Cartesia → Piper, hedged per sentence,
 shared breakers); each ChatTTS preset maps to a Cartesia voice and a Piper
@@ -44,7 +44,7 @@ MAX_TEXT_CHARS = 4000
 
 
 class SpeechRequest(BaseModel):
-    """The seed's request body (plus OpenAI's ``input`` and ``model``); unknown fields are ignored."""
+    """The ChatTTS server API's request body (plus OpenAI's ``input`` and ``model``); unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -13,6 +13,7 @@ import logging
 
 from agents.loader import load_agents_strict
 from agents.store import AgentStore, MemoryStore, RedisStore
+from agents.trust import SpecPolicy
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
@@ -88,7 +89,7 @@ async def _remote_chattts(services: Services) -> None:
 
 
 async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
-    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the speech API's fallback).
 
     No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
     """
@@ -113,7 +114,8 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     agents = load_agents_strict(settings.agents_dir)
     store: AgentStore
     if settings.redis_url:
-        redis_store = RedisStore(settings.redis_url, agents)
+        policy = SpecPolicy.of(agents, settings.agent_key_envs, settings.llm_hosts, settings.transfer_numbers)
+        redis_store = RedisStore(settings.redis_url, agents, policy=policy, signing_key=settings.agent_signing_key)
         try:
             await redis_store.publish(agents)  # YAML is the source of truth
         except Exception as exc:
