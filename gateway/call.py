@@ -61,6 +61,11 @@ from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 
 log = logging.getLogger("voicegw.call")
 
+#: Per-call bounds on what the caller's side can make us keep (issue 15): digits per call (more are dropped,
+#: counted in ``voicegw_bounded_total{what="dtmf"}``), unknown mark echoes logged (all are counted).
+MAX_DTMF_KEPT = 256
+LOGGED_UNKNOWN_MARKS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class _Sentence:
@@ -115,7 +120,9 @@ class CallSession:
         self.phrase_cache = services.phrase_cache
         self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
-        self.marks_echoed: list[str] = []
+        self.marks_echoed: list[str] = []  # echoes of marks we sent (unknown ones are only counted)
+        self.unknown_marks = 0
+        self.max_dtmf = MAX_DTMF_KEPT
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
@@ -154,7 +161,10 @@ class CallSession:
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
         assert self.recorder is not None
         try:
+            jumped = self.recorder.jumped_samples
             add(at_s, mulaw)
+            if self.recorder.jumped_samples != jumped:
+                self.metrics.bounded.labels("recording_jump").inc()
         except OSError as exc:  # disk full, volume gone: stop recording, keep the call
             log.error("call %s: recording stopped: %s", self.call_id, exc)
             self.recorder.closed = True
@@ -399,11 +409,18 @@ class CallSession:
                 if self._ending is None or event.outcome == "protocol_error":
                     self.outcome = event.outcome
             elif isinstance(event, MarkHeard):
-                self.marks_echoed.append(event.name)
-                if not self.ledger.echoed(event.name).known:
-                    log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name)
+                if self.ledger.echoed(event.name).known:
+                    self.marks_echoed.append(event.name)  # bounded by the marks we sent
+                else:  # counted, never kept: a peer could send millions
+                    self.unknown_marks += 1
+                    self.metrics.bounded.labels("unknown_mark").inc()
+                    if self.unknown_marks <= LOGGED_UNKNOWN_MARKS:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name[:64])
                 self._marks_changed.set()
             elif isinstance(event, Digit):
+                if len(self.dtmf) >= self.max_dtmf:  # dropped: neither kept nor passed to the agent
+                    self.metrics.bounded.labels("dtmf").inc()
+                    continue
                 self.dtmf.append(event.digit)
                 log.info("call %s: dtmf %s", self.call_id, event.digit)
             elif isinstance(event, CallerAudio) and self.recorder is not None:

@@ -156,3 +156,14 @@ async def test_refusals(agents_dir: Path) -> None:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_a_page_that_keeps_sending_garbage_ends_its_call(agents_dir: Path) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_API_KEY": KEY}
+    async with gateway_with_services(env) as (url, services), console_call(url) as page:
+        for _ in range(50):
+            await page.ws.send('{"type": "dtmf", "digit": "x"}')
+        await wait_until(lambda: page.of("end"), within_s=60)
+        assert page.of("end")[-1]["outcome"] == "protocol_error"
+        assert page.of("dtmf") == []
+    assert services.metrics.registry.get_sample_value("voicegw_protocol_errors_total", {"kind": "bad_dtmf"}) == 50

@@ -523,8 +523,15 @@ async function main() {
   $("mic").addEventListener("change", (e) => state.call && state.call.setMic(e.target.checked)
     .catch((err) => setStatus(`microphone: ${err.message}`, true)));
   for (const b of $("keypad").querySelectorAll("button")) {
+    b.setAttribute("aria-keyshortcuts", b.textContent);
     b.addEventListener("click", () => state.call && state.call.send({ type: "dtmf", digit: b.textContent }));
   }
+  // during a call, the digit keys press the keypad (unless typing in a field)
+  document.addEventListener("keydown", (e) => {
+    if (!state.call || e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input[type=text], input[type=number], select, textarea")) return;
+    const button = [...$("keypad").querySelectorAll("button")].find((b) => b.textContent === e.key);
+    if (button) { e.preventDefault(); button.focus(); button.click(); }
+  });
   $("sample-btn").addEventListener("click", () => playSample().catch((err) => {
     $("sample-info").textContent = err.message; $("sample-info").className = "error";
   }));
