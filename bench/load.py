@@ -414,7 +414,7 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         gateway_cpu_pct=100 * cpu / wall, rss_base_mb=rss_base, rss_per_call_mb=(peak - rss_base) / n,
         ttfa_p50_ms=percentile(ttfa, 50), ttfa_p99_ms=percentile(ttfa, 99),
         client_cpu_pct=100 * max(o["cpu_busy"] for o in outs), driver_lag_p99_ms=1000 * lag_p99,
-        vad_us_per_call_s=(busy * 1e6 / (chunks * 256 / 8000)) if chunks else math.nan,
+        vad_us_per_call_s=(busy * 1e6 / ((chunks + skipped) * 256 / 8000)) if chunks + skipped else math.nan,
         vad_batch=chunks / runs if runs else math.nan,
         vad_skipped_pct=100 * skipped / (skipped + chunks) if skipped + chunks else math.nan,
         cpu_ms_per_call_s=1000 * cpu / (n * args.call_s), startup_s=startup_s,
