@@ -23,6 +23,13 @@ Last line:
     load: max_calls_per_core=<n> media_only_max_calls_per_core=<m> p99_frame_lateness_ms=<x>
           underruns=<u> rss_per_call_mb=<r> vad_us_per_call_s=<v> stop=<reason>   (one line)
 The figures after the two maxima describe the highest held listening step (media-only if not measured).
+
+Columns besides pass/fail: gateway CPU per call-second (``ms/call·s``) and the calls per core it projects
+(``proj/core``; independent of other load on the machine, unlike lateness), VAD CPU per call-second, the
+batcher's mean batch and the share of chunks its pre-gate skipped, RSS at ready and per call, time to first
+audio, the driver's CPU and event-loop lag, and the gateway's startup time. ``--profile DIR`` writes a py-spy
+profile of each step's steady state (``python -m bench.profile_summary FILE`` summarizes it); ``--nice -10``
+raises the gateway's and callers' priority on a machine shared with other work.
 """
 
 from __future__ import annotations
