@@ -120,7 +120,8 @@ class Conversation:
         self.metrics = metrics
         self.clock = clock
         self.listening = transcriber is not None and vad is not None
-        self.vad = vad.stream() if vad is not None else None
+        # the event loop's shared batcher: one Silero inference per tick for every call (at most a tick late)
+        self.vad = vad.batcher().stream() if vad is not None else None
         self.endpointer = Endpointer(EndpointConfig.from_turn_taking(agent.turn_taking))
         self.policy = TurnPolicy(TurnConfig.from_agent(agent), clock())
         self.ledger = call.ledger
@@ -142,6 +143,8 @@ class Conversation:
         await self._events.put(Respond(CallStarted()))
 
     async def aclose(self) -> None:
+        if self.vad is not None:
+            self.vad.close()
         await self._tasks.aclose()
         with contextlib.suppress(Exception):
             async for _ in self.logic.respond(CallEnding()):
@@ -189,7 +192,7 @@ class Conversation:
     async def _on_audio(self, chunk: AudioChunk) -> None:
         if not self.listening or self.vad is None:
             return
-        for prob, pcm in self.vad.feed(to_float(chunk)):
+        for prob, pcm in await self.vad.infer(to_float(chunk)):
             for ev in self.endpointer.feed(prob, pcm):
                 if isinstance(ev, SpeechStart):
                     await self._feed(CallerSpeechStarted())
