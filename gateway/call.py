@@ -44,10 +44,12 @@ from agents.spec import AgentSpec
 from audio.codec import float_to_int16, lin2ulaw, to_float
 from audio.formats import FRAME_SECONDS, AudioChunk, Encoding
 from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
+from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
 from gateway.phrase_cache import PhraseCache, fingerprint
+from gateway.phrases import Phrases
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
@@ -58,6 +60,11 @@ from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 
 log = logging.getLogger("voicegw.call")
+
+#: Per-call bounds on what the caller's side can make us keep (issue 15): digits per call (more are dropped,
+#: counted in ``voicegw_bounded_total{what="dtmf"}``), unknown mark echoes logged (all are counted).
+MAX_DTMF_KEPT = 256
+LOGGED_UNKNOWN_MARKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,7 @@ class CallServices(Protocol):
     engines: dict[str, TTSEngine]
     breakers: BreakerRegistry | None
     phrase_cache: PhraseCache | None
+    phrases: Phrases | None  # single-flight and pre-rendered fixed phrases (None: cache only)
     call_tasks: TaskGroup  # every call's tasks, so a leak shows in its ``live`` count
     calls: dict[str, CallSession]  # call id → session, while it runs
 
@@ -112,12 +120,15 @@ class CallSession:
         self.phrase_cache = services.phrase_cache
         self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
-        self.marks_echoed: list[str] = []
+        self.marks_echoed: list[str] = []  # echoes of marks we sent (unknown ones are only counted)
+        self.unknown_marks = 0
+        self.max_dtmf = MAX_DTMF_KEPT
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
         self.listener: CallListener | None = None  # the agent side (a Conversation); None: plain greeting only
         self.observers: list[Callable[[CallEvent], None]] = []  # see every event before the listener
+        self.notes: list[Callable[[CallNote], None]] = []  # what the call tells a watcher (the console page)
         # Per-call observations for the summary line (the conversation counts turns and mouth-to-ear latencies).
         self.turns = 0
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
@@ -150,7 +161,10 @@ class CallSession:
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
         assert self.recorder is not None
         try:
+            jumped = self.recorder.jumped_samples
             add(at_s, mulaw)
+            if self.recorder.jumped_samples != jumped:
+                self.metrics.bounded.labels("recording_jump").inc()
         except OSError as exc:  # disk full, volume gone: stop recording, keep the call
             log.error("call %s: recording stopped: %s", self.call_id, exc)
             self.recorder.closed = True
@@ -175,7 +189,13 @@ class CallSession:
         self.ledger.queue(name, text, tag)
         self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first,
                                           self.turn, f"{self.call_id}-{kind}-{self.turn}"))
+        self.note(SentenceQueued(name, text, kind, tag))
         return name
+
+    def note(self, note: CallNote) -> None:
+        """Tell the watchers (``self.notes``); they queue and return."""
+        for watch in self.notes:
+            watch(note)
 
     async def _speak_loop(self) -> None:
         while True:
@@ -220,7 +240,8 @@ class CallSession:
                 self.fallbacks += 1
                 continue
             if not audio.provider and not audio.restarts:  # the sentence's first audio
-                self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+                audio.first_audio_s = time.monotonic() - sentence.queued_at
+                self.first_audio_s.append(audio.first_audio_s)
                 if part.provider != self.agent.tts.provider:  # the primary failed before any audio
                     self.fallbacks += 1
             self._put_frames(audio.feed(part.chunk, part.provider), sentence, started)
@@ -246,12 +267,24 @@ class CallSession:
         sent: list[bool] = []
         cache = self.phrase_cache if sentence.phrase else None
         cached = cache.get(self.agent, self._version, sentence.text) if cache is not None else None
+        phrases = self.services.phrases if cache is not None else None
+        outcome = "hit"
+        if cached is None and phrases is not None:
+            flight = phrases.join(self.agent, self._version, sentence.text)
+            if flight is not None:  # another call is synthesizing this very phrase: use its audio
+                cached, outcome = await flight, "coalesced"
         if cache is not None:
-            self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
+            self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.providers.append(self.agent.tts.chain()[0])  # the cache holds the primary voice only
+            self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+            self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
+        # single-flight: identical requests arriving meanwhile wait for this synthesis (None: they do their own)
+        lead = phrases.lead(self.agent, self._version, sentence.text) if phrases is not None else None
+        audio: SentenceAudio | None = None
         try:
             audio = await self._stream(sentence, self.speaker.speak(
                 sentence.text, language=self.agent.language, priority=0 if sentence.first else 1,
@@ -261,11 +294,18 @@ class CallSession:
             await self._apologize(sentence, sent)
             self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
+        finally:
+            cacheable = (audio is not None and audio.provider and not audio.restarts
+                         and audio.provider == self.agent.tts.chain()[0])
+            if lead is not None:
+                lead.done(audio.frames if cacheable and audio is not None else None)
+            if cache is not None and cacheable and audio is not None:
+                cache.put(self.agent, self._version, sentence.text, audio.frames)
         self._end_sentence(sentence, sent)
         if audio.provider:
-            if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
-                cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
+            self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
+                                     audio.first_audio_s))
             if audio.audio_s > 0:
                 rtf = (time.monotonic() - sentence.queued_at) / audio.audio_s
                 self.metrics.tts_rtf.labels(audio.provider).observe(rtf)
@@ -276,15 +316,21 @@ class CallSession:
             return
         self._apologized.add(sentence.turn_id)
         apology = self.agent.turn_taking.apology
+        cache = self.phrase_cache
+        cached = cache.get(self.agent, self._version, apology) if cache is not None else None
         try:
-            await self._stream(sentence, self.speaker.apologize(
-                apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
+            if cached is not None:  # pre-rendered while the voice was working
+                self._put_frames(list(cached), sentence, started)
+            else:
+                await self._stream(sentence, self.speaker.apologize(
+                    apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
         except TTSError as exc:
             log.error("call %s: cannot even apologize (%s): ending the call", self.call_id, exc.reason)
             self.hangup("tts_failed")
             return
         self.ledger.replace_text(sentence.name, apology)
         self.providers.append("apology")
+        self.note(SentenceSpoken(sentence.name, "apology", True, None))
 
     async def interrupt(self) -> list[str]:
         """Barge-in: cancel synthesis, drop queued sentences and audio here and at the carrier (``clear``).
@@ -363,11 +409,18 @@ class CallSession:
                 if self._ending is None or event.outcome == "protocol_error":
                     self.outcome = event.outcome
             elif isinstance(event, MarkHeard):
-                self.marks_echoed.append(event.name)
-                if not self.ledger.echoed(event.name).known:
-                    log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name)
+                if self.ledger.echoed(event.name).known:
+                    self.marks_echoed.append(event.name)  # bounded by the marks we sent
+                else:  # counted, never kept: a peer could send millions
+                    self.unknown_marks += 1
+                    self.metrics.bounded.labels("unknown_mark").inc()
+                    if self.unknown_marks <= LOGGED_UNKNOWN_MARKS:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name[:64])
                 self._marks_changed.set()
             elif isinstance(event, Digit):
+                if len(self.dtmf) >= self.max_dtmf:  # dropped: neither kept nor passed to the agent
+                    self.metrics.bounded.labels("dtmf").inc()
+                    continue
                 self.dtmf.append(event.digit)
                 log.info("call %s: dtmf %s", self.call_id, event.digit)
             elif isinstance(event, CallerAudio) and self.recorder is not None:

@@ -60,6 +60,7 @@ from agents.vad import SileroModel
 from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
+from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, TurnHeard
 from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
@@ -99,6 +100,10 @@ class TurnRecord:
     heard: str = ""
 
 
+#: What started an agent turn, for watchers (the console's turn table).
+_CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "SilenceTimeout": "silence"}
+
+
 class Conversation:
     """One call's agent side; a :class:`gateway.carrier.CallListener`."""
 
@@ -115,7 +120,8 @@ class Conversation:
         self.metrics = metrics
         self.clock = clock
         self.listening = transcriber is not None and vad is not None
-        self.vad = vad.stream() if vad is not None else None
+        # the event loop's shared batcher: one Silero inference per tick for every call (at most a tick late)
+        self.vad = vad.batcher().stream() if vad is not None else None
         self.endpointer = Endpointer(EndpointConfig.from_turn_taking(agent.turn_taking))
         self.policy = TurnPolicy(TurnConfig.from_agent(agent), clock())
         self.ledger = call.ledger
@@ -128,6 +134,7 @@ class Conversation:
         self._lock = asyncio.Lock()
         self._turn_origin: dict[int, float] = {}  # turn → wall time the caller stopped speaking
         self._start_marks: dict[str, int] = {}
+        self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -136,6 +143,8 @@ class Conversation:
         await self._events.put(Respond(CallStarted()))
 
     async def aclose(self) -> None:
+        if self.vad is not None:
+            self.vad.close()
         await self._tasks.aclose()
         with contextlib.suppress(Exception):
             async for _ in self.logic.respond(CallEnding()):
@@ -183,7 +192,7 @@ class Conversation:
     async def _on_audio(self, chunk: AudioChunk) -> None:
         if not self.listening or self.vad is None:
             return
-        for prob, pcm in self.vad.feed(to_float(chunk)):
+        for prob, pcm in await self.vad.infer(to_float(chunk)):
             for ev in self.endpointer.feed(prob, pcm):
                 if isinstance(ev, SpeechStart):
                     await self._feed(CallerSpeechStarted())
@@ -191,9 +200,10 @@ class Conversation:
                     await self._feed(CallerBargeIn())
                 elif isinstance(ev, SpeechEnd):
                     lag = self.endpointer.now - ev.ended_at  # the caller stopped this long ago
-                    stopped_at = self.clock() - lag
+                    endpointed_at = self.clock()
+                    stopped_at = endpointed_at - lag
                     await self._feed(CallerSpeechEnded(stopped_at))
-                    self._tasks.spawn(self._transcribe(ev, stopped_at), "stt")
+                    self._tasks.spawn(self._transcribe(ev, stopped_at, endpointed_at), "stt")
                 else:
                     await self._feed(CallerSpeechDropped())
 
@@ -201,13 +211,19 @@ class Conversation:
         heard = self.ledger.state(name) is SentenceState.HEARD
         turn = self._start_marks.pop(name, None) if heard else None
         if turn is not None and turn in self._turn_origin:
-            latency = self.clock() - self._turn_origin.pop(turn)
+            now = self.clock()
+            latency = now - self._turn_origin.pop(turn)
+            self._note(TurnHeard(turn, now))
             self.call.mouth_to_ear_s.append(latency)
             if self.metrics is not None:
                 self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
         await self._feed(PlayoutProgress(heard))
 
-    async def _transcribe(self, end: SpeechEnd, stopped_at: float) -> None:
+    def _note(self, note: CallNote) -> None:
+        for watch in self.notes:
+            watch(note)
+
+    async def _transcribe(self, end: SpeechEnd, stopped_at: float, endpointed_at: float) -> None:
         """Recognize one utterance; the policy always hears back (empty text when recognition failed)."""
         assert self.transcriber is not None
         text = ""
@@ -225,6 +241,7 @@ class Conversation:
                      result.audio_s, result.processing_s)
             if text:
                 self.transcripts.append(text)
+                self._note(CallerSaid(text, stopped_at, endpointed_at, self.clock()))
         await self._feed(Transcribed(text, stopped_at))
 
     # ---- thinking and speaking ---------------------------------------------------------------------------------
@@ -242,6 +259,7 @@ class Conversation:
                 if respond.origin is not None:
                     self._turn_origin = {self.turn: respond.origin}
                 await self._feed(TurnStarted(self.turn, respond.event))
+                self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
                 self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn), f"turn-{self.turn}")
             # wait for this reply to be generated before taking the next event (interrupts bypass the queue)
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,6 +326,7 @@ class Conversation:
             self.turns[-1].interrupted, self.turns[-1].heard = True, heard
         if self.metrics is not None and why == "speech":
             self.metrics.barge_ins.labels(self.agent.id).inc()
+        self._note(BargedIn(self.turn, why))
         log.info("barge-in (%s) during turn %d; caller heard %r", why, self.turn, heard[:80])
 
     # ---- time --------------------------------------------------------------------------------------------------
