@@ -224,12 +224,15 @@ class Conversation:
             watch(note)
 
     async def _transcribe(self, end: SpeechEnd, stopped_at: float, endpointed_at: float) -> None:
+        """Recognize one utterance; the policy always hears back (empty text when recognition failed)."""
         assert self.transcriber is not None
         text = ""
         try:
             result = await self.transcriber.transcribe(AudioChunk(end.pcm, PCM_8K))
         except STTError as exc:
             log.error("speech recognition failed: %s", exc)
+        except Exception:  # a recognizer bug must not hold the silence clock for the rest of the call
+            log.exception("speech recognition failed")
         else:
             if self.metrics is not None:
                 self.metrics.stt_seconds.observe(result.processing_s)
