@@ -270,7 +270,7 @@ class CallSession:
         phrases = self.services.phrases if cache is not None else None
         outcome = "hit"
         if cached is None and phrases is not None:
-            flight = phrases.join(self.agent, self._version, sentence.text)
+            flight = phrases.join(self.agent, self._version, sentence.text, prerenders=False)
             if flight is not None:  # another call is synthesizing this very phrase: use its audio
                 cached, outcome = await flight, "coalesced"
         if cache is not None:

@@ -228,9 +228,16 @@ async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path
         assert np.count_nonzero(data[:, 1]) >= 0.95 * np.count_nonzero(heard)
 
 
+async def _ready(url: str) -> bool:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        return (await client.get(f"{url}/readyz")).status_code == 200
+
+
 async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.twilio.emulator import CallControl, TwilioEmulator
-    from tests.helpers import run_gateway
+    from tests.helpers import run_gateway, wait_until
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"
@@ -241,6 +248,7 @@ async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agen
 
     env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
     async with run_gateway(env) as url:
+        await wait_until(lambda: _ready(url), 120)  # fixed phrases pre-rendered: the greeting starts at once
         result = await TwilioEmulator(url).call(agent="demo", max_s=30, script=vanish)
         for _ in range(100):  # the gateway notices the disconnect and closes the file
             if list((rec_dir / "demo").glob("CA*.wav")) and header_consistent(
