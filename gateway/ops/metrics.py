@@ -53,6 +53,11 @@ class Metrics(TTSMetrics):
             "voicegw_phrase_cache_total", "Fixed-phrase sentences served from the cache (hit) or synthesized (miss)",
             ["result"], registry=r,
         )
+        self.turn_stage = Histogram(
+            "voicegw_turn_stage_seconds", "Per answered turn, seconds after the caller stopped speaking: "
+            "endpoint_wait, recognition (compute), logic_first, first_audio, first_heard",
+            ["agent", "stage"], buckets=_LAT, registry=r,
+        )
         self.stt_seconds = Histogram(
             "voicegw_stt_seconds", "Speech-to-text time per utterance", buckets=_LAT, registry=r
         )
