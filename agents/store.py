@@ -1,6 +1,6 @@
 """Agent settings store: YAML is the source of truth, Redis the shared cache.
 
-Two implementations of one interface:
+Two implementations of one interface, :class:`AgentStore`:
 
 * :class:`MemoryStore` — in-process, used when ``REDIS_URL`` is unset.
 * :class:`RedisStore` — every gateway reads agents through a local snapshot that
@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from agents.spec import AgentSpec
 
@@ -36,9 +36,19 @@ CHANNEL = f"{KEY_PREFIX}:changed"
 OLD_VERSION_TTL_S = 86400
 
 
-def version_of(agents: Mapping[str, AgentSpec]) -> str:
-    blob = json.dumps({k: agents[k].model_dump(mode="json") for k in sorted(agents)}, sort_keys=True)
+def _digest(value: object) -> str:
+    blob = json.dumps(value, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def spec_version(agent: AgentSpec) -> str:
+    """One agent's version: changes with any field of its spec (the phrase cache keys audio by it)."""
+    return _digest(agent.model_dump(mode="json"))
+
+
+def version_of(agents: Mapping[str, AgentSpec]) -> str:
+    """A set of agents' version (what a push publishes)."""
+    return _digest({k: agents[k].model_dump(mode="json") for k in sorted(agents)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +65,31 @@ class Snapshot:
         return cls(version or version_of(agents), MappingProxyType(dict(agents)), MappingProxyType(numbers))
 
 
+class AgentStore(Protocol):
+    """Where a gateway reads agents from: a snapshot that may be swapped while calls run."""
+
+    kind: str  # "embedded" or "redis", for /readyz
+    healthy: bool  # False: the shared store is unreachable and the last snapshot is served
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def get(self, agent_id: str) -> AgentSpec | None: ...
+
+    def by_number(self, number: str) -> AgentSpec | None: ...
+
+    def replace(self, agents: Mapping[str, AgentSpec]) -> None:
+        """Serve ``agents`` from now on, in this process only (:meth:`RedisStore.publish` reaches every gateway)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class MemoryStore:
-    """In-process store with the same interface as :class:`RedisStore`."""
+    """In-process store (implements :class:`AgentStore`)."""
 
     kind = "embedded"
 
@@ -105,7 +138,7 @@ async def push(redis: Any, agents: Mapping[str, AgentSpec]) -> str:
 
 
 class RedisStore(MemoryStore):
-    """Agents read from Redis through a local snapshot, refreshed on pub/sub."""
+    """Agents read from Redis through a local snapshot, refreshed on pub/sub (implements :class:`AgentStore`)."""
 
     kind = "redis"
 
@@ -186,5 +219,3 @@ class RedisStore(MemoryStore):
                 pass
         await self._redis.aclose()
 
-
-AgentStore = MemoryStore  # the interface; RedisStore is a subclass

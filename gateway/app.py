@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
-from gateway.conversation import attach_conversation
+from gateway.conversation import make_conversation
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
@@ -28,6 +28,7 @@ from gateway.startup import build_services
 from gateway.twilio import twiml
 from gateway.twilio.edge import Edge
 from gateway.twilio.events import Start
+from gateway.twilio.link import Closed, TwilioLink, receive_events
 from gateway.twilio.protocol import RemoteProtocolError, TwilioProtocol
 from gateway.twilio.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
 
@@ -140,19 +141,15 @@ async def twilio_status(request: Request) -> Response:
 async def _await_start(ws: WebSocket, protocol: TwilioProtocol) -> Start | None:
     """Read until `start` (at most a few messages); None if the peer misbehaves."""
     for _ in range(4):
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
         try:
-            if message.get("bytes") is not None:
-                protocol.receive_bytes(message["bytes"])
-            else:
-                protocol.receive_text(message.get("text") or "")
+            events = await receive_events(ws, protocol)
         except RemoteProtocolError as exc:
             _services(ws).metrics.protocol_errors.labels(exc.kind).inc()
             log.warning("media stream: %s", exc)
             return None
-        for event in protocol.events_received():
+        if isinstance(events, Closed):
+            return None
+        for event in events:
             if isinstance(event, Start):
                 return event
     return None
@@ -211,8 +208,11 @@ async def twilio_media(ws: WebSocket) -> None:
     services.active_calls += 1
     try:
         logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
-        session = CallSession(ws, services, protocol, start, agent)
-        attach_conversation(session, services)
+        link = TwilioLink(ws, protocol, start.call_sid, edge.rest, services.metrics)
+        session = CallSession(link, services, agent)
+        listening = services.listening
+        session.listener = make_conversation(session, agent, listening.stt if listening else None,
+                                             listening.vad if listening else None, services.metrics)
         await session.run()
     finally:
         services.active_calls -= 1
@@ -295,14 +295,14 @@ async def health(request: Request) -> Response:
 def _listening_status(services: Services) -> dict[str, str]:
     """Can the gateway hear callers? ``ready``, ``loading`` or ``failed: <reason>`` for the VAD and the
     recognizer (``off`` for a gateway built without listening, as some tests do)."""
-    extras = services.extras
-    if "vad" not in extras and "stt" not in extras:
+    listening = services.listening
+    if listening is None:
         return {"vad": "off", "stt": "off"}
-    vad = "ready" if extras.get("vad") is not None else f"failed: {extras.get('vad_error') or 'not loaded'}"
-    stt = extras.get("stt")
+    vad = "ready" if listening.vad is not None else f"failed: {listening.vad_error or 'not loaded'}"
+    stt = listening.stt
     if stt is None:
         stt_state = "failed: not loaded"
-    elif getattr(stt, "load_error", None):
+    elif stt.load_error:
         stt_state = f"failed: {stt.load_error}"
     else:
         stt_state = "ready" if stt.ready else "loading"

@@ -94,10 +94,12 @@ def _field_error(exc: ValidationError) -> JSONResponse:
 
 
 def speech_routes(services: Services) -> list[BaseRoute]:
-    """Routes for the lead's app to mount. Shares engines, metrics and breakers with calls."""
+    """The speech API's routes (mounted by :func:`gateway.app.create_app`); shares engines, metrics and breakers
+    with calls."""
     voices = load_voice_map(services.settings.voices_file)
-    breakers = services.extras.setdefault("breakers", BreakerRegistry())
-    assert isinstance(breakers, BreakerRegistry)
+    if services.breakers is None:
+        services.breakers = BreakerRegistry()
+    breakers = services.breakers
 
     def authorized(request: Request) -> bool:
         key = services.settings.api_key

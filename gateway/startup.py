@@ -12,11 +12,11 @@ import json
 import logging
 
 from agents.loader import load_agents_strict
-from agents.store import MemoryStore, RedisStore
+from agents.store import AgentStore, MemoryStore, RedisStore
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
-from gateway.services import Services
+from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
@@ -53,7 +53,7 @@ async def _chattts(services: Services) -> None:
         else:
             log.info("ChatTTS loaded and warmed up")
 
-    services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
+    services.chattts_loading = asyncio.create_task(load(), name="chattts-load")
 
 
 async def _remote_chattts(services: Services) -> None:
@@ -62,7 +62,7 @@ async def _remote_chattts(services: Services) -> None:
 
     settings = services.settings
     assert settings.chattts_api_url is not None
-    breakers = services.extras["breakers"]
+    breakers = services.breakers
     engine = RemoteChatTTSEngine(RemoteConfig(url=settings.chattts_api_url, api_key=settings.chattts_api_key),
                                  name="chattts", breakers=breakers)
     await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
@@ -81,7 +81,7 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     """
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     piper = PiperEngine()
     await piper.start()
     services.engines["piper"] = piper
@@ -97,7 +97,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
-    store: MemoryStore
+    store: AgentStore
     if settings.redis_url:
         redis_store = RedisStore(settings.redis_url, agents)
         try:
@@ -118,7 +118,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     await piper.start()
     services.engines["piper"] = piper
     # One breaker registry per process: one call's provider failures spare the next call the wait.
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
         cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
         if "cartesia" in used:
@@ -147,16 +147,17 @@ def _listening(services: Services) -> None:
     from agents.stt import STTConfig, shared_transcriber
     from agents.vad import VadError, shared_model
 
-    services.extras["phrase_cache"] = PhraseCache()
+    services.phrase_cache = PhraseCache()
+    listening = Listening(vad=None, stt=None)
     try:
-        services.extras["vad"] = shared_model()
+        listening.vad = shared_model()
     except VadError as exc:
-        services.extras["vad"] = None
-        services.extras["vad_error"] = str(exc)
+        listening.vad_error = str(exc)
         log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
     settings = services.settings
     compute = "int8" if settings.stt_device == "cpu" else "default"
     # starts loading in its own thread now; the first utterance waits only for what is left of the load
-    services.extras["stt"] = shared_transcriber(
+    listening.stt = shared_transcriber(
         STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
     )
+    services.listening = listening

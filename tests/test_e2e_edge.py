@@ -12,8 +12,8 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from gateway.carrier import Digit
 from gateway.twilio.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
-from gateway.twilio.events import Dtmf
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
 from tests.helpers import (
     ACCOUNT,
@@ -35,7 +35,7 @@ async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(age
 
         async def script(c: CallControl) -> None:
             s = await session_of(services, c.call_sid)
-            s.on_event.append(seen.append)
+            s.observers.append(seen.append)
             assert s.ledger.queued() == ["greeting-1"] and s.ledger.heard() == []
             assert await s.wait_heard("greeting-1", timeout_s=60)
             assert s.ledger.heard() == ["greeting-1"] and s.ledger.heard_text() == s.agent.greeting
@@ -45,7 +45,7 @@ async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(age
 
         result = await emu.call(agent="demo", script=script, hold_s=0.1, max_s=60)
         assert result.errors == [] and result.odd_frames == 0 and result.handshake_status is None
-        assert Dtmf("5") in seen
+        assert Digit("5") in seen
         assert result.status_events == ["stream-started", "stream-stopped"] and result.status_codes == [204, 204]
         assert result.seconds > 3.0 and result.time_to_first_audio is not None
         assert counter(services, "voicegw_webhook_rejected_total", reason="bad_signature") == 0
@@ -97,7 +97,7 @@ async def test_forged_upgrade_missing_forged_and_replayed_tokens_are_refused(age
         assert edge.calls_finished == 1
         assert counter(services, "voicegw_webhook_rejected_total", reason="bad_stream_token") == 3
         assert counter(services, "voicegw_webhook_rejected_total", reason="replayed_stream_token") == 1
-        assert edge.live_tasks == 0
+        assert services.call_tasks.live == 0
 
 
 async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -> None:
@@ -149,7 +149,7 @@ async def test_stop_and_abrupt_close_clean_up_every_task(agents_dir: Path) -> No
         for i, script in enumerate(scripts):
             await emu.call(agent="demo", script=script, hold_s=0.0, max_s=60)
             await wait_until(lambda n=i: edge.calls_finished == n + 1)
-            assert edge.live_tasks == 0 and edge.sessions == {} and services.active_calls == 0
+            assert services.call_tasks.live == 0 and services.calls == {} and services.active_calls == 0
             assert await edge.limiter.active("demo") == 0
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="completed") == 3
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="caller_hangup") == 3
@@ -181,7 +181,7 @@ async def test_malformed_messages_on_one_call_leave_a_concurrent_call_alone(agen
         assert counter(services, "voicegw_protocol_errors_total", kind="bad_json") >= 47
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="protocol_error") == 1
         assert counter(services, "voicegw_calls_total", agent="demo", outcome="completed") == 1
-        assert services.twilio_edge().live_tasks == 0
+        assert services.call_tasks.live == 0
 
 
 async def test_busy_agent_gets_a_polite_refusal_and_slots_come_back(agents_dir: Path) -> None:
@@ -263,7 +263,7 @@ async def test_hangup_after_goodbye_is_heard_via_rest_and_20404_is_fine(agents_d
             assert time.monotonic() - started < 60
             await wait_until(lambda: services.twilio_edge().calls_finished == 2)
             assert counter(services, "voicegw_calls_total", agent="demo", outcome="agent_hangup") == 2
-            assert services.twilio_edge().live_tasks == 0
+            assert services.call_tasks.live == 0
 
 
 async def test_transfer_redirects_to_dial(agents_dir: Path) -> None:
