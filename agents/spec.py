@@ -70,7 +70,7 @@ class TurnTaking(StrictModel):
     """When the caller's turn ends and when the agent stops (issue 13; see docs/conversation.md)."""
 
     barge_in_min_speech_ms: Annotated[int, within(60, 2000), Ranged(60, 2000)] = Field(
-        default=250, description="Caller speech over the agent that confirms a barge-in without waiting for words "
+        default=600, description="Caller speech over the agent that confirms a barge-in without waiting for words "
         "(the agent pauses at speech onset and resumes where it stopped if it was only noise).")
     speculative_silence_ms: Annotated[int, within(100, 1000), Ranged(100, 1000)] = Field(
         default=200, description="Silence at which the caller's words are recognised and, when they look "

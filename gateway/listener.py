@@ -69,7 +69,7 @@ class EnoughSpeech:
 
 @dataclass(frozen=True, slots=True)
 class NoWords:
-    pass
+    dropped: bool  # True: the endpointer dropped it (too short); False: recognised as no words
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ class Listener:
             await self._ended(ev)
         elif isinstance(ev, SpeechDropped):
             self._new_words()
-            await self.emit(NoWords())
+            await self.emit(NoWords(dropped=True))
 
     def _new_words(self) -> None:
         self._gen += 1
@@ -195,7 +195,7 @@ class Listener:
             return  # the caller went on meanwhile: stale
         self._words, self._score, self._recognition_s = words, score, took
         if not words:
-            await self.emit(NoWords())
+            await self.emit(NoWords(dropped=False))
         await self._evaluate()
 
     async def _evaluate(self) -> None:

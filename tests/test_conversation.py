@@ -191,7 +191,7 @@ async def test_barge_in_stops_audio_and_truncates_history(agents_dir: Path) -> N
     assert result.errors == []
     assert result.clears == 1
     stop_after = result.clear_times[0] - times["speech_onset"]
-    assert 0.1 < stop_after < 2.0, stop_after  # 250 ms of speech + VAD decision + one round trip
+    assert 0.0 < stop_after < 2.0, stop_after  # held at speech onset: VAD decision + one round trip
     chunker = SentenceChunker()
     pieces = chunker.feed(LONG_REPLY) + chunker.flush()
     played = [m for m in result.marks_echoed if m.startswith("t2-") and m not in result.marks_cleared]
