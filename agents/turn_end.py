@@ -14,7 +14,7 @@ The rule (issue 13, turn-taking notes):
   to ``max_silence_s``: a caller who pauses to think is never cut off.
 - Words that look complete → the turn is *likely* over: the runner starts the
   reply with its audio held; at ``complete_s`` the turn ends and the audio is
-  released (a comma pause is 0.2–0.35 s: the caller usually goes on before).
+  released (a comma pause is 0.2–0.4 s: the caller usually goes on before).
   If an audio turn model is in use and scores the audio below its threshold,
   the turn ends at ``unsure_s`` instead.
 - ``max_silence_s`` of silence always ends the turn.
@@ -83,7 +83,7 @@ class Decision(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class TurnEndConfig:
     speculative_s: float = 0.2  # decode (and start the reply, audio held) at this much silence
-    complete_s: float = 0.35  # complete-looking words end the turn here
+    complete_s: float = 0.4  # complete-looking words end the turn here
     unsure_s: float = 0.8  # ... or here when the audio turn model is unsure
     max_silence_s: float = 1.5  # always end here (mid-clause pauses wait this long)
     model_threshold: float = 0.5  # audio turn model probability that counts as "complete"

@@ -212,8 +212,9 @@ class Listener:
 
     async def _ended(self, end: SpeechEnd) -> None:
         why, self._why = self._why, "max_silence"
-        stopped_at = self.clock() - (self.endpointer.now - end.ended_at)
         words, took = self._words, self._recognition_s
+        # the same instant the speculation used (the caller has been silent since): Likely and TurnEnd agree
+        stopped_at = self._stopped_at if words is not None else self.clock() - (self.endpointer.now - end.ended_at)
         self._likely = False
         self._new_words()
         if words is not None:
