@@ -369,7 +369,7 @@ async def main(args: argparse.Namespace) -> None:
                 "tts: {provider: piper, fallback: []}\n"
                 "turn_taking: {reprompt_after_s: 60, hangup_after_s: 120}\n"
             )
-            async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents)}) as url:
+            async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents), "VOICEGW_LOG_TRANSCRIPTS": "1"}) as url:
                 await wait_ready(url)
                 if not args.no_warm:
                     await warm_call(url)

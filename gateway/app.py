@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.auth import bearer_ok
+from gateway.auth import bearer_ok, open_api_refusal
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
 from gateway.conversation import make_conversation
@@ -213,6 +213,8 @@ async def twilio_media(ws: WebSocket) -> None:
         listening = services.listening
         session.listener = make_conversation(session, agent, listening.stt if listening else None,
                                              listening.vad if listening else None, services.metrics)
+        if session.listener is not None:
+            session.listener.log_transcripts = services.settings.log_transcripts
         await session.run()
     finally:
         services.active_calls -= 1
@@ -241,6 +243,9 @@ async def readyz(request: Request) -> Response:
     failed = {name: getattr(e, "load_error", None) for name, e in services.engines.items() if not e.ready}
     not_ready = [f"engine {name} not ready" for name, err in failed.items() if not err]
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
+    rejected: dict[str, str] = getattr(services.store, "rejected", {})
+    degraded += [f"agent {agent_id} from redis refused, last good version served if any: {why}"
+                 for agent_id, why in sorted(rejected.items())]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
     chattts = services.engines.get("chattts")
@@ -274,7 +279,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+    """The speech engine's health in the ChatTTS server API's shape (what remote ChatTTS clients probe).
+
+    See :mod:`tts.chattts_remote`.
 
     200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
     A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
@@ -317,7 +324,11 @@ async def metrics(request: Request) -> Response:
     services = _services(request)
     if services.settings.metrics_port:
         return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
-    if not _authorized(request, services.settings.api_key):
+    settings = services.settings
+    refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+    if refusal is not None:
+        return JSONResponse({"error": refusal}, status_code=403)
+    if not _authorized(request, settings.api_key):
         return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -350,9 +361,15 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
+        logs.add_secrets(*settings.secrets)  # never written to a log line, whoever logs them
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]
+        if (refusal := open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)) is not None:
+            log.warning("%s", refusal)
+        elif not settings.api_key:
+            log.warning("VOICEGW_API_KEY is not set: /v1/* and /metrics are open to anyone who reaches %s:%d%s",
+                        settings.host, settings.port, "" if settings.allow_open_api else " (loopback only)")
         metrics_server = None
         if settings.metrics_port:
             metrics_server, _ = start_http_server(

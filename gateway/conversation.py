@@ -89,6 +89,7 @@ from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
 from gateway.listener import EnoughSpeech, Likely, Listener, ListenEvent, NoWords, Onset, Resumed, TurnEnd
+from gateway.ops import logs
 from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
@@ -160,6 +161,9 @@ class _Speculation:
 
 class Conversation:
     """One call's agent side; a :class:`gateway.carrier.CallListener`."""
+
+    #: Log what the caller says (VOICEGW_LOG_TRANSCRIPTS); off: only its length.
+    log_transcripts = False
 
     def __init__(self, call: CallPort, agent: AgentSpec, logic: AgentLogic, transcriber: Transcriber | None,
                  vad: SileroModel | None, metrics: Metrics | None = None,
@@ -236,7 +240,7 @@ class Conversation:
                 await self._abandon_speculation("the words changed")
             await self._events.put(action)
         elif isinstance(action, Ignore):
-            log.info("ignoring %r: %s", action.text, action.why)
+            log.info("ignoring %s: %s", logs.transcript(action.text, self.log_transcripts), action.why)
         elif action.transfer_to is not None:
             self.call.transfer(action.transfer_to)
         else:
@@ -294,7 +298,8 @@ class Conversation:
 
     async def _turn_end(self, ev: TurnEnd) -> None:
         text = ev.words
-        log.info("caller said %r (turn end: %s, %.0f ms after speech, %.2fs stt)", text, ev.why,
+        log.info("caller said %s (turn end: %s, %.0f ms after speech, %.2fs stt)",
+                 logs.transcript(text, self.log_transcripts), ev.why,
                  (ev.decided_at - ev.stopped_at) * 1000, ev.recognition_s)
         if text:
             self.transcripts.append(text)
@@ -356,7 +361,8 @@ class Conversation:
         spec = _Speculation(Utterance(ev.words), self.logic.checkpoint())
         self._spec = spec
         self.call.hold_new()
-        log.info("speculative reply to %r (audio held until the turn is confirmed)", ev.words)
+        log.info("speculative reply to %s (audio held until the turn is confirmed)",
+                 logs.transcript(ev.words, self.log_transcripts))
         await self._events.put(Respond(spec.event, ev.stopped_at))
 
     async def _confirm_speculation(self, spec: _Speculation) -> None:

@@ -1,7 +1,7 @@
-"""Seed-compatible synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``.
+"""The synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``, compatible with ChatTTS servers.
 
-Accepts the seed's JSON exactly (``text``, ``voice``, ``speed``,
-``temperature``, ``top_p``, ``top_k``, ``response_format``, ``use_refine``)
+Accepts the ChatTTS server API's JSON exactly (:mod:`tts.chattts_protocol`: ``text``, ``voice``,
+``speed``, ``temperature``, ``top_p``, ``top_k``, ``response_format``, ``use_refine``)
 and OpenAI's ``input``/``model``. Every request runs through the same
 fallback policy as calls (ChatTTS → Cartesia → Piper, hedged per sentence,
 shared breakers); each ChatTTS preset maps to a Cartesia voice and a Piper
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import operator_key_ok
+from gateway.auth import open_api_refusal, operator_key_ok
 from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
 from gateway.speech_stream import PCMStreamResponse
@@ -35,7 +35,7 @@ from tts.base import TTSError
 from tts.breaker import BreakerRegistry
 from tts.chattts_protocol import read_hints
 from tts.fallback import Speaker
-from tts.render import FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode, mp3_available, render
+from tts.render import API_PRIORITY, FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode_off_loop, mp3_available, render
 from tts.settings import CHATTTS_PRESETS, CartesiaVoice, ChatTTSPreset, ChatTTSVoice, PiperVoice, TTSConfig
 
 log = logging.getLogger("voicegw.tts.api")
@@ -44,7 +44,7 @@ MAX_TEXT_CHARS = 4000
 
 
 class SpeechRequest(BaseModel):
-    """The seed's request body (plus OpenAI's ``input`` and ``model``); unknown fields are ignored."""
+    """The ChatTTS server API's request body (plus OpenAI's ``input`` and ``model``); unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -93,6 +93,23 @@ def _field_error(exc: ValidationError) -> JSONResponse:
     return _error(400, message, field)
 
 
+class _Busy:
+    """A non-blocking counter of requests in progress (the event loop is single-threaded: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 def speech_routes(services: Services) -> list[BaseRoute]:
     """The speech API's routes (mounted by :func:`gateway.app.create_app`); shares engines, metrics and breakers
     with calls."""
@@ -101,13 +118,32 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         services.breakers = BreakerRegistry()
     breakers = services.breakers
 
-    def authorized(request: Request) -> bool:
-        key = services.settings.api_key
-        return operator_key_ok(request.headers.get("authorization"), key)
+    settings = services.settings
+    # At most this many requests synthesize at once; the rest are refused at once, never queued (issue 15).
+    busy = _Busy(settings.api_max_concurrent)
+
+    def refused(request: Request) -> Response | None:
+        refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+        if refusal is not None:
+            return _error(403, refusal)
+        if not operator_key_ok(request.headers.get("authorization"), settings.api_key):
+            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        return None
 
     async def speech(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        if (denied := refused(request)) is not None:
+            return denied
+        if not busy.enter():
+            services.metrics.api_refused.labels("busy").inc()
+            return JSONResponse({"error": {"message": f"busy: {busy.limit} speech requests in progress "
+                                           "(VOICEGW_API_MAX_CONCURRENT); retry shortly", "type": "rate_limit_error"}},
+                                status_code=429, headers={"Retry-After": "1"})
+        try:
+            return await _speech(request)
+        finally:
+            busy.leave()
+
+    async def _speech(request: Request) -> Response:
         try:
             payload = json.loads(await read_body(request, SPEECH_MAX_BODY))
         except BodyError as exc:
@@ -153,13 +189,13 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         speaker = Speaker(services.engines, config, services.metrics, breakers)
         request_id = f"api-{uuid.uuid4().hex[:12]}"
         try:
-            rendered = await render(speaker, text, request_id=request_id)
+            rendered = await render(speaker, text, request_id=request_id, priority=API_PRIORITY)
         except TTSError as exc:
             log.error("speech %s: no provider could speak: %s", request_id, exc.reason)
             return _error(503, f"no TTS provider could synthesize the text: {exc.reason}")
         if not rendered.providers:
             return _error(400, f"{field}: nothing to say", field)
-        audio = encode(rendered.pcm, fmt)
+        audio = await encode_off_loop(rendered.pcm, fmt)
         providers = list(dict.fromkeys(rendered.providers))
         for p in providers:
             services.metrics.tts_rtf.labels(p).observe(rendered.rtf)
@@ -176,8 +212,8 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def list_voices(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "missing or invalid bearer token (VOICEGW_API_KEY)")
+        if (denied := refused(request)) is not None:
+            return denied
         ready = {name: bool(e.ready) for name, e in services.engines.items()}
         return JSONResponse({
             "voices": [{"id": preset, "providers": {"chattts": preset, **voices[preset]}}

@@ -13,6 +13,7 @@ import logging
 
 from agents.loader import load_agents_strict
 from agents.store import AgentStore, MemoryStore, RedisStore
+from agents.trust import SpecPolicy
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
@@ -26,13 +27,26 @@ from tts.piper import PiperEngine
 log = logging.getLogger("voicegw")
 
 
+def _chattts_unavailable(services: Services, reason: str) -> None:
+    """One line, at the level the situation deserves: ERROR when the operator asked for ChatTTS (CHATTTS_MODEL_DIR,
+    the speech role), INFO when it is merely optional (the embedded defaults on a host without weights, a GPU or
+    the ``chattts`` extra: every agent that lists it falls back to its next provider, as the demo needs none)."""
+    settings = services.settings
+    users = sorted(a.id for a in services.store.snapshot.agents.values() if "chattts" in a.tts.chain())
+    if settings.chattts_model_dir is not None or settings.role == "speech":
+        log.error("ChatTTS unavailable, agents fall back: %s", reason)
+    else:
+        log.info("ChatTTS not loaded (optional: agent(s) %s use their next provider): %s",
+                 ", ".join(users) or "none", reason)
+
+
 async def _chattts(services: Services) -> None:
     """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
     settings = services.settings
     try:
         from tts.chattts import ChatTTSConfig, ChatTTSEngine
     except ImportError as exc:  # the [chattts] extra is not installed
-        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
+        _chattts_unavailable(services, f"not installed ({exc}): pip install 'voicegw[chattts]'")
         return
     override = None
     if settings.chattts_sha256_file is not None:
@@ -49,7 +63,7 @@ async def _chattts(services: Services) -> None:
     async def load() -> None:
         await engine.start()
         if engine.load_error:
-            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
+            _chattts_unavailable(services, engine.load_error)
         else:
             log.info("ChatTTS loaded and warmed up")
 
@@ -75,7 +89,7 @@ async def _remote_chattts(services: Services) -> None:
 
 
 async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
-    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the speech API's fallback).
 
     No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
     """
@@ -93,13 +107,15 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     return services
 
 
-async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+async def build_services(settings: Settings, metrics: Metrics | None = None, *, calls: bool = True) -> Services:
+    """``calls=False`` (``voicegw say``): speech only, no Twilio edge and no listening (VAD, speech-to-text)."""
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
     store: AgentStore
     if settings.redis_url:
-        redis_store = RedisStore(settings.redis_url, agents)
+        policy = SpecPolicy.of(agents, settings.agent_key_envs, settings.llm_hosts, settings.transfer_numbers)
+        redis_store = RedisStore(settings.redis_url, agents, policy=policy, signing_key=settings.agent_signing_key)
         try:
             await redis_store.publish(agents)  # YAML is the source of truth
         except Exception as exc:
@@ -111,7 +127,8 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
-    services.edge = Edge.build(settings)
+    if calls:
+        services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.chain()}
     # Piper is the embedded default and the last resort: always loaded.
     piper = PiperEngine()
@@ -133,9 +150,10 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
             log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
         else:
             await _chattts(services)
-    _listening(services)
+    if calls:
+        _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
-    if not settings.signatures_enforced:
+    if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )

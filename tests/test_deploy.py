@@ -173,7 +173,8 @@ def test_compose_runs_gateway_and_redis() -> None:
     for name in ("gateway", "gateway-gpu"):
         gw = services[name]
         assert gw["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert gw["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert gw["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")  # AUTH
+        assert gw["environment"]["REDIS_URL"].endswith("@redis:6379/0")
         assert (DEPLOY / gw["build"]["context"] / gw["build"]["dockerfile"]).is_file()
         assert any(v.startswith("models:/models") for v in gw["volumes"])
         grace = int(gw["stop_grace_period"].rstrip("s"))
@@ -183,6 +184,25 @@ def test_compose_runs_gateway_and_redis() -> None:
     gpu = services["gateway-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    assert "--requirepass" in services["redis"]["command"] and "ports" not in services["redis"]
+
+
+def test_redis_requires_auth_and_only_gateway_pods_reach_it() -> None:
+    redis = find("Deployment", "voicegw-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert "--requirepass" in redis["args"]
+    assert any(e["name"] == "REDIS_PASSWORD" and e["valueFrom"]["secretKeyRef"]["name"] == "voicegw-redis"
+               for e in redis["env"])
+    env = {e["name"]: e for e in gateway_container()["env"]}
+    assert env["REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@voicegw-redis:")
+    assert list(env).index("REDIS_PASSWORD") < list(env).index("REDIS_URL")  # $(…) needs it defined first
+    assert find("Secret", "voicegw-redis")["stringData"]["password"]
+    policy = find("NetworkPolicy", "voicegw-redis")["spec"]
+    redis_labels = find("Deployment", "voicegw-redis")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    gateway_labels = gateway_deployment()["spec"]["template"]["metadata"]["labels"]
+    [rule] = policy["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6379]
+    assert all(src["podSelector"]["matchLabels"].items() <= gateway_labels.items() for src in rule["from"])
 
 
 # ---- Dockerfiles -----------------------------------------------------------

@@ -58,6 +58,9 @@ class Metrics(TTSMetrics):
             "endpoint_wait, recognition (compute), logic_first, first_audio, first_heard",
             ["agent", "stage"], buckets=_LAT, registry=r,
         )
+        self.api_refused = Counter(
+            "voicegw_api_refused_total", "Speech API requests refused before synthesis", ["reason"], registry=r
+        )
         self.stt_seconds = Histogram(
             "voicegw_stt_seconds", "Speech-to-text time per utterance", buckets=_LAT, registry=r
         )
