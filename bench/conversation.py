@@ -145,6 +145,7 @@ class Line:
         tail = conversation_mulaw("address")
         self.noise = tail[-8000:]  # the last second: line noise + hum, no speech
         self.c = c
+        self.busy_until = 0.0  # the previous utterance is still being spoken until then (its own tail included)
 
     async def run(self) -> None:
         while True:
@@ -152,11 +153,15 @@ class Line:
                 self.c.inbound.extend(self.noise)
             await asyncio.sleep(0.05)
 
-    def speak(self, data: bytes) -> float:
-        """Replace the queued line noise by ``data`` (it starts with its own noise lead); returns its start time."""
+    async def speak(self, data: bytes) -> float:
+        """After the previous utterance has been spoken in full, replace the queued line noise by ``data`` (it
+        starts with its own noise lead); returns its start time."""
+        await asyncio.sleep(max(0.0, self.busy_until - now(self.c)))
         del self.c.inbound[:]
         self.c.speak(data)
-        return now(self.c)
+        start = now(self.c)
+        self.busy_until = start + len(data) / 8000
+        return start
 
 
 async def quiet(c: CallControl, hold_s: float = 0.6) -> None:
@@ -180,7 +185,7 @@ async def question(c: CallControl, line: Line, name: str, stats: Stats) -> None:
     data = conversation_mulaw(name)
     onset, end = speech_bounds(data)
     known = len(starts(c))
-    t = line.speak(data)
+    t = await line.speak(data)
     stopped = t + end
     if await until(lambda: len(starts(c)) > known, 20):
         first = c.result.mark_times[starts(c)[known]]
@@ -206,7 +211,7 @@ async def scripted_call(url: str, stats: Stats) -> None:
             await until(lambda: c.result.time_to_first_audio is not None)
             await asyncio.sleep(0.8)
             clears = c.result.clears
-            line.speak(conversation_mulaw("cough"))  # a noise burst over the greeting
+            await line.speak(conversation_mulaw("cough"))  # a noise burst over the greeting
             await until(lambda: "greeting-1" in c.result.marks_echoed, 30)
             if "greeting-1" in c.result.marks_cleared or "greeting-1" not in c.result.marks_echoed:
                 stats.lost_greetings += 1
@@ -218,11 +223,11 @@ async def scripted_call(url: str, stats: Stats) -> None:
                 await barge_in(c, line, long_q, over, stats)
             # a cough 1 s into a long answer: nothing may be lost
             known = len(starts(c))
-            line.speak(conversation_mulaw("hours"))
+            await line.speak(conversation_mulaw("hours"))
             await until(lambda: len(starts(c)) > known, 20)
             await asyncio.sleep(1.0)
             cleared = len(c.result.marks_cleared)
-            line.speak(conversation_mulaw("cough"))
+            await line.speak(conversation_mulaw("cough"))
             await quiet(c)
             if len(c.result.marks_cleared) > cleared:
                 stats.false_barge_ins += 1
@@ -243,7 +248,7 @@ async def warm_call(url: str) -> None:
             await quiet(c)
             for name in [*QUESTIONS, "interrupt"]:
                 known = len(starts(c))
-                line.speak(conversation_mulaw(name))
+                await line.speak(conversation_mulaw(name))
                 await until(lambda k=known: len(starts(c)) > k, 20)  # type: ignore[misc]
                 await quiet(c)
         finally:
@@ -254,12 +259,12 @@ async def warm_call(url: str) -> None:
 
 async def barge_in(c: CallControl, line: Line, long_q: str, over: str, stats: Stats) -> None:
     known = len(starts(c))
-    line.speak(conversation_mulaw(long_q))
+    await line.speak(conversation_mulaw(long_q))
     await until(lambda: len(starts(c)) > known, 20)
     await asyncio.sleep(1.0)
     data = conversation_mulaw(over)
     onset, end = speech_bounds(data)
-    t = line.speak(data)
+    t = await line.speak(data)
     stop = await audio_stops(c, t + onset)
     if stop is None:
         stats.barge_ins_missed += 1
@@ -288,7 +293,7 @@ async def llm_call(url: str, stats: Stats) -> None:
                 data = conversation_mulaw(name)
                 onset, end = speech_bounds(data)
                 known = len(starts(c))
-                t = line.speak(data)
+                t = await line.speak(data)
                 if i > 0:  # spoken over the previous reply: a barge-in
                     stop = await audio_stops(c, t + onset)
                     if stop is None:

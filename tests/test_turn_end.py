@@ -52,6 +52,10 @@ def test_decide_table() -> None:
         (TurnEndView(0.8, "Where is your office?", 0.2), Decision.END, "model_unsure"),
         (TurnEndView(0.2, "Where is your office?", 0.9), Decision.LIKELY, "complete"),
         (TurnEndView(0.4, "Where is your office?", 0.9), Decision.END, "complete"),
+        (TurnEndView(0.5, "No.", None), Decision.LIKELY, "short"),
+        (TurnEndView(0.8, "Wait.", None), Decision.END, "short"),
+        (TurnEndView(0.4, "Why?", None), Decision.END, "complete"),
+        (TurnEndView(0.4, "Yes, please.", None), Decision.LIKELY, "short"),
     ]
     for view, verdict, why in cases:
         assert decide(CFG, view) == (verdict, why), view
