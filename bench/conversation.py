@@ -26,6 +26,7 @@ Speech onset/end come from the fixture audio itself (first/last 10 ms window abo
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import logging
 import os
@@ -118,7 +119,8 @@ class HeardLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("caller said") and record.args:
-            self.said.append(str(record.args[0]))  # type: ignore[index]
+            quoted = str(record.args[0])  # type: ignore[index]
+            self.said.append(str(ast.literal_eval(quoted)) if quoted[:1] in "'\"" else quoted)
 
 
 def now(c: CallControl) -> float:
