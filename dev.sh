@@ -58,6 +58,8 @@ setup_base() {
 setup_full() {
     venv
     need_sys redis-server redis-server
+    # The console test drives Debian's chromium headless through Playwright (which never downloads a browser).
+    need_sys chromium chromium
     step "installing voicegw with ChatTTS, speech and the test tools into $VENV (first run: many minutes)"
     # torch first, pinned: 2.13.0 is the CPU build (a bare "torch" would pull several GB of CUDA wheels).
     command -v nvidia-smi >/dev/null 2>&1 || pip_install "torch==2.13.0"

@@ -44,6 +44,7 @@ from agents.spec import AgentSpec
 from audio.codec import float_to_int16, lin2ulaw, to_float
 from audio.formats import FRAME_SECONDS, AudioChunk, Encoding
 from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
+from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
@@ -58,6 +59,11 @@ from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 
 log = logging.getLogger("voicegw.call")
+
+#: Per-call bounds on what the caller's side can make us keep (issue 15): digits per call (more are dropped,
+#: counted in ``voicegw_bounded_total{what="dtmf"}``), unknown mark echoes logged (all are counted).
+MAX_DTMF_KEPT = 256
+LOGGED_UNKNOWN_MARKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +118,15 @@ class CallSession:
         self.phrase_cache = services.phrase_cache
         self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
-        self.marks_echoed: list[str] = []
+        self.marks_echoed: list[str] = []  # echoes of marks we sent (unknown ones are only counted)
+        self.unknown_marks = 0
+        self.max_dtmf = MAX_DTMF_KEPT
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
         self.listener: CallListener | None = None  # the agent side (a Conversation); None: plain greeting only
         self.observers: list[Callable[[CallEvent], None]] = []  # see every event before the listener
+        self.notes: list[Callable[[CallNote], None]] = []  # what the call tells a watcher (the console page)
         # Per-call observations for the summary line (the conversation counts turns and mouth-to-ear latencies).
         self.turns = 0
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
@@ -152,7 +161,10 @@ class CallSession:
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
         assert self.recorder is not None
         try:
+            jumped = self.recorder.jumped_samples
             add(at_s, mulaw)
+            if self.recorder.jumped_samples != jumped:
+                self.metrics.bounded.labels("recording_jump").inc()
         except OSError as exc:  # disk full, volume gone: stop recording, keep the call
             log.error("call %s: recording stopped: %s", self.call_id, exc)
             self.recorder.closed = True
@@ -177,7 +189,13 @@ class CallSession:
         self.ledger.queue(name, text, tag)
         self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first,
                                           self.turn, f"{self.call_id}-{kind}-{self.turn}"))
+        self.note(SentenceQueued(name, text, kind, tag))
         return name
+
+    def note(self, note: CallNote) -> None:
+        """Tell the watchers (``self.notes``); they queue and return."""
+        for watch in self.notes:
+            watch(note)
 
     async def _speak_loop(self) -> None:
         while True:
@@ -223,7 +241,8 @@ class CallSession:
                 self.fallbacks += 1
                 continue
             if not audio.provider and not audio.restarts:  # the sentence's first audio
-                self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+                audio.first_audio_s = time.monotonic() - sentence.queued_at
+                self.first_audio_s.append(audio.first_audio_s)
                 if part.provider != self.agent.tts.provider:  # the primary failed before any audio
                     self.fallbacks += 1
             self._put_frames(audio.feed(part.chunk, part.provider), sentence, started)
@@ -254,6 +273,7 @@ class CallSession:
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
         try:
             audio = await self._stream(sentence, self.speaker.speak(
@@ -269,6 +289,8 @@ class CallSession:
             if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
                 cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
+            self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
+                                     audio.first_audio_s))
             if audio.audio_s > 0:
                 rtf = (time.monotonic() - sentence.queued_at) / audio.audio_s
                 self.metrics.tts_rtf.labels(audio.provider).observe(rtf)
@@ -288,6 +310,7 @@ class CallSession:
             return
         self.ledger.replace_text(sentence.name, apology)
         self.providers.append("apology")
+        self.note(SentenceSpoken(sentence.name, "apology", True, None))
 
     async def hold(self) -> None:
         """Caller speech started over the agent: stop the agent at once without losing anything. What the
@@ -397,11 +420,18 @@ class CallSession:
                 if self._ending is None or event.outcome == "protocol_error":
                     self.outcome = event.outcome
             elif isinstance(event, MarkHeard):
-                self.marks_echoed.append(event.name)
-                if not self.ledger.echoed(event.name).known:
-                    log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name)
+                if self.ledger.echoed(event.name).known:
+                    self.marks_echoed.append(event.name)  # bounded by the marks we sent
+                else:  # counted, never kept: a peer could send millions
+                    self.unknown_marks += 1
+                    self.metrics.bounded.labels("unknown_mark").inc()
+                    if self.unknown_marks <= LOGGED_UNKNOWN_MARKS:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name[:64])
                 self._marks_changed.set()
             elif isinstance(event, Digit):
+                if len(self.dtmf) >= self.max_dtmf:  # dropped: neither kept nor passed to the agent
+                    self.metrics.bounded.labels("dtmf").inc()
+                    continue
                 self.dtmf.append(event.digit)
                 log.info("call %s: dtmf %s", self.call_id, event.digit)
             elif isinstance(event, CallerAudio) and self.recorder is not None:

@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _logging(settings)
-    agents, problems = load_agents(settings.agents_dir)
+    # A speech pod (VOICEGW_ROLE=speech) serves no agents: it does not read or validate them.
+    agents, problems = load_agents(settings.agents_dir) if settings.role != "speech" else ({}, [])
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -55,12 +56,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     app = create_app(settings)
-    print(f"voicegw: serving on http://{host}:{port}  (webhook: POST /twilio/voice)", flush=True)
+    entry = "speech: POST /v1/audio/speech" if settings.role == "speech" else "webhook: POST /twilio/voice"
+    print(f"voicegw: serving on http://{host}:{port}  (role {settings.role}; {entry})", flush=True)
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
                             log_config=None, lifespan="on")
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    server = GatewayServer(config, app, ready_hint(sorted(agents), f"http://{local}:{port}", _program()))
+    hint = (ready_hint(sorted(agents), f"http://{local}:{port}", _program()) if settings.role != "speech" else
+            f"voicegw: ready: a speech pod; point telephony pods' CHATTTS_API_URL at http://{local}:{port}")
+    server = GatewayServer(config, app, hint)
     server.run()
     return server.exit_status
 

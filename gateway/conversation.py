@@ -89,6 +89,7 @@ from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
 from gateway.listener import EnoughSpeech, Likely, Listener, ListenEvent, NoWords, Onset, Resumed, TurnEnd
+from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, TurnHeard
 from gateway.ops import logs
 from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
@@ -137,6 +138,10 @@ class TurnRecord:
     sentences: list[str] = field(default_factory=list)
     interrupted: bool = False
     heard: str = ""
+
+
+#: What started an agent turn, for watchers (the console's turn table).
+_CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "SilenceTimeout": "silence"}
 
 
 @dataclass
@@ -197,6 +202,7 @@ class Conversation:
         self._timing: dict[int, _Timing] = {}  # answered turn → its latency so far
         self._turn_ended: TurnEnd | None = None  # the caller turn the next Respond answers
         self._abandoned: list[LogicEvent] = []  # speculative events abandoned before the brain took them
+        self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -303,6 +309,7 @@ class Conversation:
                  (ev.decided_at - ev.stopped_at) * 1000, ev.recognition_s)
         if text:
             self.transcripts.append(text)
+            self._note(CallerSaid(text, ev.stopped_at, ev.decided_at, ev.decided_at))
         if self._held:
             if text and not is_backchannel(text):
                 await self._feed(CallerBargeIn())
@@ -324,11 +331,16 @@ class Conversation:
         if turn is not None and turn in self._turn_origin:
             now = self.clock()
             latency = now - self._turn_origin.pop(turn)
+            self._note(TurnHeard(turn, now))
             self.call.mouth_to_ear_s.append(latency)
             if self.metrics is not None:
                 self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
             self._record_latency(turn, name, now)
         await self._feed(PlayoutProgress(heard))
+
+    def _note(self, note: CallNote) -> None:
+        for watch in self.notes:
+            watch(note)
 
     def _record_latency(self, turn: int, start_mark: str, heard_at: float) -> None:
         timing = self._timing.pop(turn, None)
@@ -349,6 +361,7 @@ class Conversation:
             logic_first_ms=ms(timing.logic_first_at), first_audio_ms=ms(first_audio), first_heard_ms=ms(heard_at),
         )
         self.call.turn_latency.append(record)
+        self._note(record)
         if self.metrics is not None:
             for stage in TURN_STAGES:
                 value = record.stage_ms(stage)
@@ -421,6 +434,7 @@ class Conversation:
                 elif self._turn_ended is not None and respond.origin == self._turn_ended.stopped_at:
                     self._timing = {self.turn: _Timing(self._turn_ended)}
                 await self._feed(TurnStarted(self.turn, respond.event))
+                self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
                 self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn), f"turn-{self.turn}")
             # wait for this reply to be generated before taking the next event (interrupts bypass the queue)
             with contextlib.suppress(asyncio.CancelledError):
@@ -497,6 +511,7 @@ class Conversation:
             self.turns[-1].interrupted, self.turns[-1].heard = True, heard
         if self.metrics is not None and why == "speech":
             self.metrics.barge_ins.labels(self.agent.id).inc()
+        self._note(BargedIn(self.turn, why))
         log.info("barge-in (%s) during turn %d; caller heard %r", why, self.turn, heard[:80])
 
     # ---- time --------------------------------------------------------------------------------------------------

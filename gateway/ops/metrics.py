@@ -58,6 +58,10 @@ class Metrics(TTSMetrics):
             "endpoint_wait, recognition (compute), logic_first, first_audio, first_heard",
             ["agent", "stage"], buckets=_LAT, registry=r,
         )
+        self.bounded = Counter(
+            "voicegw_bounded_total", "Inputs dropped or refused by a bound (unknown_mark, dtmf, recording_jump, "
+            "gateway_full, pending_streams)", ["what"], registry=r,
+        )
         self.api_refused = Counter(
             "voicegw_api_refused_total", "Speech API requests refused before synthesis", ["reason"], registry=r
         )
