@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audio.codec import ulaw2lin
+from audio.codec import ulaw_to_float
 
 SAMPLE_RATE = 8000
 CHUNK = 256  # samples per inference at 8 kHz (32 ms)
@@ -50,9 +50,6 @@ log = logging.getLogger("voicegw.vad")
 WINDOW = CONTEXT + CHUNK
 STATE = 128  # width of each of the two recurrent state vectors
 TICK_S = 0.02  # default batcher period: one Twilio frame
-
-# mu-law byte → float32 sample in [-1, 1): the same values as ulaw2lin(x) / 32768 (int16 fits float32 exactly).
-ULAW_F32: F32 = (ulaw2lin(bytes(range(256))).astype(np.float64) / 32768.0).astype(np.float32)
 
 
 class VadError(Exception):
@@ -219,7 +216,7 @@ class BatchedVadStream:
 
     def feed_mulaw(self, payload: bytes) -> None:
         """Twilio's 8 kHz mu-law as it arrives (any length)."""
-        self.feed(ULAW_F32[np.frombuffer(payload, dtype=np.uint8)])
+        self.feed(ulaw_to_float(payload))
 
     def feed(self, samples: F32) -> None:
         """8 kHz float32 samples in [-1, 1] (any length); a complete chunk is inferred at the next tick."""

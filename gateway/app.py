@@ -277,6 +277,8 @@ async def readyz(request: Request) -> Response:
         if why:
             not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
+    if services.phrases is not None and not services.phrases.ready:
+        not_ready.append("pre-rendering fixed phrases")
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
     if listening["stt"] not in ("ready", "off"):

@@ -49,6 +49,7 @@ from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
 from gateway.phrase_cache import PhraseCache, fingerprint
+from gateway.phrases import Phrases
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
@@ -86,6 +87,7 @@ class CallServices(Protocol):
     engines: dict[str, TTSEngine]
     breakers: BreakerRegistry | None
     phrase_cache: PhraseCache | None
+    phrases: Phrases | None  # single-flight and pre-rendered fixed phrases (None: cache only)
     call_tasks: TaskGroup  # every call's tasks, so a leak shows in its ``live`` count
     calls: dict[str, CallSession]  # call id → session, while it runs
 
@@ -268,13 +270,24 @@ class CallSession:
         sent: list[bool] = []
         cache = self.phrase_cache if sentence.phrase else None
         cached = cache.get(self.agent, self._version, sentence.text) if cache is not None else None
+        phrases = self.services.phrases if cache is not None else None
+        outcome = "hit"
+        if cached is None and phrases is not None:
+            flight = phrases.join(self.agent, self._version, sentence.text)
+            if flight is not None:  # another call is synthesizing this very phrase: use its audio
+                cached, outcome = await flight, "coalesced"
         if cache is not None:
-            self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
+            self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.providers.append(self.agent.tts.chain()[0])  # the cache holds the primary voice only
+            self.first_audio_s.append(time.monotonic() - sentence.queued_at)
             self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
+        # single-flight: identical requests arriving meanwhile wait for this synthesis (None: they do their own)
+        lead = phrases.lead(self.agent, self._version, sentence.text) if phrases is not None else None
+        audio: SentenceAudio | None = None
         try:
             audio = await self._stream(sentence, self.speaker.speak(
                 sentence.text, language=self.agent.language, priority=0 if sentence.first else 1,
@@ -284,10 +297,15 @@ class CallSession:
             await self._apologize(sentence, sent)
             self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
+        finally:
+            cacheable = (audio is not None and audio.provider and not audio.restarts
+                         and audio.provider == self.agent.tts.chain()[0])
+            if lead is not None:
+                lead.done(audio.frames if cacheable and audio is not None else None)
+            if cache is not None and cacheable and audio is not None:
+                cache.put(self.agent, self._version, sentence.text, audio.frames)
         self._end_sentence(sentence, sent)
         if audio.provider:
-            if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
-                cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
             self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
                                      audio.first_audio_s))
@@ -301,9 +319,14 @@ class CallSession:
             return
         self._apologized.add(sentence.turn_id)
         apology = self.agent.turn_taking.apology
+        cache = self.phrase_cache
+        cached = cache.get(self.agent, self._version, apology) if cache is not None else None
         try:
-            await self._stream(sentence, self.speaker.apologize(
-                apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
+            if cached is not None:  # pre-rendered while the voice was working
+                self._put_frames(list(cached), sentence, started)
+            else:
+                await self._stream(sentence, self.speaker.apologize(
+                    apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
         except TTSError as exc:
             log.error("call %s: cannot even apologize (%s): ending the call", self.call_id, exc.reason)
             self.hangup("tts_failed")

@@ -181,9 +181,10 @@ class Conversation:
         self.clock = clock
         self.tt = agent.turn_taking
         self.listener: Listener | None = None
+        # VAD through the event loop's shared batcher: one Silero inference per tick for every call
         if transcriber is not None and vad is not None:
             model = smart_turn.load() if self.tt.turn_model == "smart_turn" else None
-            self.listener = Listener(self.tt, vad.stream(), transcriber, self._on_listen, clock, model,
+            self.listener = Listener(self.tt, vad.batcher().stream(), transcriber, self._on_listen, clock, model,
                                      self._recognised)
         self.listening = self.listener is not None
         self.policy = TurnPolicy(TurnConfig.from_agent(agent), clock())

@@ -30,6 +30,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +96,12 @@ class TurnEnd:
 ListenEvent = Onset | EnoughSpeech | NoWords | Likely | Resumed | TurnEnd
 
 
+class VadSource(Protocol):
+    """A call's VAD: :class:`agents.vad.VadStream` (inline) or :class:`agents.vad.BatchedVadStream` (batched)."""
+
+    async def infer(self, samples: F32) -> list[tuple[float, F32]]: ...
+
+
 class Listener:
     def __init__(self, tt: TurnTaking, vad: VadStream | BatchedVadStream, transcriber: Transcriber,
                  emit: Callable[[ListenEvent], Awaitable[None]], clock: Callable[[], float],
@@ -134,6 +141,9 @@ class Listener:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        close = getattr(self.vad, "close", None)
+        if close is not None:
+            close()  # a batched stream frees its row
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -178,6 +188,9 @@ class Listener:
             result = await self.transcriber.transcribe(AudioChunk(pcm, PCM_8K))
         except STTError as exc:
             log.error("speech recognition failed: %s", exc)
+            return "", 0.0
+        except Exception:  # a recogniser bug must not stop listening (the turn still ends, with no words)
+            log.exception("speech recognition failed")
             return "", 0.0
         if self.on_recognised is not None:
             self.on_recognised(result)

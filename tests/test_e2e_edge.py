@@ -109,9 +109,7 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
             s = await session_of(services, c.call_sid)
             await wait_until(lambda: len(c.result.media_times) >= 40, within_s=60)  # 0.8 s into the greeting
             state["gone"] = await s.interrupt()
-            state["audio_at_clear"] = len(c.result.audio)
-            await asyncio.sleep(1.0)
-            state["audio_after_1s"] = len(c.result.audio)
+            await asyncio.sleep(1.0)  # room for a wrongly sent frame to show up (the check below is by order)
             assert s.ledger.cleared_marks() == ["greeting-1"] and s.ledger.heard() == []
             state["said_at"] = emu.clock() - c.t0
             reply = s.say("We are open from nine to five.")  # the next turn plays normally
@@ -123,9 +121,9 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
         assert state["gone"] == ["greeting-1"]
         clear_at = result.clear_times[0]
         # Socket order is send order: no media of the interrupted turn arrived after `clear` (at most one frame).
+        # (Frames sent before `clear` but read after interrupt() returned arrive before it: not counted, rightly.)
         late_media = [t for t in result.media_times if clear_at < t < state["said_at"]]
         assert len(late_media) <= 1
-        assert state["audio_after_1s"] - state["audio_at_clear"] <= 160
         # Mid-sentence, the greeting's mark was still queued behind its audio: dropped here, never sent or echoed.
         assert "greeting-1" not in result.marks_echoed + result.marks_cleared
         assert state["ledger"] == (["sentence-2"], ["greeting-1"])
