@@ -213,6 +213,9 @@ class CallSession:
                 if current is not None and current.cancelling():
                     raise  # the loop itself is being cancelled (call ending)
                 # only this sentence was cancelled (interrupt): go on with the next one
+            except Exception:  # a bug in one sentence's path must not silence the rest of the call
+                log.exception("call %s: sentence %s failed", self.call_id, sentence.name)
+                self._end_sentence(sentence, [])  # its marks still settle: the conversation waits for them
             finally:
                 self._speaking = None
 
@@ -273,8 +276,9 @@ class CallSession:
         phrases = self.services.phrases if cache is not None else None
         outcome = "hit"
         if cached is None and phrases is not None:
-            flight = phrases.join(self.agent, self._version, sentence.text)
-            if flight is not None:  # another call is synthesizing this very phrase: use its audio
+            # Another call is synthesizing this very phrase: use its audio. When that rendering fails, every
+            # call that waited wakes at once: one of them leads the next attempt and the others wait for it.
+            while cached is None and (flight := phrases.join(self.agent, self._version, sentence.text)) is not None:
                 cached, outcome = await flight, "coalesced"
         if cache is not None:
             self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
