@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.spec import AgentSpec
+from tts.registry import voice_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,10 @@ def load_agents(directory: Path) -> tuple[dict[str, AgentSpec], list[Problem]]:
                 )
                 clash = True
         if clash:
+            continue
+        voices = [Problem(path.name, key, message) for key, message in voice_problems(spec.tts, spec.language)]
+        if voices:  # a voice that cannot speak fails every call: refuse the agent like a schema error
+            problems.extend(voices)
             continue
         for num in spec.phone_numbers:
             numbers[num] = spec.id

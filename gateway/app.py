@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
 from gateway.conversation import attach_conversation
+from gateway.errors import ALL_METHODS, unauthorized
 from gateway.ops import logs
 from gateway.services import Services
 from gateway.settings import Settings
@@ -28,6 +29,7 @@ from gateway.twilio.edge import Edge
 from gateway.twilio.events import Start
 from gateway.twilio.protocol import RemoteProtocolError, TwilioProtocol
 from gateway.twilio.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
+from tts.registry import voice_problems
 
 log = logging.getLogger("voicegw.app")
 
@@ -218,6 +220,11 @@ async def readyz(request: Request) -> Response:
         not_ready.append("draining")
     store_ok = bool(services.store.healthy)
     services.metrics.redis_up.set(1 if store_ok else 0)
+    # An agent pushed with a voice that cannot speak fails each of its calls. Degraded rather than not
+    # ready: every pod shares the store, so unready would take the agents that work out of service too.
+    voices = {a.id: [f"{key}: {msg}" for key, msg in voice_problems(a.tts, a.language)]
+              for a in services.store.snapshot.agents.values()}
+    degraded += [f"agent {agent}: cannot speak: {p}" for agent, problems in voices.items() for p in problems]
     body = {
         "ready": not not_ready,
         "not_ready": not_ready,
@@ -259,7 +266,7 @@ async def metrics(request: Request) -> Response:
     if services.settings.metrics_port:
         return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
     if not _authorized(request, services.settings.api_key):
-        return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+        return unauthorized()
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -272,7 +279,7 @@ async def admin_drain(request: Request) -> Response:
     key = services.settings.api_key
     client = request.client.host if request.client else ""
     if not _authorized(request, key) or (not key and client not in ("127.0.0.1", "::1")):
-        return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+        return unauthorized()
     if services.drain.begin(time.monotonic()):
         log.warning("drain requested over HTTP: refusing new calls, %d active", services.active_calls)
     return JSONResponse({**services.drain.status(time.monotonic()), "active_calls": services.active_calls})
@@ -317,7 +324,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
-        Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
-        Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
+        # every method reaches the speech handlers: they answer a wrong one with a JSON 405 and Allow
+        Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=ALL_METHODS),
+        Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=ALL_METHODS),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -7,9 +7,9 @@ gateway whose agents do not use ChatTTS never pays for loading it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore
@@ -20,40 +20,9 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
-from tts.cartesia import CartesiaEngine
-from tts.piper import PiperEngine
+from tts.registry import build_engines
 
 log = logging.getLogger("voicegw")
-
-
-async def _chattts(services: Services) -> None:
-    """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
-    settings = services.settings
-    try:
-        from tts.chattts import ChatTTSConfig, ChatTTSEngine
-    except ImportError as exc:  # the [chattts] extra is not installed
-        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
-        return
-    override = None
-    if settings.chattts_sha256_file is not None:
-        try:
-            override = json.loads(settings.chattts_sha256_file.read_text())
-        except (OSError, ValueError) as exc:
-            log.error("CHATTTS_SHA256_FILE %s is unreadable (%s): ChatTTS disabled", settings.chattts_sha256_file, exc)
-            return
-    config = ChatTTSConfig.from_settings(settings)
-    config = dataclasses.replace(config, sha256_override=override, allow_download=settings.chattts_model_dir is None)
-    engine = ChatTTSEngine(config, services.metrics)
-    services.engines["chattts"] = engine
-
-    async def load() -> None:
-        await engine.start()
-        if engine.load_error:
-            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
-        else:
-            log.info("ChatTTS loaded and warmed up")
-
-    services.extras["chattts_loading"] = asyncio.create_task(load(), name="chattts-load")
 
 
 async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
@@ -73,22 +42,15 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
     services.edge = Edge.build(settings)
-    used = {p for a in agents.values() for p in a.tts.chain()}
-    # Piper is the embedded default and the last resort: always loaded.
-    piper = PiperEngine()
-    await piper.start()
-    services.engines["piper"] = piper
+    used = {p for a in agents.values() for p in a.tts.engines_used()}
     # One breaker registry per process: one call's provider failures spare the next call the wait.
     services.extras["breakers"] = BreakerRegistry()
-    if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
-        cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
-        if "cartesia" in used:
-            await cartesia.start()  # opens the shared WebSocket now rather than on the first sentence
-        services.engines["cartesia"] = cartesia
-    elif "cartesia" in used:
-        log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
-    if "chattts" in used:
-        await _chattts(services)
+
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:  # cancelled by Services.aclose
+        services.extras[name] = asyncio.create_task(coro, name=name)
+
+    # The engine registry (tts.registry.ENGINES) says which engines to build and how to start them.
+    services.engines.update(await build_engines(settings, services.metrics, used, spawn))
     _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if not settings.signatures_enforced:
