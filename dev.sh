@@ -29,6 +29,8 @@ setup_base() {
     # The gateway plus listening (VAD + speech-to-text, no torch) so the demo agent can converse offline.
     "$VENV/bin/python" -m pip install -q -e ".[stt]"
     "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
+    # pipecat-ai only for the Smart Turn v3.2 ONNX file (turn_model: smart_turn); never imported.
+    "$VENV/bin/python" -m pip install -q --no-deps "pipecat-ai==1.14.0"
 }
 
 setup_full() {
@@ -39,6 +41,7 @@ setup_full() {
     "$VENV/bin/python" -m pip install -q -e ".[stt,chattts,dev]"
     # silero-vad only for its ONNX file: its Python deps would pull torch again.
     "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
+    "$VENV/bin/python" -m pip install -q --no-deps "pipecat-ai==1.14.0"
     # PyPI's torchaudio is a CUDA build; on CPU hosts drop its native libs so it runs in pure-Python mode
     # (ChatTTS only uses MelSpectrogram). See "CPU hosts only (torchaudio fix)" in docs/chattts.md.
     if ! command -v nvidia-smi >/dev/null 2>&1; then

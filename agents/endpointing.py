@@ -13,6 +13,18 @@ hears the onset. :class:`BargeIn` fires once per utterance when its voiced
 time reaches ``barge_in_s``; utterances with less voiced time than
 ``min_speech_s`` are dropped as noise (:class:`SpeechDropped`), and an
 utterance longer than ``max_utterance_s`` is cut (Whisper hears 30 s at most).
+
+Speculation (issue 13): after ``pause_s`` of silence inside an utterance a
+:class:`SpeechPause` carries the audio so far, once per gap, so the runner can
+decode it and decide the end of turn before ``end_silence_s`` (which is then
+the *maximum* silence); :meth:`Endpointer.end_now` closes the utterance on the
+runner's decision, and :class:`SpeechResume` says the caller went on (discard
+the speculation).
+
+Adaptive noise floor: the RMS level of chunks the VAD calls non-speech is
+tracked (down fast, up slowly), and a chunk only counts as speech when it is
+also ``noise_margin_db`` above that floor, so steady hum or line noise that
+nudges the VAD probability neither starts an utterance nor prolongs one.
 """
 
 from __future__ import annotations
@@ -52,7 +64,25 @@ class SpeechDropped:
     voiced_s: float
 
 
-EndpointEvent = SpeechStart | BargeIn | SpeechEnd | SpeechDropped
+@dataclass(frozen=True, slots=True)
+class SpeechPause:
+    """``pause_s`` of silence inside an utterance: a chance to decode speculatively."""
+
+    started_at: float
+    ended_at: float  # end of the last voiced chunk
+    at: float  # stream seconds now
+    voiced_s: float
+    pcm: F32  # the utterance so far, as SpeechEnd would carry it
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResume:
+    """Voiced again after a :class:`SpeechPause`: any speculation on that pause is stale."""
+
+    at: float
+
+
+EndpointEvent = SpeechStart | BargeIn | SpeechEnd | SpeechDropped | SpeechPause | SpeechResume
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +94,30 @@ class EndpointConfig:
     tail_s: float = 0.2
     min_speech_s: float = 0.1
     max_utterance_s: float = 20.0
+    pause_s: float | None = None  # emit SpeechPause at this silence (None: never)
+    noise_margin_db: float | None = 6.0  # speech must be this far above the noise floor (None: no floor)
+    noise_floor_db: float = -60.0  # initial floor (dBFS)
 
     @classmethod
     def from_turn_taking(cls, tt: TurnTaking) -> EndpointConfig:
+        """Silence-only endpointing: the utterance ends at ``end_of_utterance_silence_ms``."""
         return cls(
             threshold=tt.vad_threshold,
             end_silence_s=tt.end_of_utterance_silence_ms / 1000.0,
             barge_in_s=tt.barge_in_min_speech_ms / 1000.0,
+            noise_margin_db=tt.noise_margin_db,
+        )
+
+    @classmethod
+    def speculative(cls, tt: TurnTaking) -> EndpointConfig:
+        """Speculative turn-taking: pause events at ``speculative_silence_ms``; the endpointer itself only
+        ends an utterance at ``max_silence_ms`` (the runner ends it earlier with :meth:`Endpointer.end_now`)."""
+        return cls(
+            threshold=tt.vad_threshold,
+            end_silence_s=tt.max_silence_ms / 1000.0,
+            barge_in_s=tt.barge_in_min_speech_ms / 1000.0,
+            pause_s=tt.speculative_silence_ms / 1000.0,
+            noise_margin_db=tt.noise_margin_db,
         )
 
     @property
@@ -89,6 +136,8 @@ class Endpointer:
         self._silence_s = 0.0
         self._last_voiced_end = 0.0
         self._barged = False
+        self._paused = False  # a SpeechPause went out for the current gap
+        self.noise_db = self.config.noise_floor_db  # adaptive noise floor (dBFS)
 
     @property
     def now(self) -> float:
@@ -98,10 +147,31 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._utt is not None
 
+    @property
+    def silence_s(self) -> float:
+        """Stream seconds since the last voiced chunk of the utterance in progress (0 when idle)."""
+        return self.now - self._last_voiced_end if self._utt is not None else 0.0
+
+    @property
+    def voiced_s(self) -> float:
+        return self._voiced_s if self._utt is not None else 0.0
+
     def reset(self) -> None:
         """Forget any utterance in progress (stream time keeps counting)."""
         self._utt = None
         self._pre = []
+
+    def _loud_enough(self, prob: float, chunk: F32) -> bool:
+        """Update the noise floor; is this chunk above it by the margin?"""
+        cfg = self.config
+        if cfg.noise_margin_db is None:
+            return True
+        level = 10.0 * float(np.log10(float(np.mean(np.square(chunk, dtype=np.float64))) + 1e-12))
+        if prob < cfg.neg_threshold:  # the VAD calls it non-speech: it is what the line sounds like
+            rate = 0.3 if level < self.noise_db else 0.02  # follow drops at once, rises slowly
+            self.noise_db += rate * (level - self.noise_db)
+            self.noise_db = min(self.noise_db, -20.0)  # never so high that normal speech is gated out
+        return level >= self.noise_db + cfg.noise_margin_db
 
     def feed(self, prob: float, chunk: F32) -> list[EndpointEvent]:
         cfg = self.config
@@ -110,6 +180,8 @@ class Endpointer:
         self.samples += len(chunk)
         end = self.now
         events: list[EndpointEvent] = []
+        if not self._loud_enough(prob, chunk):
+            prob = 0.0
         if self._utt is None:
             if prob < cfg.threshold:
                 self._pre.append(chunk)
@@ -123,6 +195,7 @@ class Endpointer:
             self._silence_s = 0.0
             self._last_voiced_end = end
             self._barged = False
+            self._paused = False
             events.append(SpeechStart(start))
         else:
             self._utt.append(chunk)
@@ -130,8 +203,16 @@ class Endpointer:
                 self._voiced_s += dur
                 self._silence_s = 0.0
                 self._last_voiced_end = end
+                if self._paused:
+                    self._paused = False
+                    events.append(SpeechResume(start))
             else:
                 self._silence_s += dur
+                if (cfg.pause_s is not None and not self._paused and self._silence_s >= cfg.pause_s
+                        and self._silence_s < cfg.end_silence_s and self._voiced_s >= cfg.min_speech_s):
+                    self._paused = True
+                    events.append(SpeechPause(self._started_at, self._last_voiced_end, end, self._voiced_s,
+                                              self._trimmed(np.concatenate(self._utt))))
         if not self._barged and self._voiced_s >= cfg.barge_in_s:
             self._barged = True
             events.append(BargeIn(end, self._started_at))
@@ -140,6 +221,11 @@ class Endpointer:
             events.append(self._finish())
         return events
 
+    def _trimmed(self, pcm: F32) -> F32:
+        """Trim trailing silence beyond tail_s (keep the pre-roll at the front)."""
+        cut = len(pcm) - round(max(0.0, self.now - self._last_voiced_end - self.config.tail_s) * SAMPLE_RATE)
+        return pcm[:cut]
+
     def _finish(self) -> SpeechEnd | SpeechDropped:
         cfg = self.config
         assert self._utt is not None
@@ -147,10 +233,11 @@ class Endpointer:
         self._utt = None
         if self._voiced_s < cfg.min_speech_s:
             return SpeechDropped(self._started_at, self._voiced_s)
-        # Trim trailing silence beyond tail_s (keep the pre-roll at the front).
-        total_end = self.now
-        cut = len(pcm) - int(max(0.0, total_end - self._last_voiced_end - cfg.tail_s) * SAMPLE_RATE)
-        return SpeechEnd(self._started_at, self._last_voiced_end, pcm[:cut])
+        return SpeechEnd(self._started_at, self._last_voiced_end, self._trimmed(pcm))
+
+    def end_now(self) -> list[EndpointEvent]:
+        """The runner decided the turn is over (words look complete): close the utterance in progress."""
+        return self.flush()
 
     def flush(self) -> list[EndpointEvent]:
         """End of stream: close the utterance in progress, if any."""

@@ -3,7 +3,7 @@
 Rules of this file: pure models, no I/O. Every field an operator can set lives
 here with its default and its range; ``voicegw agents schema`` prints the JSON
 Schema generated from these models, and ``voicegw agents validate`` reports
-errors as ``file: key.path: message``.
+errors as ``file:line: key.path: message``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from tts.registry import TTSConfig
 from tts.settings import Ranged, StrictModel, within
@@ -68,14 +68,43 @@ class Limits(StrictModel):
 
 
 class TurnTaking(StrictModel):
-    barge_in_min_speech_ms: Annotated[int, within(60, 2000), Ranged(60, 2000)] = 250
-    end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = 500
+    """When the caller's turn ends and when the agent stops (issue 13; see docs/conversation.md)."""
+
+    barge_in_min_speech_ms: Annotated[int, within(60, 2000), Ranged(60, 2000)] = Field(
+        default=250, description="Caller speech over the agent that confirms a barge-in without waiting for words "
+        "(the agent pauses at speech onset and resumes where it stopped if it was only noise).")
+    speculative_silence_ms: Annotated[int, within(100, 1000), Ranged(100, 1000)] = Field(
+        default=200, description="Silence at which the caller's words are recognised and the reply prepared; "
+        "the turn ends here when the words look complete.")
+    end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
+        default=500, description="Silence that ends the turn when the words are not known yet or the audio turn "
+        "model is unsure.")
+    max_silence_ms: Annotated[int, within(300, 5000), Ranged(300, 5000)] = Field(
+        default=1500, description="Silence that always ends the turn (a caller pausing mid-sentence waits this long).")
+    turn_model: Literal["off", "smart_turn"] = Field(
+        default="off", description="Audio end-of-turn model consulted on complete-looking words (smart_turn: "
+        "Smart Turn v3.2 from the pipecat-ai wheel; off when not installed).")
+    turn_model_threshold: Annotated[float, within(0.05, 0.95), Ranged(0.05, 0.95)] = 0.5
+    speculative_reply: bool = Field(
+        default=True, description="Start the reply at the speculative silence; its audio is released only once "
+        "the turn is confirmed.")
+    noise_margin_db: Annotated[float, within(0.0, 30.0), Ranged(0.0, 30.0)] = Field(
+        default=6.0, description="Speech must be this far above the adaptive noise floor (0 = VAD alone).")
     vad_threshold: Annotated[float, within(0.1, 0.95), Ranged(0.1, 0.95)] = 0.5
     dtmf_interrupts: bool = True
     reprompt_after_s: Annotated[float, within(1.0, 120.0), Ranged(1.0, 120.0)] = 8.0
     hangup_after_s: Annotated[float, within(2.0, 600.0), Ranged(2.0, 600.0)] = 20.0
     reprompt: str = "Are you still there?"
     apology: str = "Sorry, I'm having trouble speaking right now. Please call back later."
+
+    @model_validator(mode="after")
+    def _silences_ordered(self) -> TurnTaking:
+        if not self.speculative_silence_ms <= self.end_of_utterance_silence_ms <= self.max_silence_ms:
+            raise ValueError(
+                f"speculative_silence_ms ({self.speculative_silence_ms}) <= end_of_utterance_silence_ms "
+                f"({self.end_of_utterance_silence_ms}) <= max_silence_ms ({self.max_silence_ms}) must hold"
+            )
+        return self
 
 
 class AgentSpec(StrictModel):

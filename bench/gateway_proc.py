@@ -1,14 +1,20 @@
-"""The gateway under test for bench/load.py and bench/soak.py: the real app, a fast synthetic voice.
+"""The gateway under test for bench/load.py and bench/soak.py.
 
-Run as ``python -m bench.gateway_proc --port P [--core C] [--speech-s S]``. It serves the real
-Starlette app (webhook, media WebSocket, pacing, resampling, framing, metrics) under uvicorn, with
-one agent ``bench`` whose TTS is :class:`SyntheticVoice`: speech-like 24 kHz float32 audio produced
-instantly, so the gateway's media path (not TTS) is what gets measured. The 24 kHz float source goes
-through the same soxr resampler and mu-law encoder as ChatTTS audio would.
+Two configurations:
 
-One extra route, ``GET /bench/stats``, reports the process's asyncio task count and, per call sid,
-the monotonic time its first sentence's audio was ready (``time.monotonic`` is CLOCK_MONOTONIC,
-shared by processes on one Linux host, so the load driver can subtract its own arrival times).
+* ``--agents-dir DIR`` (bench/load.py's default): the **production** startup (``build_services``:
+  the YAML agents of DIR, the offline Piper voice, the shared VAD and recognizer, readiness waiting
+  for all of it) under uvicorn exactly as ``voicegw serve`` runs it. ``--listen off`` removes the VAD
+  and recognizer after startup (the media-only figure).
+* otherwise (bench/soak.py): one agent ``bench`` whose TTS is :class:`SyntheticVoice`: speech-like
+  24 kHz float32 audio produced instantly, so the gateway's media path (not TTS) is what gets
+  measured. The 24 kHz float source goes through the same soxr resampler and mu-law encoder as
+  ChatTTS audio would.
+
+One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
+class, the batched VAD's counters when there is one, and (synthetic voice) per call sid the monotonic
+time its first sentence's audio was ready (``time.monotonic`` is CLOCK_MONOTONIC, shared by processes
+on one Linux host, so the load driver can subtract its own arrival times).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from gateway.ops import logs
 from gateway.ops.drain import Drain
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.startup import build_services
 from tts.base import SynthesisRequest
 
 RATE = 24000
@@ -83,6 +90,52 @@ def bench_agent(limit: int = 10000) -> AgentSpec:
     })
 
 
+def vad_stats(services: Services) -> dict[str, float]:
+    batcher = services.extras.get("vad_batcher")
+    if batcher is None:
+        return {}
+    return {"runs": batcher.runs, "chunks": batcher.chunks, "busy_s": batcher.busy_s}
+
+
+def build_production(agents_dir: str, listen: bool) -> Any:
+    """The app as ``voicegw serve`` builds it (services built here so --listen off can take listening away)."""
+    settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING", "VOICEGW_AGENTS_DIR": agents_dir,
+                                  "VOICEGW_DRAIN_TIMEOUT_S": "5"})
+    holder: dict[str, Services] = {}
+
+    async def lifespan_services() -> Services:
+        services = await build_services(settings)
+        if not listen:
+            for key in ("vad", "stt", "vad_batcher", "vad_error"):
+                services.extras.pop(key, None)
+        holder["services"] = services
+        return services
+
+    inner: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            services = await lifespan_services()
+            inner["app"] = create_app(settings, services)
+            try:
+                await inner["app"](scope, receive, send)
+            finally:
+                await services.aclose()
+            return
+        if scope["type"] == "http" and scope["path"] == "/bench/stats":
+            services = holder["services"]
+            stats = {"tasks": len(asyncio.all_tasks()), "active_calls": services.active_calls,
+                     "loop": type(asyncio.get_running_loop()).__module__, "vad": vad_stats(services)}
+            body = json.dumps(stats).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await inner["app"](scope, receive, send)
+
+    return app
+
+
 def build(speech_s: float) -> tuple[Any, SyntheticVoice]:
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING"})
     voice = SyntheticVoice(speech_s)
@@ -129,6 +182,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--core", type=int, help="pin this process to one CPU core")
     parser.add_argument("--speech-s", type=float, default=6.0, help="seconds of audio per sentence")
+    parser.add_argument("--agents-dir", help="production startup with the YAML agents of this directory")
+    parser.add_argument("--listen", choices=["on", "off"], default="on", help="off: no VAD/STT (media only)")
     args = parser.parse_args()
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
@@ -136,7 +191,7 @@ def main() -> None:
     if os.environ.get("BENCH_GC_THRESHOLD"):  # experiment: e.g. 50000 (CPython's default gen0 threshold is 700)
         gc.freeze()
         gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
-    app, _ = build(args.speech_s)
+    app = build_production(args.agents_dir, args.listen == "on") if args.agents_dir else build(args.speech_s)[0]
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
                             access_log=False)
     uvicorn.Server(config).run()

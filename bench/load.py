@@ -1,161 +1,443 @@
-"""Load benchmark: how many concurrent calls one gateway core carries with clean audio.
+"""Load benchmark: how many concurrent *listening* calls one gateway core carries from a cold start.
 
-The gateway (bench.gateway_proc: the real app, an instant synthetic 24 kHz voice) runs pinned to one
-core; emulated Twilio calls run in worker processes on the other core(s), all on 127.0.0.1. Concurrency
-ramps up step by step; each step places N calls (starts spread over --stagger seconds) that each hear
---speech-s seconds of agent audio while streaming 20 ms inbound frames, like Twilio. A step holds when the
-gateway's p99 frame lateness is at most 10 ms, no underrun appears (gateway or caller side) and every call
-hears its whole sentence. The ramp stops at the first step that does not hold or when --max-seconds is
-spent.
+Production configuration by default: the gateway (bench.gateway_proc with ``--agents-dir``) starts as
+``voicegw serve`` does, on a real YAML agent (config/agents/demo.yaml: scripted, the offline Piper voice,
+its concurrency limit raised for the benchmark), with the shared Silero VAD and the recognizer loaded,
+pinned to one core. Every step starts a **fresh** gateway (cold start: nothing synthesized yet, the
+first calls arrive as soon as /readyz says ready) and places N calls over --stagger seconds from caller
+processes on the other core(s). Each caller behaves like a Twilio leg: webhook, stream, 20 ms inbound
+frames of an **idle phone line** (low noise and 60 Hz hum; ``--inbound speech`` makes --talk-share of
+the callers say a fixture sentence after the greeting; ``--inbound silence`` sends digital silence),
+playout in real time with mark echoes, for --call-s seconds.
 
-Reported per step: p50/p99 frame lateness (from the gateway's histogram, interpolated in its buckets),
-underruns, gateway CPU (share of its core) and RSS growth per call, the callers' own CPU (if a worker is
-saturated the step is marked client-bound and the ramp stops: the numbers would measure the driver), and
-gateway-added latency: sentence audio ready in the gateway -> first media frame received by the caller.
+A step holds when the gateway's p99 frame lateness is at most 10 ms, no underrun appears (gateway or
+caller side), every call was placed and heard its whole greeting (mark ``greeting-1`` echoed). A step
+the driver could not drive (a caller process above 90 % CPU, or its own 20 ms send cadence late by more
+than 20 ms at p99) is ``client-bound``: it is never reported as held and the ramp stops. The ramp
+stops at the first step that does not hold (``not-held``), when --max-seconds is spent (``time``) or
+when the steps run out (``steps``). ``--listen both`` (default) ramps listening calls, then media-only
+calls (VAD and recognizer removed: ``--listen off``).
 
-    python -m bench.load [--max-seconds 170] [--speech-s 6] [--steps 10,20,40,...]
+    python -m bench.load [--listen both|on|off] [--steps 100,200,300,...] [--call-s 20] [--stagger 5]
 Last line:
-    load: max_calls_per_core=<n> p99_frame_lateness_ms=<x> underruns=<u> rss_per_call_mb=<m> added_latency_p99_ms=<a>
+    load: max_calls_per_core=<n> media_only_max_calls_per_core=<m> p99_frame_lateness_ms=<x>
+          underruns=<u> rss_per_call_mb=<r> vad_us_per_call_s=<v> stop=<reason>   (one line)
+The figures after the two maxima describe the highest held listening step (media-only if not measured).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import json
+import math
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import yaml
 
-from bench.common import ROOT, Gateway, bucket_quantile, counter, gateway, histogram, percentile, place_call
-from gateway.twilio.emulator import TwilioEmulator
+from audio.codec import lin2ulaw, ulaw2lin
+from bench.common import ROOT, Gateway, bucket_quantile, counter, histogram, percentile
+from gateway.serve import free_port
+from gateway.twilio.emulator import Playout
 
-DEFAULT_STEPS = "20,40,80,120,160,200,250,300,400,500"
+DEFAULT_STEPS = "100,200,300,400,500,600,800"
+AGENT_YAML = ROOT / "config" / "agents" / "demo.yaml"
+SPEECH_FIXTURE = ROOT / "tests" / "fixtures" / "speech" / "hours.ul"
+FRAME = 160
+LOOP_S = 10.0  # idle-line noise loop per caller process (each call starts at a random offset)
 
 
-# ---- worker: emulated callers -------------------------------------------------------------------
-async def _worker(url: str, calls: int, stagger: float, max_s: float) -> dict[str, Any]:
-    emu = TwilioEmulator(url)
-    t_cpu = os.times()
+# ---- caller audio -------------------------------------------------------------------------------
+def idle_line(seconds: float, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A quiet PSTN leg: white noise at about -55 dBFS and 60 Hz mains hum at about -46 dBFS."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 8000)) / 8000
+    return rng.normal(0, 0.0018, len(t)) + 0.005 * np.sin(2 * np.pi * 60 * t + rng.uniform(0, 6.28))
 
-    async def one() -> dict[str, Any]:
-        await asyncio.sleep(random.uniform(0, stagger))
-        try:
-            placed = await place_call(emu, "bench", hold_s=0.2, max_s=max_s)
-        except Exception as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
-        r = placed.result
-        return {"sid": placed.call_sid, "first_media_at": placed.first_media_at, "underruns": r.underruns,
-                "marks": r.marks_echoed, "errors": r.errors, "seconds": r.seconds}
 
-    started = time.monotonic()
-    results = await asyncio.gather(*(one() for _ in range(calls)))
+def frames_b64(signal: np.ndarray[Any, Any]) -> list[str]:
+    pcm = (np.clip(signal, -1, 1) * 32767).astype(np.int16)
+    ulaw = lin2ulaw(pcm)
+    return [base64.b64encode(ulaw[i : i + FRAME]).decode() for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
+
+
+def caller_audio(inbound: str, seed: int) -> tuple[list[str], list[str]]:
+    """(idle frames to loop, speech frames said once after the greeting) as base64 payloads."""
+    if inbound == "silence":
+        return [base64.b64encode(bytes([0xFF]) * FRAME).decode()], []
+    noise = idle_line(LOOP_S, seed)
+    speech: list[str] = []
+    if inbound == "speech":
+        said = ulaw2lin(SPEECH_FIXTURE.read_bytes()).astype(np.float64) / 32768
+        speech = frames_b64(said + idle_line(len(said) / 8000, seed + 1))
+    return frames_b64(noise), speech
+
+
+# ---- worker: emulated Twilio callers (lean: pre-encoded frames, no JSON parse of outbound media) ---
+@dataclass
+class CallOutcome:
+    error: str = ""
+    greeting: bool = False
+    marks: int = 0
+    underruns: int = 0
+    ttfa_s: float = math.nan
+    heard_s: float = 0.0
+    send_lag_max_s: float = 0.0
+
+
+async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str], speech: list[str], talk: bool,
+                   call_s: float, stagger: float, rng: random.Random, lags: list[float]) -> CallOutcome:
+    from websockets.asyncio.client import connect
+
+    await asyncio.sleep(rng.uniform(0, stagger))
+    out = CallOutcome()
+    call_sid = "CA" + os.urandom(16).hex()
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100", "To": to,
+            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    try:
+        resp = await client.post(f"{url}/twilio/voice", data=form)
+        stream = ET.fromstring(resp.text).find("./Connect/Stream")
+        if resp.status_code != 200 or stream is None:
+            return CallOutcome(error=f"webhook {resp.status_code}")
+        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        path = (stream.get("url") or "").split("/", 3)[3]
+        ws_url = f"ws://{url.split('://', 1)[1]}/{path}"
+        async with connect(ws_url, compression=None, max_size=2**20, open_timeout=30) as ws:
+            await _stream(ws, call_sid, params, idle, speech, talk, call_s, rng, out, lags)
+    except Exception as exc:
+        out.error = f"{type(exc).__name__}: {exc}"[:200]
+    return out
+
+
+async def _stream(ws: Any, call_sid: str, params: dict[str, str], idle: list[str], speech: list[str], talk: bool,
+                  call_s: float, rng: random.Random, out: CallOutcome, lags: list[float]) -> None:
+    """``lags``: how late each of this call's 20 ms inbound frames left (the driver keeping up or not)."""
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    sid = "MZ" + os.urandom(16).hex()
+    playout = Playout(clock)
+    seq = 0
+
+    async def send(text: str) -> None:
+        await ws.send(text)
+
+    await send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    seq += 1
+    await send(json.dumps({"event": "start", "sequenceNumber": str(seq), "streamSid": sid, "start": {
+        "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
+        "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    t0 = clock()
+    greeting_heard_at: list[float] = []
+
+    async def receive() -> None:
+        async for raw in ws:
+            if not isinstance(raw, str):
+                continue
+            if raw.startswith('{"event":"media"'):
+                at = raw.rfind('"payload":"') + 11
+                n = len(raw) - at - 3  # ..."}}
+                pad = raw.count("=", len(raw) - 5)
+                if math.isnan(out.ttfa_s):
+                    out.ttfa_s = clock() - t0
+                secs = (n * 3 // 4 - pad) / 8000
+                out.heard_s += secs
+                playout.add_audio(secs)
+                continue
+            msg = json.loads(raw)
+            if msg.get("event") == "mark":
+                playout.add_mark(msg["mark"]["name"])
+            elif msg.get("event") == "clear":
+                for name in playout.clear():
+                    await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
+
+    receiver = asyncio.create_task(receive())
+    worst = 0.0
+    offset = rng.randrange(len(idle))
+    said = 0
+    chunk = 0
+    try:
+        while not receiver.done():
+            now = clock()
+            for name in playout.due_marks():
+                out.marks += 1
+                if name == "greeting-1":
+                    out.greeting = True
+                    greeting_heard_at.append(now)
+                await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
+            if now - t0 >= call_s:
+                break
+            chunk += 1
+            seq += 1
+            if talk and greeting_heard_at and now - greeting_heard_at[0] > 0.5 and said < len(speech):
+                payload = speech[said]
+                said += 1
+            else:
+                payload = idle[(offset + chunk) % len(idle)]
+            await send(f'{{"event":"media","sequenceNumber":"{seq}","streamSid":"{sid}","media":{{"track":"inbound",'
+                       f'"chunk":"{chunk}","timestamp":"{chunk * 20 - 20}","payload":"{payload}"}}}}')
+            due = t0 + chunk * 0.02
+            lag = max(0.0, now - (due - 0.02))
+            lags.append(lag)
+            worst = max(worst, lag)
+            await asyncio.sleep(max(0.0, due - clock()))
+        if not receiver.done():
+            seq += 1
+            await send(json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": sid,
+                                   "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}}))
+    finally:
+        out.underruns = playout.underruns
+        out.send_lag_max_s = worst
+        await ws.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(receiver, 2)
+
+
+async def _worker(args: argparse.Namespace) -> dict[str, Any]:
+    idle, speech = caller_audio(args.inbound, args.seed)
+    rng = random.Random(args.seed)
+    t_cpu, started = os.times(), time.monotonic()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        talkers = round(args.calls * args.talk_share) if speech else 0
+        lags: list[float] = []
+        calls = [one_call(client, args.url, args.to, idle, speech, i < talkers, args.call_s, args.stagger,
+                          random.Random(rng.random()), lags) for i in range(args.calls)]
+        results = await asyncio.gather(*calls)
     wall = time.monotonic() - started
     t_end = os.times()
     busy = (t_end.user - t_cpu.user + t_end.system - t_cpu.system) / wall
-    return {"calls": results, "cpu_busy": busy}
+    return {"cpu_busy": busy, "lag_p99_s": float(np.percentile(lags, 99)) if lags else 0.0,
+            "calls": [vars(r) for r in results]}
 
 
 def worker_main(args: argparse.Namespace) -> None:
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
-    out = asyncio.run(_worker(args.url, args.calls, args.stagger, args.max_call_s))
-    print(json.dumps(out))
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        runner = asyncio.run
+    print(json.dumps(runner(_worker(args)), allow_nan=True))
 
 
 # ---- driver -------------------------------------------------------------------------------------
+def bench_agents_dir(tmp: Path) -> tuple[Path, str]:
+    """config/agents/demo.yaml as operators ship it, its concurrency limit raised for the benchmark."""
+    spec = yaml.safe_load(AGENT_YAML.read_text())
+    spec["limits"]["max_concurrent_calls"] = 10000
+    (tmp / "demo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return tmp, spec["phone_numbers"][0]
+
+
+@contextlib.contextmanager
+def production_gateway(agents_dir: Path, core: int | None, listen: bool) -> Iterator[tuple[Gateway, float]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.gateway_proc", "--port", str(port), "--agents-dir", str(agents_dir),
+           "--listen", "on" if listen else "off"]
+    if core is not None:
+        cmd += ["--core", str(core)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    gw = Gateway(proc, f"http://127.0.0.1:{port}")
+    try:
+        deadline = t0 + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("gateway process exited during startup")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not become ready in 180 s")
+            time.sleep(0.05)
+        yield gw, time.monotonic() - t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class Step:
     calls: int
-    ok_calls: int
+    placed: int
+    greetings: int
     lateness_p50_ms: float
     lateness_p99_ms: float
     underruns: int
     gw_underruns: int
-    cpu_per_call_pct: float
     gateway_cpu_pct: float
+    rss_base_mb: float
     rss_per_call_mb: float
-    added_p50_ms: float
-    added_p99_ms: float
+    ttfa_p50_ms: float
+    ttfa_p99_ms: float
     client_cpu_pct: float
-    client_bound: bool
+    send_lag_p99_ms: float
+    vad_us_per_call_s: float
+    vad_batch: float
+    startup_s: float
+
+    @property
+    def client_bound(self) -> bool:
+        return self.client_cpu_pct > 90 or self.send_lag_p99_ms > 20
+
+    def failures(self) -> list[str]:
+        out = []
+        if self.placed < self.calls:
+            out.append(f"{self.calls - self.placed} calls not placed")
+        if self.greetings < self.calls:
+            out.append(f"{self.calls - self.greetings} greetings not heard")
+        if self.underruns:
+            out.append(f"{self.underruns} underruns")
+        if self.lateness_p99_ms > 10.0:
+            out.append(f"p99 lateness {self.lateness_p99_ms:.1f} ms")
+        return out
 
     @property
     def held(self) -> bool:
-        return (self.lateness_p99_ms <= 10.0 and self.underruns == 0 and self.ok_calls == self.calls
-                and not self.client_bound)
+        return not self.failures() and not self.client_bound
 
 
-def run_step(gw: Gateway, n: int, workers: Sequence[int | None], speech_s: float, stagger: float,
-             rss_base: float) -> Step:
-    def scrape() -> str:
-        return httpx.get(f"{gw.url}/metrics", timeout=10).text
+def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Sequence[int | None],
+             args: argparse.Namespace, listen: bool, step_no: int) -> Step:
+    with production_gateway(agents_dir, gw_core, listen) as (gw, startup_s):
+        def scrape() -> str:
+            return httpx.get(f"{gw.url}/metrics", timeout=10).text
 
-    before = scrape()
-    cpu0, t0 = gw.cpu_s(), time.monotonic()
-    shares = [n // len(workers) + (1 if i < n % len(workers) else 0) for i in range(len(workers))]
-    procs = []
-    for core, share in zip(workers, shares, strict=True):
-        if share == 0:
-            continue
-        cmd = [sys.executable, "-m", "bench.load", "--worker", "--url", gw.url, "--calls", str(share),
-               "--stagger", str(stagger), "--max-call-s", str(speech_s + stagger + 30)]
-        if core is not None:
-            cmd += ["--core", str(core)]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)}))
-    peak = gw.rss_mb()
-    while any(p.poll() is None for p in procs):
-        peak = max(peak, gw.rss_mb())
-        time.sleep(0.25)
-    wall = time.monotonic() - t0
-    cpu = gw.cpu_s() - cpu0
-    after = scrape()
+        rss_base = gw.rss_mb()
+        before = scrape()
+        vad0 = httpx.get(f"{gw.url}/bench/stats", timeout=10).json()["vad"]
+        cpu0, t0 = gw.cpu_s(), time.monotonic()
+        shares = [n // len(workers) + (1 if i < n % len(workers) else 0) for i in range(len(workers))]
+        procs = []
+        for i, (core, share) in enumerate(zip(workers, shares, strict=True)):
+            if share == 0:
+                continue
+            cmd = [sys.executable, "-m", "bench.load", "--worker", "--url", gw.url, "--calls", str(share),
+                   "--to", to, "--stagger", str(args.stagger), "--call-s", str(args.call_s),
+                   "--inbound", args.inbound, "--talk-share", str(args.talk_share), "--seed", str(1000 * step_no + i)]
+            if core is not None:
+                cmd += ["--core", str(core)]
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                          env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        profiler = None
+        if args.profile:
+            prof_out = Path(args.profile) / f"{'listen' if listen else 'media'}-{n}.txt"
+            prof_out.parent.mkdir(parents=True, exist_ok=True)
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(gw.proc.pid), "--duration", str(int(args.call_s)),
+                 "--rate", "200", "--format", "raw", "--output", str(prof_out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = gw.rss_mb()
+        while any(p.poll() is None for p in procs):
+            peak = max(peak, gw.rss_mb())
+            time.sleep(0.25)
+        wall = time.monotonic() - t0
+        cpu = gw.cpu_s() - cpu0
+        after = scrape()
+        vad1 = httpx.get(f"{gw.url}/bench/stats", timeout=10).json()["vad"]
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
     outs = [json.loads(p.communicate()[0]) for p in procs]
-    ready = httpx.get(f"{gw.url}/bench/stats", timeout=10).json()["first_ready"]
     calls = [c for o in outs for c in o["calls"]]
-    ok = [c for c in calls if "error" not in c and c["marks"] == ["greeting-1"] and not c["errors"]]
-    added = [(c["first_media_at"] - ready[c["sid"]]) * 1000 for c in ok
-             if c["first_media_at"] is not None and c["sid"] in ready]
+    placed = [c for c in calls if not c["error"]]
+    ttfa = [c["ttfa_s"] * 1000 for c in placed if not math.isnan(c["ttfa_s"])]
     lat = "voicegw_frame_lateness_seconds"
     lat_b, lat_a = histogram(before, lat), histogram(after, lat)
-    gw_underruns = counter(after, "voicegw_underruns_total") - counter(before, "voicegw_underruns_total")
-    client_underruns = sum(c.get("underruns", 0) for c in calls)
-    client_cpu = max(o["cpu_busy"] for o in outs)
-    # CPU is averaged over the step; calls overlap for about speech_s of it.
-    active_share = min(1.0, (speech_s + 0.3) / wall)
-    gateway_cpu = cpu / wall
+    gw_underruns = int(counter(after, "voicegw_underruns_total") - counter(before, "voicegw_underruns_total"))
+    lag_p99 = max(o["lag_p99_s"] for o in outs)  # the worst caller process
+    chunks = vad1.get("chunks", 0) - vad0.get("chunks", 0)
+    runs = vad1.get("runs", 0) - vad0.get("runs", 0)
+    busy = vad1.get("busy_s", 0.0) - vad0.get("busy_s", 0.0)
+    errors = sorted({c["error"] for c in calls if c["error"]})
+    if errors:
+        print(f"  call errors ({len(calls) - len(placed)}): {'; '.join(errors[:3])}", flush=True)
     return Step(
-        calls=n, ok_calls=len(ok),
+        calls=n, placed=len(placed), greetings=sum(1 for c in placed if c["greeting"]),
         lateness_p50_ms=bucket_quantile(lat_b, lat_a, 0.50) * 1000,
         lateness_p99_ms=bucket_quantile(lat_b, lat_a, 0.99) * 1000,
-        underruns=int(gw_underruns) + client_underruns, gw_underruns=int(gw_underruns),
-        cpu_per_call_pct=100 * gateway_cpu / active_share / n, gateway_cpu_pct=100 * gateway_cpu,
-        rss_per_call_mb=(peak - rss_base) / n,
-        added_p50_ms=percentile(added, 50), added_p99_ms=percentile(added, 99),
-        client_cpu_pct=100 * client_cpu, client_bound=client_cpu > 0.9,
+        underruns=gw_underruns + sum(c["underruns"] for c in calls), gw_underruns=gw_underruns,
+        gateway_cpu_pct=100 * cpu / wall, rss_base_mb=rss_base, rss_per_call_mb=(peak - rss_base) / n,
+        ttfa_p50_ms=percentile(ttfa, 50), ttfa_p99_ms=percentile(ttfa, 99),
+        client_cpu_pct=100 * max(o["cpu_busy"] for o in outs), send_lag_p99_ms=1000 * lag_p99,
+        vad_us_per_call_s=(busy * 1e6 / (chunks * 256 / 8000)) if chunks else math.nan,
+        vad_batch=chunks / runs if runs else math.nan, startup_s=startup_s,
     )
 
 
+HEADER = (f"{'calls':>5} {'ok':>4} {'greet':>5} {'late p50':>8} {'late p99':>8} {'underr (gw)':>11} {'gw cpu':>6} "
+          f"{'rss0':>5} {'rss/call':>8} {'ttfa p50':>8} {'ttfa p99':>8} {'vad µs/s':>8} {'batch':>5} "
+          f"{'drv cpu':>7} {'drv lag':>7} {'start':>5}  result")
+
+
+def ramp(agents_dir: Path, to: str, gw_core: int | None, workers: Sequence[int | None], args: argparse.Namespace,
+         listen: bool, deadline: float) -> tuple[Step | None, str]:
+    print(f"-- {'listening calls (VAD + STT loaded)' if listen else 'media only (--listen off)'}, "
+          f"inbound {args.inbound}, {args.call_s:g} s per call, starts over {args.stagger:g} s, cold start per step")
+    print(HEADER, flush=True)
+    best: Step | None = None
+    for i, n in enumerate(int(x) for x in args.steps.split(",")):
+        if time.monotonic() > deadline:
+            return best, "time"
+        step = run_step(agents_dir, to, n, gw_core, workers, args, listen, i)
+        verdict = "held" if step.held else ("client-bound" if step.client_bound else
+                                            "FAILED: " + ", ".join(step.failures()))
+        print(f"{step.calls:>5} {step.placed:>4} {step.greetings:>5} {step.lateness_p50_ms:>6.2f}ms "
+              f"{step.lateness_p99_ms:>6.2f}ms {step.underruns:>6} ({step.gw_underruns:>2}) "
+              f"{step.gateway_cpu_pct:>5.0f}% {step.rss_base_mb:>5.0f} {step.rss_per_call_mb:>6.3f}MB "
+              f"{step.ttfa_p50_ms:>6.0f}ms {step.ttfa_p99_ms:>6.0f}ms {step.vad_us_per_call_s:>8.0f} "
+              f"{step.vad_batch:>5.0f} {step.client_cpu_pct:>6.0f}% {step.send_lag_p99_ms:>5.1f}ms "
+              f"{step.startup_s:>4.1f}s  {verdict}", flush=True)
+        if step.client_bound:
+            return best, "client-bound"
+        if not step.held:
+            return best, "not-held"
+        best = step
+    return best, "steps"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--core", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--max-call-s", type=float, default=60, help=argparse.SUPPRESS)
+    parser.add_argument("--to", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--listen", choices=["both", "on", "off"], default="both",
+                        help="on: listening calls (VAD + STT); off: media only; both (default): on, then off")
+    parser.add_argument("--inbound", choices=["noise", "speech", "silence"], default="noise",
+                        help="what callers send: idle-line noise (default), noise plus a sentence, digital silence")
+    parser.add_argument("--talk-share", type=float, default=0.2,
+                        help="with --inbound speech: share of callers who talk")
     parser.add_argument("--steps", default=DEFAULT_STEPS, help="concurrency levels to try, in order")
-    parser.add_argument("--speech-s", type=float, default=6.0, help="agent audio per call (seconds)")
-    parser.add_argument("--stagger", type=float, default=1.0, help="call starts spread over this many seconds")
-    parser.add_argument("--max-seconds", type=float, default=170.0, help="stop ramping after this long")
+    parser.add_argument("--call-s", type=float, default=20.0, help="length of each call (seconds)")
+    parser.add_argument("--stagger", type=float, default=5.0, help="call starts spread over this many seconds")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="stop ramping after this long")
     parser.add_argument("--workers", type=int, help="caller processes (default: one per core but the gateway's)")
+    parser.add_argument("--profile", help="directory: py-spy raw profile of the gateway during each step")
     args = parser.parse_args()
     if args.worker:
         worker_main(args)
@@ -167,38 +449,30 @@ def main() -> None:
     n_workers = args.workers or len(others)
     workers = [others[i % len(others)] for i in range(n_workers)]
     print(f"gateway pinned to core {gw_core}; {n_workers} caller process(es) on cores {others}; "
-          f"{args.speech_s:g} s of agent audio per call; machine has {os.cpu_count()} cores")
-    started = time.monotonic()
-    best: Step | None = None
-    header = (f"{'calls':>5} {'ok':>5} {'late p50':>8} {'late p99':>8} {'underr (gw)':>11} {'gw cpu':>6} "
-              f"{'cpu/call':>8} {'rss/call':>8} {'added p50':>9} {'added p99':>9} {'caller cpu':>10}  result")
-    with gateway(args.speech_s, gw_core) as gw:
-        for _ in range(2):  # warm-up
-            run_step(gw, 2, workers[:1], args.speech_s, 0.1, gw.rss_mb())
-        rss_base = gw.rss_mb()
-        print(f"gateway RSS after warm-up: {rss_base:.1f} MB")
-        print(header)
-        for n in (int(x) for x in args.steps.split(",")):
-            if time.monotonic() - started > args.max_seconds:
-                print(f"(time budget of {args.max_seconds:g} s spent; use --max-seconds to go further)")
-                break
-            step = run_step(gw, n, workers, args.speech_s, args.stagger, rss_base)
-            verdict = "held" if step.held else ("client-bound" if step.client_bound else "FAILED")
-            print(f"{step.calls:>5} {step.ok_calls:>5} {step.lateness_p50_ms:>6.2f}ms {step.lateness_p99_ms:>6.2f}ms "
-                  f"{step.underruns:>6} ({step.gw_underruns:>2}) {step.gateway_cpu_pct:>5.0f}% "
-                  f"{step.cpu_per_call_pct:>7.2f}% "
-                  f"{step.rss_per_call_mb:>6.3f}MB {step.added_p50_ms:>7.1f}ms {step.added_p99_ms:>7.1f}ms "
-                  f"{step.client_cpu_pct:>9.0f}%  {verdict}", flush=True)
-            if not step.held:
-                break
-            best = step
-    if best is None:
-        print("load: max_calls_per_core=0 p99_frame_lateness_ms=nan underruns=nan rss_per_call_mb=nan "
-              "added_latency_p99_ms=nan")
-        return
-    print(f"load: max_calls_per_core={best.calls} p99_frame_lateness_ms={best.lateness_p99_ms:.2f} "
-          f"underruns={best.underruns} rss_per_call_mb={best.rss_per_call_mb:.3f} "
-          f"added_latency_p99_ms={best.added_p99_ms:.1f}")
+          f"machine has {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    deadline = time.monotonic() + args.max_seconds
+    results: dict[bool, tuple[Step | None, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        agents_dir, to = bench_agents_dir(Path(tmp))
+        for listen in ([True, False] if args.listen == "both" else [args.listen == "on"]):
+            results[listen] = ramp(agents_dir, to, gw_core, workers, args, listen, deadline)
+    listening, listen_stop = results.get(True, (None, ""))
+    media, media_stop = results.get(False, (None, ""))
+    shown = listening if True in results else media
+    stop = listen_stop if True in results else media_stop
+    if True in results and False in results:
+        print(f"listening ramp stopped: {listen_stop}; media-only ramp stopped: {media_stop}")
+
+    def num(step: Step | None, present: bool) -> str:
+        return str(step.calls if step else 0) if present else "nan"
+
+    nan = math.nan
+    print(f"load: max_calls_per_core={num(listening, True in results)} "
+          f"media_only_max_calls_per_core={num(media, False in results)} "
+          f"p99_frame_lateness_ms={shown.lateness_p99_ms if shown else nan:.2f} "
+          f"underruns={shown.underruns if shown else 'nan'} "
+          f"rss_per_call_mb={shown.rss_per_call_mb if shown else nan:.3f} "
+          f"vad_us_per_call_s={shown.vad_us_per_call_s if shown else nan:.0f} stop={stop}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.auth import bearer_ok
 from gateway.call import CallSession
+from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
 from gateway.errors import ALL_METHODS, unauthorized
+from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
 from gateway.settings import Settings
@@ -55,7 +57,11 @@ async def _signed_form(request: Request, path: str) -> tuple[dict[str, str], Res
     PUBLIC_URL + route (+ query): behind a proxy the Host header is not what Twilio signed.
     """
     services = _services(request)
-    form = await request.form()
+    try:
+        form = await read_form(request)
+    except BodyError as exc:
+        _reject(services, "bad_body", exc.message, f"POST {path}")
+        return {}, PlainTextResponse(exc.message, status_code=exc.status)
     verifier = services.twilio_edge().verifier
     if verifier is not None:
         base = services.settings.public_url or str(request.base_url)
@@ -97,19 +103,39 @@ async def twilio_voice(request: Request) -> Response:
     if not await edge.limiter.acquire(agent.id, call_sid, agent.limits.max_concurrent_calls):
         _reject(services, "busy", f"agent {agent.id} at {agent.limits.max_concurrent_calls} calls", call_sid)
         return _xml(twiml.say_and_hangup(BUSY))
-    base = services.settings.public_url or str(request.base_url)
-    url = twiml.stream_url(services.settings.public_url, str(request.base_url))
-    token = edge.issue_token(call_sid, agent.id)
-    body = twiml.connect_stream(url, {TOKEN_PARAMETER: token, "agent": agent.id},
-                                status_callback=public_endpoint(base, "/twilio/status"))
+    try:
+        base = services.settings.public_url or str(request.base_url)
+        url = twiml.stream_url(services.settings.public_url, str(request.base_url))
+        token = edge.issue_token(call_sid, agent.id)
+        body = twiml.connect_stream(url, {TOKEN_PARAMETER: token, "agent": agent.id},
+                                    status_callback=public_endpoint(base, "/twilio/status"))
+    except BaseException:  # no TwiML, no stream: the slot must not wait for its expiry
+        await edge.limiter.release(agent.id, call_sid)
+        raise
     return _xml(body)
 
 
+#: The ``StreamEvent`` values of Twilio's Media Streams ``statusCallback``.
+STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
+
+
 async def twilio_status(request: Request) -> Response:
+    """Media Streams ``statusCallback``: one log line per event; a request that is not one is a 400."""
     form, refused = await _signed_form(request, "/twilio/status")
     if refused is not None:
         return refused
-    log.info("stream status %s: %s %s", form.get("CallSid"), form.get("StreamEvent"), form.get("StreamError", ""))
+    missing = [name for name in ("CallSid", "StreamSid", "StreamEvent") if not form.get(name)]
+    if missing:
+        _reject(_services(request), "bad_request", f"missing {', '.join(missing)}", "POST /twilio/status")
+        return PlainTextResponse(f"not a stream status callback: missing {', '.join(missing)}", status_code=400)
+    call_sid, stream_sid, event = form["CallSid"], form["StreamSid"], form["StreamEvent"]
+    if event == "stream-error":
+        log.warning("call %s stream %s: stream-error: %s", call_sid, stream_sid,
+                    form.get("StreamError") or "(Twilio gave no StreamError)")
+    elif event in STREAM_EVENTS:
+        log.info("call %s stream %s: %s", call_sid, stream_sid, event)
+    else:
+        log.warning("call %s stream %s: unknown stream event %r", call_sid, stream_sid, event[:64])
     return Response(status_code=204)
 
 
@@ -135,7 +161,11 @@ async def _await_start(ws: WebSocket, protocol: TwilioProtocol) -> Start | None:
 
 
 async def _admit(ws: WebSocket, edge: Edge, start: Start) -> str | None:
-    """The agent id of a stream whose one-time token is genuine, for this call, unexpired and unused."""
+    """The agent id of a stream whose one-time token is genuine, for this call, unexpired and unused.
+
+    A refused stream's slot is left to expire (``VOICEGW_SLOT_TTL_S``): nothing refreshes it. A forged or
+    replayed token names a call this stream does not own, so it must not release that call's slot.
+    """
     services = _services(ws)
     try:
         claims = edge.tokens.verify(start.custom_parameters.get(TOKEN_PARAMETER), time.time(), start.call_sid)
@@ -169,22 +199,26 @@ async def twilio_media(ws: WebSocket) -> None:
     agent_id = await _admit(ws, edge, start) if start is not None else None
     agent = services.store.get(agent_id) if agent_id else None
     if start is None or agent is None:
-        if agent_id:
-            log.warning("stream %s: agent %r is gone", start.stream_sid if start else "?", agent_id)
+        if agent_id and start is not None:  # a genuine, first-use token: this stream owns the call's slot
+            log.warning("stream %s: agent %r is gone", start.stream_sid, agent_id)
+            await edge.limiter.release(agent_id, start.call_sid)
         await ws.close(1008)
         return
     if not await edge.limiter.acquire(agent.id, start.call_sid, agent.limits.max_concurrent_calls):
         _reject(services, "busy", f"agent {agent.id} slot expired and was taken", start.call_sid)
         await ws.close(1008)
         return
-    logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
-    session = CallSession(ws, services, protocol, start, agent)
-    attach_conversation(session, services)
+    slot = (agent.id, start.call_sid)
+    edge.live_slots.add(slot)  # from here the heartbeat keeps the slot; every exit below releases it
     services.active_calls += 1
     try:
+        logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
+        session = CallSession(ws, services, protocol, start, agent)
+        attach_conversation(session, services)
         await session.run()
     finally:
         services.active_calls -= 1
+        edge.live_slots.discard(slot)
         await edge.limiter.release(agent.id, start.call_sid)
         edge.calls_finished += 1  # last: the slot is free once this counts the call
         with contextlib.suppress(Exception):
@@ -211,6 +245,12 @@ async def readyz(request: Request) -> Response:
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
+    chattts = services.engines.get("chattts")
+    if services.settings.role == "speech" and (chattts is None or not chattts.ready):
+        # A speech pod exists for ChatTTS: without it, it must not take traffic (telephony pods fall back).
+        why = getattr(chattts, "load_error", None) if chattts is not None else "not configured"
+        if why:
+            not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
@@ -238,6 +278,25 @@ async def readyz(request: Request) -> Response:
         "signatures_enforced": services.settings.signatures_enforced,
     }
     return JSONResponse(body, status_code=503 if not_ready else 200)
+
+
+async def health(request: Request) -> Response:
+    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+
+    200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
+    A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
+    ``Connection: close``, so clients' keep-alive connections move to pods that stay.
+    """
+    services = _services(request)
+    engine = services.engines.get("chattts")
+    loaded = engine is not None and engine.ready
+    error = getattr(engine, "load_error", None) if engine is not None else "chattts is not configured on this pod"
+    body = {"status": "ok" if loaded else ("unavailable" if error else "loading"), "model_loaded": loaded,
+            "role": services.settings.role, "draining": services.draining}
+    if not loaded and error:
+        body["error"] = error
+    headers = {"connection": "close"} if services.draining else None
+    return JSONResponse(body, status_code=200 if loaded else 503, headers=headers)
 
 
 def _listening_status(services: Services) -> dict[str, str]:
@@ -316,16 +375,21 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             if owned:
                 await app.state.services.aclose()
 
-    routes = [
+    twilio: list[BaseRoute] = [
         Route("/twilio/voice", twilio_voice, methods=["POST"]),
         Route("/twilio/status", twilio_status, methods=["POST"]),
         WebSocketRoute("/twilio/media", twilio_media),
+    ]
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/health", health),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
         # every method reaches the speech handlers: they answer a wrong one with a JSON 405 and Allow
         Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=ALL_METHODS),
         Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=ALL_METHODS),
+        *console_routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # VOICEGW_ROLE=speech: a GPU speech server for telephony pods, no Twilio routes (docs/scaling.md).
+    return Starlette(routes=routes if settings.role == "speech" else twilio + routes, lifespan=lifespan)

@@ -68,6 +68,12 @@ class _Sentence:
     queued_at: float = field(default_factory=time.monotonic)
 
 
+def _disconnect_outcome(code: object) -> str:
+    """1012 (Service Restart) is how the server closes every stream when it shuts down (Ctrl-C, drain timeout):
+    those calls were cut by us, not hung up by the caller."""
+    return "shutdown" if code == 1012 else "caller_hangup"
+
+
 class CallSession:
     def __init__(
         self, ws: WebSocket, services: Services, protocol: TwilioProtocol, start: Start, agent: AgentSpec
@@ -367,7 +373,7 @@ class CallSession:
             if message["type"] == "websocket.disconnect":
                 self.protocol.receive_eof()
                 if self._ending is None:
-                    self.outcome = "caller_hangup"
+                    self.outcome = _disconnect_outcome(message.get("code"))
                 return
             try:
                 if message.get("bytes") is not None:
@@ -428,8 +434,8 @@ class CallSession:
             await asyncio.wait([reader, hangup], return_when=asyncio.FIRST_COMPLETED)
             if reader.done():
                 reader.result()
-        except WebSocketDisconnect:
-            self.outcome = "caller_hangup"
+        except WebSocketDisconnect as exc:
+            self.outcome = _disconnect_outcome(exc.code)
         finally:
             self.protocol.receive_eof()
             self._closed.set()

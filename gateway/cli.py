@@ -52,8 +52,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
                             log_config=None, lifespan="on")
-    GatewayServer(config, app).run()
-    return 0
+    server = GatewayServer(config, app)
+    server.run()
+    return server.exit_status
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -252,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return download_main(argv[2:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C outside the server's own handling (imports, a `call` or `say` under way)
+        print("voicegw: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

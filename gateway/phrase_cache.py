@@ -3,10 +3,13 @@
 Rules of this file: pure, in-memory, no clock. Entries are the final 160-byte
 mu-law frames (after resampling and the agent's gain), keyed by agent id, a
 fingerprint of the agent's whole spec (voice settings, gain, language and the
-phrase texts: any YAML change gives a new fingerprint and drops the agent's old
-entries) and the sentence text. Only audio from the agent's primary provider
+phrase texts: any YAML change gives a new fingerprint) and the sentence text.
+Two versions per agent are kept (the one live and the one being pre-rendered
+for a push, or the one calls that started before the push still use): ``put``
+of a third drops the oldest one's entries (``get`` never evicts). Only audio from the agent's primary provider
 with no mid-sentence restart is stored, so a fallback voice never sticks. A
-byte budget with least-recently-used eviction bounds memory.
+byte budget with least-recently-used eviction bounds memory. Pre-rendering and
+single-flight live in :mod:`gateway.phrases`.
 """
 
 from __future__ import annotations
@@ -21,29 +24,39 @@ def fingerprint(agent: AgentSpec) -> str:
     return hashlib.sha256(agent.model_dump_json().encode()).hexdigest()[:16]
 
 
+VERSIONS_KEPT = 2
+
+
 class PhraseCache:
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str], tuple[bytes, ...]] = OrderedDict()
-        self._versions: dict[str, str] = {}  # agent id → fingerprint currently cached
+        self._items: OrderedDict[tuple[str, str, str], tuple[bytes, ...]] = OrderedDict()
+        self._versions: dict[str, list[str]] = {}  # agent id → versions cached, newest last
         self.bytes = 0
         self.hits = 0
         self.misses = 0
 
     def _check_version(self, agent_id: str, version: str) -> None:
-        if self._versions.get(agent_id) == version:
+        versions = self._versions.setdefault(agent_id, [])
+        if version in versions:
             return
-        for key in [k for k in self._items if k[0] == agent_id]:
-            self.bytes -= sum(len(f) for f in self._items.pop(key))
-        self._versions[agent_id] = version
+        versions.append(version)
+        while len(versions) > VERSIONS_KEPT:
+            old = versions.pop(0)
+            for key in [k for k in self._items if k[0] == agent_id and k[1] == old]:
+                self.bytes -= sum(len(f) for f in self._items.pop(key))
+
+    def peek(self, agent: AgentSpec, version: str, text: str) -> bool:
+        """Is it cached? (No hit/miss counted, no recency change.)"""
+        return (agent.id, version, text) in self._items
 
     def get(self, agent: AgentSpec, version: str, text: str) -> tuple[bytes, ...] | None:
-        self._check_version(agent.id, version)
-        frames = self._items.get((agent.id, text))
+        key = (agent.id, version, text)
+        frames = self._items.get(key)
         if frames is None:
             self.misses += 1
             return None
-        self._items.move_to_end((agent.id, text))
+        self._items.move_to_end(key)
         self.hits += 1
         return frames
 
@@ -52,7 +65,7 @@ class PhraseCache:
         size = sum(len(f) for f in frames)
         if not frames or size > self.max_bytes:
             return
-        key = (agent.id, text)
+        key = (agent.id, version, text)
         old = self._items.pop(key, None)
         if old is not None:
             self.bytes -= sum(len(f) for f in old)

@@ -3,7 +3,7 @@
 uvicorn 0.54 installs its own SIGINT/SIGTERM handler (``Server.handle_exit``)
 that sets ``should_exit``; its shutdown then closes every open WebSocket with
 1012 and waits ``timeout_graceful_shutdown`` at most. For a phone gateway that
-would cut every call on each deploy, so :class:`GatewayServer` changes two
+would cut every call on each deploy, so :class:`GatewayServer` changes these
 hooks and nothing else:
 
 * ``handle_exit``: the first SIGTERM starts the drain instead (readiness goes
@@ -13,8 +13,18 @@ hooks and nothing else:
   when no call is left or when ``VOICEGW_DRAIN_TIMEOUT_S`` has passed; uvicorn's
   normal shutdown follows. A drain started over HTTP (``POST /admin/drain``,
   the preStop hook) ends the same way.
+* ``capture_signals``: uvicorn re-raises the signal that stopped it once it has
+  shut down, which turned Ctrl-C into a KeyboardInterrupt traceback. Here the
+  signal is only remembered (:attr:`GatewayServer.stop_signal`) and
+  ``voicegw serve`` exits with a status:
 
-The process exits with status 0 after a drain (the SIGTERM is not re-raised).
+  0 after a drain (SIGTERM, ``voicegw drain``, ``POST /admin/drain``, drain timeout included);
+  130 (128 + SIGINT, the shell convention) after Ctrl-C, which cuts active calls (outcome ``shutdown``);
+  143 (128 + SIGTERM) after a second SIGTERM cut a drain short.
+
+* ``shutdown``: says how many calls are being cut, and cancels what is left of
+  the speech recognizer's load and warm-up (it runs in its own thread and would
+  otherwise finish, and log, after the server has gone).
 
 :func:`serve_in_loop` runs an app inside the caller's event loop on a free
 loopback port (``voicegw call`` without ``--url``, the tests, the benchmarks):
@@ -27,15 +37,17 @@ import asyncio
 import logging
 import signal
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
+from agents.stt import cancel_loading
 from gateway.ops.drain import Step
 from gateway.services import Services
 from gateway.settings import Settings
@@ -48,6 +60,8 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.app = app
         self._drain_logged = False
+        #: The signal that stopped the server (None: stopped by a drain, or not stopped yet).
+        self.stop_signal: int | None = None
 
     def services(self) -> Services | None:
         services: Services | None = getattr(self.app.state, "services", None)
@@ -58,7 +72,39 @@ class GatewayServer(uvicorn.Server):
         if sig == signal.SIGTERM and services is not None and not self.should_exit:
             if services.drain.begin(time.monotonic()):
                 return  # logged from on_tick: no logging inside a signal handler
+        if self.stop_signal is None:
+            self.stop_signal = sig
         super().handle_exit(sig, frame)
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """uvicorn's, less the re-raise at the end: the exit status says which signal stopped us."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    @property
+    def exit_status(self) -> int:
+        """0 after a drain or a normal stop, 128 + the signal number when a signal cut the calls short."""
+        return 128 + self.stop_signal if self.stop_signal is not None else 0
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        cancel_loading()  # the recognizer's warm-up must not outlive (and log after) the server
+        services = self.services()
+        if self.stop_signal is not None and services is not None:
+            name = "Ctrl-C" if self.stop_signal == signal.SIGINT else signal.Signals(self.stop_signal).name
+            if services.active_calls:
+                log.warning("%s: stopping now, %d active call(s) cut (outcome shutdown)", name, services.active_calls)
+            else:
+                log.info("%s: stopping (no active calls)", name)
+        await super().shutdown(sockets)
 
     async def on_tick(self, counter: int) -> bool:
         if await super().on_tick(counter):

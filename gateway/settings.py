@@ -29,6 +29,10 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_PLAYOUT_LEAD_MS", "VOICEGW_MAX_WS_MESSAGE_BYTES", "VOICEGW_DRAIN_TIMEOUT_S",
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
+    # hardening (issue 15)
+    "VOICEGW_SLOT_TTL_S",
+    "VOICEGW_CONSOLE_WRITE_AGENTS",
+    "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -86,6 +90,22 @@ def _url(env: Mapping[str, str], key: str, schemes: tuple[str, ...]) -> str | No
     return raw.rstrip("/")
 
 
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """PUBLIC_URL must be https: the TwiML's media stream URL is wss://<its host>/twilio/media, and Twilio's
+    Media Streams connect only to wss:// (an http PUBLIC_URL would give a ws:// URL every call fails on)."""
+    raw = _url(env, "PUBLIC_URL", ("https", "http"))
+    if raw is not None and urlsplit(raw).scheme != "https":
+        raise SettingsError(
+            f"PUBLIC_URL={raw!r} must be an https:// URL: Twilio's Media Streams connect only to wss:// "
+            "(the stream URL is wss://<PUBLIC_URL host>/twilio/media). Put TLS in front of the gateway "
+            "(a load balancer, or a tunnel such as ngrok or cloudflared for development), or leave PUBLIC_URL "
+            "unset to test locally with `voicegw call`."
+        )
+    if raw is not None and (urlsplit(raw).query or urlsplit(raw).fragment):
+        raise SettingsError(f"PUBLIC_URL={raw!r} must be a base URL without ?query or #fragment")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -125,6 +145,18 @@ class Settings:
     voices_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
+    slot_ttl_s: float = 30.0
+    #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
+    console_write_agents: bool = False
+    #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
+    #: CHATTTS_API_URL); ``speech``: the speech API, health, readiness and metrics only (no Twilio routes).
+    role: Literal["all", "telephony", "speech"] = "all"
+    #: A ChatTTS speech server (voicegw with VOICEGW_ROLE=speech, or a plain ChatTTS server): when set,
+    #: the `chattts` provider is served by it and this process never loads the model.
+    chattts_api_url: str | None = None
+    #: Bearer token sent to CHATTTS_API_URL (the speech server's VOICEGW_API_KEY).
+    chattts_api_key: str | None = None
 
     @property
     def signatures_enforced(self) -> bool:
@@ -141,13 +173,16 @@ class Settings:
         stt_device = (_get(env, "VOICEGW_STT_DEVICE") or "cpu").lower()
         if stt_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"VOICEGW_STT_DEVICE={stt_device!r} is not one of auto, cuda, cpu")
+        role = (_get(env, "VOICEGW_ROLE") or "all").lower()
+        if role not in ("all", "telephony", "speech"):
+            raise SettingsError(f"VOICEGW_ROLE={role!r} is not one of all, telephony, speech")
         model_dir = _get(env, "CHATTTS_MODEL_DIR")
         rec_dir = _get(env, "VOICEGW_RECORDINGS_DIR")
         voices_file = _get(env, "VOICEGW_VOICES_FILE")
         settings = cls(
             host=_get(env, "VOICEGW_HOST") or "127.0.0.1",
             port=_int(env, "VOICEGW_PORT", 8080, 0, 65535),
-            public_url=_url(env, "PUBLIC_URL", ("https", "http")),
+            public_url=_public_url(env),
             agents_dir=Path(_get(env, "VOICEGW_AGENTS_DIR") or "config/agents"),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             twilio_auth_token=_get(env, "TWILIO_AUTH_TOKEN"),
@@ -173,7 +208,15 @@ class Settings:
             voices_file=Path(voices_file) if voices_file else None,
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
+            slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
+            console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
+            role=role,  # type: ignore[arg-type]
+            chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),
+            chattts_api_key=_get(env, "CHATTTS_API_KEY"),
         )
         if settings.require_signature and settings.twilio_auth_token is None:
-            raise SettingsError("VOICEGW_REQUIRE_SIGNATURE=1 but TWILIO_AUTH_TOKEN is not set")
+            raise SettingsError(f"VOICEGW_REQUIRE_SIGNATURE={_get(env, 'VOICEGW_REQUIRE_SIGNATURE')} "
+                                "but TWILIO_AUTH_TOKEN is not set")
+        if settings.role == "speech" and settings.chattts_api_url:
+            raise SettingsError("CHATTTS_API_URL is set but VOICEGW_ROLE=speech: a speech pod synthesizes itself")
         return settings

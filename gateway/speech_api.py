@@ -33,11 +33,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import bearer_ok
+from gateway.auth import operator_key_ok
 from gateway.errors import ALL_METHODS, json_error, method_not_allowed, unauthorized
+from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
+from gateway.speech_stream import PCMStreamResponse
 from tts.base import TTSError
 from tts.breaker import BreakerRegistry
+from tts.chattts_protocol import read_hints
 from tts.fallback import Speaker
 from tts.presets import caveats, load_voice_map
 from tts.registry import TTSConfig
@@ -60,6 +63,9 @@ class _SpeechBase(StrictModel):
     input: str | None = Field(default=None, description="OpenAI's name for `text`.")
     model: str | None = Field(default=None, description="Accepted for OpenAI clients and ignored.")
     response_format: str = Field(default="wav", description=f"One of {', '.join(FORMATS)}.")
+    #: A whole voice (an agent's ``tts`` section: chain and per-provider settings), as the console's
+    #: "Play sample" sends it; when given, ``voice``/``speed``/... are not used.
+    tts: TTSConfig | None = None
 
 
 #: The request body: the seed's fields (the ChatTTS ones copied from ChatTTSVoice) plus OpenAI's names.
@@ -131,15 +137,17 @@ def speech_routes(services: Services) -> list[BaseRoute]:
     assert isinstance(breakers, BreakerRegistry)
 
     def authorized(request: Request) -> bool:
-        return bearer_ok(request.headers.get("authorization"), services.settings.api_key)
+        return operator_key_ok(request.headers.get("authorization"), services.settings.api_key)
 
     async def parse(request: Request) -> tuple[Any, JSONResponse | None]:
         if not _is_json(request.headers.get("content-type")):
             got = request.headers.get("content-type") or "none"
             return None, json_error(415, f"body: send JSON with Content-Type: application/json (got {got})", "body")
         try:
-            payload = await request.json()
-        except ValueError:
+            payload = json.loads(await read_body(request, SPEECH_MAX_BODY))
+        except BodyError as exc:
+            return None, json_error(exc.status, f"body: {exc.message}", "body")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             return None, json_error(400, "body: not valid JSON", "body")
         if not isinstance(payload, dict):
             return None, json_error(400, "body: expected a JSON object", "body")
@@ -173,13 +181,23 @@ def speech_routes(services: Services) -> list[BaseRoute]:
             return json_error(400, f"{field}: too long ({len(text)} characters, at most {MAX_TEXT_CHARS})", field)
         if not any(ch.isalnum() for ch in text):
             return json_error(400, f"{field}: nothing to say: {_json(text)} has no letters or digits", field)
+        hints = read_hints(request.headers)
+        if hints.stream:  # X-Audio-Stream: pcm_s16le (the remote ChatTTS engine): raw PCM as it is synthesized
+            engine = services.engines.get("chattts")
+            if engine is None or not engine.ready:
+                why = (getattr(engine, "load_error", None) or "loading") if engine is not None else "not configured"
+                return json_error(503, f"chattts is not available: {why}")
+            voice = ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature, top_p=body.top_p,
+                                 top_k=body.top_k, use_refine=body.use_refine, seed=hints.seed)
+            request_id = request.headers.get("x-request-id") or f"api-{uuid.uuid4().hex[:12]}"
+            return PCMStreamResponse(engine, text, voice, hints, request_id, services.draining)
         fmt = body.response_format.lower()
         supported = [f for f in FORMATS if f != "mp3" or mp3_available()]
         if fmt not in supported:
             return json_error(400, f"response_format: {_json(body.response_format)} is not supported; "
                                    f"supported: {', '.join(supported)}", "response_format", supported=supported)
         mapped = voices[body.voice]
-        config = TTSConfig.model_validate({
+        config = body.tts if body.tts is not None else TTSConfig.model_validate({
             "provider": "chattts", "fallback": ["cartesia", "piper"],
             "chattts": ChatTTSVoice(voice=body.voice, speed=body.speed, temperature=body.temperature,
                                     top_p=body.top_p, top_k=body.top_k, use_refine=body.use_refine),

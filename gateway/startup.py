@@ -25,7 +25,33 @@ from tts.registry import build_engines
 log = logging.getLogger("voicegw")
 
 
+async def _engines(services: Services, used: set[str]) -> None:
+    """The engine registry (:data:`tts.registry.ENGINES`) says which engines to build and how to start them."""
+
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:  # cancelled by Services.aclose
+        services.extras[name] = asyncio.create_task(coro, name=name)
+
+    breakers = services.extras["breakers"]
+    assert isinstance(breakers, BreakerRegistry)
+    services.engines.update(await build_engines(services.settings, services.metrics, used, breakers, spawn))
+
+
+async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+
+    No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
+    """
+    services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
+                        drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
+    services.extras["breakers"] = BreakerRegistry()
+    await _engines(services, {"chattts"})
+    log.info("speech role: serving /v1/audio/speech for telephony pods (no Twilio routes)")
+    return services
+
+
 async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+    if settings.role == "speech":
+        return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
     store: MemoryStore
     if settings.redis_url:
@@ -45,12 +71,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     used = {p for a in agents.values() for p in a.tts.engines_used()}
     # One breaker registry per process: one call's provider failures spare the next call the wait.
     services.extras["breakers"] = BreakerRegistry()
-
-    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:  # cancelled by Services.aclose
-        services.extras[name] = asyncio.create_task(coro, name=name)
-
-    # The engine registry (tts.registry.ENGINES) says which engines to build and how to start them.
-    services.engines.update(await build_engines(settings, services.metrics, used, spawn))
+    await _engines(services, used)
     _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if not settings.signatures_enforced:

@@ -15,3 +15,16 @@ def transcripts() -> dict[str, str]:
 
 def mulaw(name: str) -> bytes:
     return (FIXTURES / f"{name}.ul").read_bytes()
+
+
+CONVERSATION = Path(__file__).resolve().parent / "fixtures" / "conversation"
+
+
+def conversation_fixtures() -> dict[str, dict[str, object]]:
+    """Realistic bench fixtures (line noise + hum at 25–30 dB, mid-sentence pauses, a cough): name → metadata."""
+    meta: dict[str, dict[str, object]] = json.loads((CONVERSATION / "transcripts.json").read_text())
+    return meta
+
+
+def conversation_mulaw(name: str) -> bytes:
+    return (CONVERSATION / f"{name}.ul").read_bytes()

@@ -289,3 +289,90 @@ async def test_transfer_redirects_to_dial(agents_dir: Path) -> None:
 def wire(fake: FakeTwilioRest, emu: TwilioEmulator) -> None:
     """Twilio applies a REST update to the live call: the stream stops."""
     fake.hooks.append(lambda req: emu.rest_update(req.call_sid, req.form))
+
+
+async def _admitted(emu: TwilioEmulator) -> tuple[str, str] | None:
+    twiml, call_sid = await emu.fetch_twiml(agent="demo")
+    return (twiml, call_sid) if parse_stream(twiml) is not None else None
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_stream_that_never_comes_frees_its_slot_while_a_live_call_keeps_its_own(
+    agents_dir: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Webhook, no stream, wait past the slot TTL: the next call is admitted; a live call outlives the TTL."""
+    demo = agents_dir / "demo.yaml"
+    demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
+    extra = {"VOICEGW_SLOT_TTL_S": "1"}
+    if store == "redis":
+        extra["REDIS_URL"] = request.getfixturevalue("redis_server").url
+    async with gateway_with_services(env_for(agents_dir, **extra)) as (url, services):
+        edge = services.twilio_edge()
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        assert await _admitted(emu) is not None  # takes the only slot; its stream never opens
+        assert await _admitted(emu) is None  # busy meanwhile
+        admitted: list[tuple[str, str]] = []
+
+        async def next_call_admitted() -> bool:
+            got = await _admitted(emu)
+            if got is not None:
+                admitted.append(got)
+            return got is not None
+
+        beats = edge.heartbeats
+        await wait_until(next_call_admitted, interval_s=0.2)
+        assert edge.heartbeats > beats  # the heartbeat ran, and did not keep the orphan alive
+
+        async def outlive_the_ttl(c: CallControl) -> None:
+            start = edge.heartbeats
+            await wait_until(lambda: edge.heartbeats >= start + 7, within_s=60)  # ≥ 7 × TTL/3 > 2 TTL
+            assert await _admitted(emu) is None  # the live call's slot was refreshed all along
+
+        twiml, call_sid = admitted[0]
+        result = await emu.open_stream(twiml, call_sid, script=outlive_the_ttl, hold_s=0.0, max_s=60)
+        assert result.audio and result.close_code != 1008
+        await wait_until(lambda: edge.calls_finished == 1)
+        assert await _admitted(emu) is not None  # released at once at the end of the call
+
+
+async def test_a_refused_stream_with_a_genuine_token_releases_its_slot_at_once(agents_dir: Path) -> None:
+    demo = agents_dir / "demo.yaml"
+    demo.write_text(demo.read_text().replace("max_concurrent_calls: 20", "max_concurrent_calls: 1"))
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):  # default TTL: 30 s
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        got = await _admitted(emu)
+        assert got is not None
+        kept = dict(services.store.snapshot.agents)
+        agents = {k: v for k, v in kept.items() if k != "demo"}
+        services.store.replace(agents)  # the agent is removed between the webhook and the stream
+        refused = await emu.open_stream(*got, max_s=10)
+        assert refused.close_code == 1008 and not refused.audio
+        services.store.replace(kept)
+        assert await services.twilio_edge().limiter.active("demo") == 0
+        assert await _admitted(emu) is not None
+
+async def test_stream_status_callbacks_are_logged_by_event_and_junk_is_a_400(
+    agents_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twilio's stream statusCallback: each event logged with call, stream and event; junk refused, not logged
+    as "stream status None: None"."""
+    caplog.set_level("INFO", logger="voicegw.app")
+    async with gateway_with_services({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as (url, services):
+        async with httpx.AsyncClient() as client:
+            junk = await client.post(f"{url}/twilio/status", data={"hello": "world"})
+            assert junk.status_code == 400
+            assert junk.text == "not a stream status callback: missing CallSid, StreamSid, StreamEvent"
+            base = {"AccountSid": ACCOUNT, "CallSid": "CA9", "StreamSid": "MZ9", "Timestamp": "2026-01-01T00:00:00Z"}
+            error = {**base, "StreamEvent": "stream-error", "StreamError": "31920: handshake failed"}
+            assert (await client.post(f"{url}/twilio/status", data=error)).status_code == 204
+            odd = {**base, "StreamEvent": "stream-paused"}
+            assert (await client.post(f"{url}/twilio/status", data=odd)).status_code == 204
+        result = await TwilioEmulator(url).call(agent="demo", hold_s=0.1)
+        assert result.status_codes == [204, 204]
+        assert counter(services, "voicegw_webhook_rejected_total", reason="bad_request") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "voicegw.app"]
+    assert "POST /twilio/status rejected (bad_request): missing CallSid, StreamSid, StreamEvent" in lines
+    assert "call CA9 stream MZ9: stream-error: 31920: handshake failed" in lines
+    assert "call CA9 stream MZ9: unknown stream event 'stream-paused'" in lines
+    assert sum(re.fullmatch(r"call CA\w+ stream MZ\w+: stream-(started|stopped)", m) is not None for m in lines) == 2
+    assert not any("None" in m for m in lines)

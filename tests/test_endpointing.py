@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechDropped, SpeechEnd, SpeechStart
+from agents.endpointing import (
+    BargeIn,
+    EndpointConfig,
+    Endpointer,
+    SpeechDropped,
+    SpeechEnd,
+    SpeechPause,
+    SpeechResume,
+    SpeechStart,
+)
 from agents.spec import TurnTaking
 from agents.vad import CHUNK, shared_model
 from audio.codec import ulaw2lin
-from tests.speech_fixtures import mulaw, transcripts
+from tests.speech_fixtures import conversation_fixtures, conversation_mulaw, mulaw, transcripts
 
 DT = CHUNK / 8000  # 32 ms
 
@@ -81,3 +90,84 @@ def test_every_fixture_is_one_utterance_through_silero() -> None:
         # fixtures have 0.6 s of lead silence; the caller stops about 1 s before the file ends
         assert 0.5 < ends[0].started_at < 1.2, name
         assert len(pcm) / 8000 - 1.4 < ends[0].ended_at < len(pcm) / 8000 - 0.8, name
+
+
+def test_pause_events_for_speculation_and_resume() -> None:
+    cfg = EndpointConfig(end_silence_s=1.5, pause_s=0.2, pre_roll_s=0.064, tail_s=0.064)
+    probs = [0.0] * 5 + [0.9] * 20 + [0.0] * 10 + [0.9] * 10 + [0.0] * 60
+    events = run(probs, cfg)
+    kinds = [(i, type(e).__name__) for i, e in events]
+    # 0.2 s = 7 chunks of 32 ms: pause on the 7th silent chunk (24 + 7 = 31), resume at 35, pause again at 51
+    assert kinds == [(5, "SpeechStart"), (12, "BargeIn"), (31, "SpeechPause"), (35, "SpeechResume"),
+                     (51, "SpeechPause"), (91, "SpeechEnd")]
+    pause = events[2][1]
+    assert isinstance(pause, SpeechPause)
+    assert abs(pause.ended_at - 25 * DT) < 1e-9 and abs(pause.at - 32 * DT) < 1e-9
+    kept = np.unique(pause.pcm)
+    assert kept[0] == 3 and kept[-1] == 26  # pre-roll 2 chunks, speech, 2 chunks of tail: what SpeechEnd carries
+    assert abs(pause.voiced_s - 20 * DT) < 1e-9
+
+
+def test_end_now_closes_the_utterance_on_the_runners_decision() -> None:
+    ep = Endpointer(EndpointConfig(end_silence_s=1.5, pause_s=0.2))
+    for _ in range(20):
+        ep.feed(0.9, np.full(CHUNK, 0.1, dtype=np.float32))
+    for _ in range(8):
+        ep.feed(0.0, np.zeros(CHUNK, dtype=np.float32))
+    assert ep.in_speech and abs(ep.silence_s - 8 * DT) < 1e-9 and abs(ep.voiced_s - 20 * DT) < 1e-9
+    events = ep.end_now()
+    assert [type(e) for e in events] == [SpeechEnd] and not ep.in_speech
+    assert ep.end_now() == [] and ep.silence_s == 0.0
+
+
+def test_noise_floor_gates_steady_noise_that_nudges_the_vad() -> None:
+    rng = np.random.default_rng(1)
+    noise = [rng.normal(0, 0.01, CHUNK).astype(np.float32) for _ in range(200)]  # -40 dBFS line noise
+    speech = [rng.normal(0, 0.2, CHUNK).astype(np.float32) for _ in range(20)]  # -14 dBFS
+    ep = Endpointer(EndpointConfig(end_silence_s=0.5))
+    events: list[object] = []
+    for chunk in noise[:100]:  # the VAD calls the line non-speech: the floor learns it
+        events += ep.feed(0.1, chunk)
+    assert -45 < ep.noise_db < -35
+    for chunk in noise[100:150]:  # the same noise now nudges the VAD over its threshold (hum, a click train)
+        events += ep.feed(0.7, chunk)
+    assert events == []  # at the floor: neither starts nor continues speech
+    for chunk in speech:
+        events += ep.feed(0.9, chunk)
+    for chunk in noise[150:]:  # trailing line noise the VAD half-believes must not prolong the turn
+        events += ep.feed(0.5, chunk)
+    ends = [e for e in events if isinstance(e, SpeechEnd)]
+    assert len(ends) == 1 and abs(ends[0].ended_at - ends[0].started_at - 20 * DT) < 1e-9
+    # without the floor the same feed never ends the utterance (p 0.5 >= 0.35 counts as voiced)
+    plain = Endpointer(EndpointConfig(end_silence_s=0.5, noise_margin_db=None))
+    plain_events: list[object] = []
+    for chunk in noise[:100]:
+        plain_events += plain.feed(0.1, chunk)
+    for chunk in noise[100:150] + speech + noise[150:]:
+        plain_events += plain.feed(0.7, chunk)
+    assert not any(isinstance(e, SpeechEnd) for e in plain_events)
+
+
+def test_speculative_config_from_turn_taking() -> None:
+    cfg = EndpointConfig.speculative(TurnTaking(speculative_silence_ms=250, max_silence_ms=2000, noise_margin_db=3))
+    assert cfg.pause_s == 0.25 and cfg.end_silence_s == 2.0 and cfg.noise_margin_db == 3.0
+    assert EndpointConfig.from_turn_taking(TurnTaking()).pause_s is None
+
+
+def test_realistic_fixtures_pause_at_the_mid_sentence_gap_and_end_once() -> None:
+    for name, meta in conversation_fixtures().items():
+        pcm = ulaw2lin(conversation_mulaw(name))
+        stream, ep = shared_model().stream(), Endpointer(EndpointConfig.speculative(TurnTaking()))
+        events: list[object] = []
+        for i in range(0, len(pcm), 160):
+            for p, chunk in stream.feed(pcm[i : i + 160]):
+                events += ep.feed(p, chunk)
+        events += ep.flush()
+        ends = [e for e in events if isinstance(e, SpeechEnd)]
+        if name == "cough":
+            assert not any(isinstance(e, SpeechPause) for e in events), events
+            continue
+        assert len(ends) == 1, (name, events)  # line noise and hum neither split nor prolong the turn
+        assert len(pcm) / 8000 - 1.6 < ends[0].ended_at < len(pcm) / 8000 - 1.0, (name, ends[0].ended_at)
+        if meta["pause_s"]:
+            assert any(isinstance(e, SpeechResume) for e in events), name

@@ -22,7 +22,15 @@ def test_hit_after_put_and_yaml_change_invalidates() -> None:
     louder = agent(gain=3.0)  # same text, different voice settings: different audio
     assert fingerprint(louder) != v
     assert cache.get(louder, fingerprint(louder), "Hello.") is None
-    assert len(cache) == 0 and cache.bytes == 0  # the old version's entries are gone
+    # Two versions are kept (calls that started before a push still use the old one) ...
+    assert cache.get(a, v, "Hello.") is not None and len(cache) == 1
+    cache.put(louder, fingerprint(louder), "Hello.", [b"\x03" * 160])
+    assert cache.get(a, v, "Hello.") is not None and cache.get(louder, fingerprint(louder), "Hello.") is not None
+    # ... a third version drops the oldest one's entries
+    quieter = agent(gain=-3.0)
+    cache.put(quieter, fingerprint(quieter), "Hello.", [b"\x04" * 160])
+    assert cache.get(a, v, "Hello.") is None
+    assert len(cache) == 2 and cache.bytes == 320
     assert fingerprint(agent()) == v  # stable for the same YAML
 
 

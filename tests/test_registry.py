@@ -84,11 +84,11 @@ async def test_build_engines_from_the_table() -> None:
         spawned.append(name)
         coro.close()  # type: ignore[attr-defined]
 
-    engines = await build_engines(Settings(), Metrics(), {"piper"}, spawn)
+    engines = await build_engines(Settings(), Metrics(), {"piper"}, spawn=spawn)
     assert set(engines) == {"piper"}  # cartesia has no key; chattts is not used
     assert engines["piper"].ready
     keyed = await build_engines(Settings(cartesia_api_key="k", cartesia_base_url="http://127.0.0.1:9"),
-                                Metrics(), set(), spawn)
+                                Metrics(), set(), spawn=spawn)
     assert set(keyed) == {"cartesia", "piper"} and spawned == []  # `always` engines, none loading
     for e in [*engines.values(), *keyed.values()]:
         await e.aclose()

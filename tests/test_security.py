@@ -136,3 +136,21 @@ def test_bearer_ok() -> None:
     assert bearer_ok(None, None) and bearer_ok("anything", None)  # no key configured: open
     assert bearer_ok("Bearer k3y", "k3y")
     assert not bearer_ok(None, "k3y") and not bearer_ok("Bearer nope", "k3y") and not bearer_ok("k3y", "k3y")
+
+
+def test_operator_key_ok_takes_bearer_or_basic_password() -> None:
+    import base64
+
+    from gateway.auth import basic_password, operator_key_ok
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    assert operator_key_ok(None, None) and operator_key_ok(basic("a", "b"), None)
+    assert operator_key_ok("Bearer k3y", "k3y") and operator_key_ok(basic("operator", "k3y"), "k3y")
+    assert operator_key_ok("basic " + basic("", "k3y").split()[1], "k3y")  # scheme is case-insensitive
+    assert not operator_key_ok(basic("k3y", "nope"), "k3y")  # the key is the password, not the user
+    assert not operator_key_ok("Basic !!!notbase64", "k3y") and not operator_key_ok(None, "k3y")
+    assert basic_password(basic("u", "p:with:colons")) == "p:with:colons"
+    assert basic_password("Basic " + base64.b64encode(b"no-colon").decode()) is None
+    assert basic_password("Basic " + base64.b64encode(b"u:\xff").decode()) is None  # not UTF-8

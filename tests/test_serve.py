@@ -133,3 +133,50 @@ async def test_prestop_cli_drains_then_the_gateway_exits(agents_dir: Path) -> No
         result = await call  # the CLI returned only once the call had ended
         assert result.marks_echoed == ["greeting-1"]
         assert await wait_exit(proc, 30) == 0  # drain started over HTTP also ends the process
+
+
+async def test_ctrl_c_cuts_calls_as_shutdown_and_exits_130_without_a_traceback(agents_dir: Path) -> None:
+    with gateway_process(agents_dir) as (proc, url):
+        emu = TwilioEmulator(url)
+
+        async def stay(control: CallControl) -> None:
+            await asyncio.sleep(60)  # a caller still on the line when the operator presses Ctrl-C
+
+        call = asyncio.create_task(emu.call(agent="demo", max_s=60, script=stay))
+        await wait_active(url, 1)
+        proc.send_signal(signal.SIGINT)
+        assert await wait_exit(proc, 30) == 130  # 128 + SIGINT, as a shell reports Ctrl-C; not killed by the signal
+        result = await asyncio.wait_for(call, 30)
+        output = proc.communicate()[0]
+    assert result.close_code == 1012  # Service Restart: the server went away, not the caller
+    assert "Ctrl-C: stopping now, 1 active call(s) cut (outcome shutdown)" in output
+    assert "call summary: outcome=shutdown" in output and "caller_hangup" not in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
+def test_ctrl_c_while_the_recognizer_warms_up_cancels_it(agents_dir: Path) -> None:
+    """Stopped right after startup: the Whisper load and warm-up stop with the server, nothing logs after it."""
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1", "VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_PORT": str(free_port()),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=full_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:  # the recognizer starts loading in the background during startup
+            lines.append(line)
+            if "Application startup complete" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        lines += proc.stdout.readlines()
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = "".join(lines)
+    assert "Traceback" not in output
+    after = output[output.index("Finished server process"):]
+    assert "whisper" not in after.lower(), after

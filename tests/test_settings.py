@@ -49,6 +49,11 @@ def test_values_are_parsed() -> None:
         ({"CHATTTS_DEVICE": "tpu"}, "CHATTTS_DEVICE='tpu' is not one of auto, cuda, cpu"),
         ({"VOICEGW_REQUIRE_SIGNATURE": "maybe"}, "VOICEGW_REQUIRE_SIGNATURE"),
         ({"VOICEGW_REQUIRE_SIGNATURE": "1"}, "TWILIO_AUTH_TOKEN is not set"),
+        # the value is echoed as given, not as a normalised "1"
+        ({"VOICEGW_REQUIRE_SIGNATURE": "yes"}, "VOICEGW_REQUIRE_SIGNATURE=yes but TWILIO_AUTH_TOKEN is not set"),
+        # Media Streams connect only to wss://: an http PUBLIC_URL would put ws:// in every TwiML
+        ({"PUBLIC_URL": "http://gw.example.com"}, "PUBLIC_URL='http://gw.example.com' must be an https:// URL"),
+        ({"PUBLIC_URL": "https://gw.example.com/?x=1"}, "without ?query"),
     ],
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], needle: str) -> None:
@@ -107,4 +112,4 @@ def test_serve_refuses_invalid_agents(tmp_path: Path) -> None:
     )
     proc = _serve({"VOICEGW_AGENTS_DIR": str(tmp_path), "VOICEGW_PORT": "0"})
     assert proc.returncode == 2
-    assert "bad.yaml: limits.max_call_seconds: 1 is not within 10–14400" in proc.stderr
+    assert "bad.yaml:5: limits.max_call_seconds: 1 is not within 10–14400" in proc.stderr

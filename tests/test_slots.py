@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.ops.slots import MemoryLimiter, RedisLimiter
-from tests.helpers import RedisServer, free_port
+from tests.helpers import RedisServer, free_port, wait_until
 
 
 async def test_memory_limit_release_and_idempotent_acquire() -> None:
@@ -25,11 +25,42 @@ async def test_memory_slots_expire_without_heartbeat() -> None:
     lim = MemoryLimiter(ttl_s=10, clock=lambda: now[0])
     assert await lim.acquire("demo", "CA1", 1)
     now[0] = 8.0
-    await lim.heartbeat()  # a live call keeps its slot
+    await lim.heartbeat([("demo", "CA1")])  # a live call keeps its slot
     now[0] = 15.0
     assert not await lim.acquire("demo", "CA2", 1)
     now[0] = 18.5  # no heartbeat since 8.0: the slot has expired (stream never came, or we crashed)
     assert await lim.acquire("demo", "CA2", 1)
+
+
+async def test_memory_heartbeat_refreshes_only_live_calls_and_never_revives() -> None:
+    now = [0.0]
+    lim = MemoryLimiter(ttl_s=10, clock=lambda: now[0])
+    assert await lim.acquire("demo", "CA-live", 2)
+    assert await lim.acquire("demo", "CA-orphan", 2)  # webhook answered, stream never came
+    for t in (5.0, 10.0, 15.0):
+        now[0] = t
+        await lim.heartbeat([("demo", "CA-live")])
+    assert await lim.active("demo") == 1  # the orphan expired at 10.0 although heartbeats kept running
+    await lim.heartbeat([("demo", "CA-orphan")])  # an expired slot is not brought back
+    assert await lim.active("demo") == 1
+    assert await lim.acquire("demo", "CA-next", 2)
+
+
+async def test_redis_heartbeat_refreshes_only_live_calls(redis_server: RedisServer) -> None:
+    lim = RedisLimiter.from_url(redis_server.url, ttl_s=0.6)
+    try:
+        assert await lim.acquire("demo", "CA-live", 2)
+        assert await lim.acquire("demo", "CA-orphan", 2)
+        await wait_until(lambda: _refresh_and_count(lim, [("demo", "CA-live")], 1), interval_s=0.1)
+        assert await lim.acquire("demo", "CA-next", 2)
+        assert await lim.acquire("demo", "CA-live", 2)  # idempotent: the live call still holds its slot
+    finally:
+        await lim.aclose()
+
+
+async def _refresh_and_count(lim: RedisLimiter, live: list[tuple[str, str]], want: int) -> bool:
+    await lim.heartbeat(live)
+    return await lim.active("demo") == want
 
 
 async def test_redis_limit_holds_across_instances_under_concurrency(redis_server: RedisServer) -> None:
@@ -58,7 +89,7 @@ async def test_redis_crashed_instance_slots_expire(redis_server: RedisServer) ->
         await crashed.aclose()  # the instance dies: nobody refreshes CA-crashed
         for _ in range(6):
             await asyncio.sleep(0.25)
-            await live.heartbeat()
+            await live.heartbeat([("demo", "CA-live")])
         assert await live.active("demo") == 1  # CA-live kept alive by its heartbeat
         assert await live.acquire("demo", "CA-3", 2)
     finally:
@@ -70,6 +101,6 @@ async def test_redis_down_fails_open() -> None:
     try:
         assert await lim.acquire("demo", "CA1", 1)
         await lim.release("demo", "CA1")  # logged, no exception
-        await lim.heartbeat()
+        await lim.heartbeat([("demo", "CA1")])
     finally:
         await lim.aclose()

@@ -7,11 +7,18 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from agents.stt import STTConfig, STTError, WhisperTranscriber, shared_transcriber, to_16k_float
+from agents.stt import (
+    STTConfig,
+    STTError,
+    WhisperTranscriber,
+    collapse_repeats,
+    shared_transcriber,
+    to_16k_float,
+)
 from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from bench.wer import wer
 from gateway.settings import Settings, SettingsError
-from tests.speech_fixtures import mulaw, transcripts
+from tests.speech_fixtures import conversation_fixtures, conversation_mulaw, mulaw, transcripts
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +68,43 @@ async def test_missing_model_is_a_clear_error(tmp_path: object) -> None:
         assert t.load_error is not None and "nope" in t.load_error
     finally:
         await t.aclose()
+
+
+async def test_short_window_greedy_path_on_realistic_noisy_fixtures(transcriber: WhisperTranscriber) -> None:
+    """Line noise + hum at 25–30 dB, mid-sentence pauses: the short window keeps the words and is fast."""
+    assert transcriber.config.fast_window_s == 10
+    errors = words = 0
+    for name, meta in conversation_fixtures().items():
+        got = await transcriber.transcribe(AudioChunk(conversation_mulaw(name), TWILIO_FORMAT))
+        if name == "cough":
+            assert got.text == "", got.text  # a cough and the line are no words
+            continue
+        e, n = wer(str(meta["text"]), got.text)
+        errors, words = errors + e, words + n
+    assert errors / words <= 0.2
+
+
+async def test_full_window_path_still_used_for_long_speech() -> None:
+    t = WhisperTranscriber(STTConfig(cpu_threads=2, fast_max_s=1.0))  # every fixture is "long" here
+    try:
+        got = await t.transcribe(AudioChunk(mulaw("human"), TWILIO_FORMAT))
+        assert wer(transcripts()["human"], got.text)[0] == 0, got.text
+    finally:
+        await t.aclose()
+
+
+def test_collapse_repeats() -> None:
+    assert collapse_repeats("Where is your office? Where is you're office?") == "Where is your office?"
+    assert collapse_repeats("No. No, I said the second option.") == "No. No, I said the second option."
+    assert collapse_repeats("Yes. Yes.") == "Yes."
+    assert collapse_repeats("") == ""
+
+
+def test_cancel_loading_stops_before_the_warm_up_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """`voicegw serve` shutting down: the background load stops (no warm-up decode, no "loaded" line after exit)."""
+    caplog.set_level("INFO")
+    t = WhisperTranscriber(STTConfig(cpu_threads=1))  # not the shared one: its load starts here, in its thread
+    t.cancel_loading()  # right away: the model takes far longer than this to construct
+    t._loading.result(timeout=120)
+    assert not t.ready and t.load_error == "loading cancelled: the process is shutting down"
+    assert not [r for r in caplog.records if r.name in ("voicegw.stt", "faster_whisper")], caplog.records

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from agents.vad import CHUNK, SileroModel, VadError, model_path, shared_model
+from agents.vad import CHUNK, SileroModel, VadBatcher, VadError, model_path, shared_model
 from audio.codec import ulaw2lin
 from tests.helpers import ROOT
 from tests.speech_fixtures import mulaw
@@ -73,3 +73,130 @@ def test_bad_model_file_is_a_clear_error(tmp_path: object) -> None:
     bad.write_bytes(b"not a model")
     with pytest.raises(VadError, match="cannot load Silero VAD model"):
         SileroModel(bad)
+
+
+# ---- cross-call batching ------------------------------------------------------------------------------------------
+def _reference(pcm: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """Per-call inference: a plain VadStream fed the whole signal."""
+    return shared_model().stream().feed(pcm)
+
+
+class _Collector:
+    def __init__(self, out: list[tuple[float, np.ndarray]]) -> None:
+        self.out = out
+
+    def append_result(self, prob: float, chunk: np.ndarray) -> None:
+        self.out.append((prob, chunk))
+
+
+def _f32(name: str) -> np.ndarray:
+    return ulaw2lin(mulaw(name)).astype(np.float32) / np.float32(32768.0)
+
+
+def test_batched_results_are_bit_for_bit_those_of_per_call_inference() -> None:
+    rng = np.random.default_rng(7)
+    names = ["hours", "human", "address", "interrupt", "goodbye", "account"]
+    signals = [_f32(n) for n in names]
+    signals.append((rng.normal(0, 0.003, 8000 * 3)).astype(np.float32))  # idle line
+    signals.append(np.zeros(8000 * 2, dtype=np.float32))  # digital silence
+    batcher = VadBatcher(shared_model(), capacity=2)  # grows while streams open
+    got: list[list[tuple[float, np.ndarray]]] = [[] for _ in signals]
+    streams = [batcher.stream(out_list.append_result) for out_list in map(_Collector, got)]
+    # Different arrival patterns per call: Twilio frames, odd sizes, and a burst of several chunks at once.
+    steps = [160, 160, 1013, 160, 777, 160, 2048, 160]
+    offsets = [0] * len(signals)
+    while any(o < len(s) for o, s in zip(offsets, signals, strict=True)):
+        for i, (stream, sig) in enumerate(zip(streams, signals, strict=True)):
+            if offsets[i] < len(sig):
+                stream.feed(sig[offsets[i] : offsets[i] + steps[i]])
+                offsets[i] += steps[i]
+        batcher.run_pending()
+    assert batcher.capacity >= len(signals)
+    assert batcher.runs < batcher.chunks  # chunks of several calls shared runs
+    for sig, out in zip(signals, got, strict=True):
+        ref = _reference(sig)
+        assert len(out) == len(ref) == len(sig) // CHUNK
+        assert [p for p, _ in out] == [p for p, _ in ref]  # exact float equality, not approx
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(out, ref, strict=True))
+
+
+def test_streams_joining_and_leaving_keep_their_own_state() -> None:
+    batcher = VadBatcher(shared_model(), capacity=4)
+    speech, other = _f32("human"), _f32("hours")
+    got_a: list[float] = []
+    a = batcher.stream(lambda p, c: got_a.append(p))
+    half = (len(speech) // 2) // CHUNK * CHUNK
+    a.feed(speech[:half])
+    batcher.run_pending()
+    # b opens, runs, closes (its slot is then reused by c) while a is mid-utterance
+    b = batcher.stream(lambda p, c: None)
+    b.feed(other[: 20 * CHUNK])
+    batcher.run_pending()
+    b.close()
+    got_c: list[float] = []
+    c = batcher.stream(lambda p, c_: got_c.append(p))
+    assert c.slot == b.slot
+    c.feed(other)
+    a.feed(speech[half:])
+    batcher.run_pending()
+    assert got_a == [p for p, _ in _reference(speech)]
+    assert got_c == [p for p, _ in _reference(other)]  # the reused row started from a clean state
+    assert batcher.streams == 2
+
+
+def test_mulaw_feed_matches_the_decoder() -> None:
+    payload = mulaw("hours")
+    batcher = VadBatcher(shared_model())
+    got: list[float] = []
+    s = batcher.stream(lambda p, c: got.append(p))
+    for i in range(0, len(payload), 160):
+        s.feed_mulaw(payload[i : i + 160])
+    batcher.run_pending()
+    assert got == [p for p, _ in _reference(ulaw2lin(payload))]
+
+
+def test_a_closed_stream_gets_nothing_and_a_failing_handler_spares_the_others() -> None:
+    batcher = VadBatcher(shared_model())
+    seen: list[float] = []
+
+    def boom(p: float, c: np.ndarray) -> None:
+        raise RuntimeError("handler bug")
+
+    bad = batcher.stream(boom)
+    good = batcher.stream(lambda p, c: seen.append(p))
+    gone = batcher.stream(lambda p, c: seen.append(-1.0))
+    sig = _f32("hours")[: 3 * CHUNK]
+    for s in (bad, good, gone):
+        s.feed(sig)
+    gone.close()
+    assert batcher.run_pending() == 1 + 3  # bad: its first chunk, then closed; good: all three
+    assert bad.closed and len(seen) == 3 and -1.0 not in seen
+
+
+def test_wrong_dtype_is_a_clear_error() -> None:
+    s = VadBatcher(shared_model()).stream(lambda p, c: None)
+    with pytest.raises(TypeError, match="float32"):
+        s.feed(np.zeros(256, dtype=np.int16))
+
+
+async def test_the_batcher_task_infers_within_a_tick() -> None:
+    import asyncio
+
+    batcher = VadBatcher(shared_model(), tick_s=0.01)
+    task = asyncio.create_task(batcher.run())
+    got: list[float] = []
+    done = asyncio.Event()
+
+    def on(p: float, c: np.ndarray) -> None:
+        got.append(p)
+        if len(got) == 2:
+            done.set()
+
+    streams = [batcher.stream(on) for _ in range(2)]
+    for s in streams:
+        s.feed(_f32("hours")[:CHUNK])
+    await asyncio.wait_for(done.wait(), 10)
+    assert batcher.runs == 1 and batcher.chunks == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -98,6 +98,14 @@ class Breaker:
             return True
         return False
 
+    def trip(self, now: float, reason: str = "") -> None:
+        """Open now, without counting failures (an outside signal, e.g. a failed health check, says it is down)."""
+        self.last_reason = reason
+        self.failures, self.probe_started = 0, None
+        if self.opened_at is None:
+            self.cooldown = self.policy.cooldown_s
+        self.opened_at = now
+
     def release(self, now: float) -> None:
         """The probe neither succeeded nor failed (cancelled, e.g. lost a race): free the probe slot."""
         self.probe_started = None

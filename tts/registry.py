@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from pydantic import AfterValidator, Field, create_model
 
 from tts.base import TTSEngine
+from tts.breaker import BreakerRegistry
 from tts.metrics import TTSMetrics
 from tts.settings import (
     CartesiaVoice,
@@ -56,6 +57,12 @@ class EngineEnv(Protocol):
     def chattts_compile(self) -> bool: ...
     @property
     def chattts_sha256_file(self) -> Path | None: ...
+    @property
+    def chattts_api_url(self) -> str | None: ...
+    @property
+    def chattts_api_key(self) -> str | None: ...
+    @property
+    def role(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,8 @@ class BuildContext:
     metrics: TTSMetrics
     #: Some agent lists this engine (provider, fallback or last resort).
     used: bool
+    #: The process's breakers (an engine with its own health checks may trip them).
+    breakers: BreakerRegistry
     #: Run a coroutine in the background for the life of the process (e.g. loading weights).
     spawn: Callable[[Coroutine[Any, Any, None], str], None]
 
@@ -89,7 +98,14 @@ class EngineSpec:
 
 # ---- builders (lazy imports: the table costs nothing to import) -------------------------------------
 async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
+    """In process (a GPU worker), or a speech server over HTTP when CHATTTS_API_URL is set."""
+    env = ctx.env
     if not ctx.used:
+        return None
+    if env.chattts_api_url:
+        return await _build_chattts_remote(ctx, env.chattts_api_url)
+    if env.role == "telephony":  # a telephony pod never loads torch
+        log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
         return None
     import dataclasses
     import json
@@ -99,7 +115,6 @@ async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
     except ImportError as exc:  # the [chattts] extra is not installed
         log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
         return None
-    env = ctx.env
     override = None
     if env.chattts_sha256_file is not None:
         try:
@@ -119,6 +134,19 @@ async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
             log.info("ChatTTS loaded and warmed up")
 
     ctx.spawn(load(), "chattts-load")
+    return engine
+
+
+async def _build_chattts_remote(ctx: BuildContext, url: str) -> TTSEngine:
+    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
+
+    engine = RemoteChatTTSEngine(RemoteConfig(url=url, api_key=ctx.env.chattts_api_key), name="chattts",
+                                 breakers=ctx.breakers)
+    await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
+    if engine.ready:
+        log.info("ChatTTS served by %s", url)
+    else:
+        log.error("ChatTTS speech server %s: %s; agents fall back until it is healthy", url, engine.load_error)
     return engine
 
 
@@ -250,7 +278,7 @@ def voice_problems(config: TTSConfigBase, language: str) -> list[tuple[str, str]
 
 
 async def build_engines(
-    env: EngineEnv, metrics: TTSMetrics, used: set[str],
+    env: EngineEnv, metrics: TTSMetrics, used: set[str], breakers: BreakerRegistry | None = None,
     spawn: Callable[[Coroutine[Any, Any, None], str], None] | None = None,
 ) -> dict[str, TTSEngine]:
     """Every engine some agent uses, plus those marked ``always``, built and started as the table says."""
@@ -265,7 +293,9 @@ async def build_engines(
         is_used = spec.name in used
         if not (is_used or spec.always):
             continue
-        engine = await spec.build(BuildContext(env, metrics, is_used, spawn or background))
+        context = BuildContext(env, metrics, is_used, breakers if breakers is not None else BreakerRegistry(),
+                               spawn or background)
+        engine = await spec.build(context)
         if engine is not None:
             engines[spec.name] = engine
     return engines

@@ -100,7 +100,7 @@ CHATTTS_TOP_K = Range(1, 100)
 
 
 class ChatTTSVoice(EngineSettings):
-    """ChatTTS voice settings (also the speech API's request fields)."""
+    """ChatTTS: the in-process GPU voice, expressive and conversational; eight voice presets (the seed's settings)."""
 
     voice: ChatTTSPreset = Field(default="female_1", description="One of the eight named presets.")
     speaker: str | None = Field(
@@ -128,6 +128,8 @@ def cartesia_voice_id(v: str) -> str:
 
 
 class CartesiaVoice(EngineSettings):
+    """Cartesia: the hosted low-latency voice (needs CARTESIA_API_KEY); streams over one shared WebSocket."""
+
     voice_id: Annotated[str, AfterValidator(cartesia_voice_id)] = CARTESIA_DEFAULT_VOICE
     model_id: str = Field(default="sonic-3", min_length=1)
     speed: Annotated[float, CARTESIA_SPEED.validator(), CARTESIA_SPEED.schema()] = 1.0
@@ -146,6 +148,8 @@ PIPER_SPEED = Range(0.5, 2.0)
 
 
 class PiperVoice(EngineSettings):
+    """Piper: the local CPU voice, always loaded, works offline; the last resort of every chain."""
+
     voice: str = Field(
         default="joe", min_length=1,
         description="A bundled voice name (see docs/tts-fallback.md) or a path to a Piper .onnx voice.",

@@ -3,10 +3,10 @@
 A slot is taken when the incoming-call webhook decides to answer (so a busy
 agent gets a polite "busy" TwiML, before any stream or TTS work) and released
 when the call ends. Slots carry an expiry and the owning instance refreshes
-them (``heartbeat``) while its calls run, so:
+(``heartbeat``) only the slots of calls it is actually running, so:
 
-* a webhook answered but whose stream never arrives frees its slot after
-  ``ttl_s``;
+* a webhook answered but whose stream never arrives (or is refused) frees its
+  slot after ``ttl_s``: nobody refreshes it;
 * a crashed gateway instance stops refreshing; its calls' slots expire after
   ``ttl_s`` and stop counting against the limit.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 log = logging.getLogger("voicegw.slots")
@@ -33,8 +33,8 @@ class SlotLimiter(Protocol):
 
     async def release(self, agent_id: str, call_sid: str) -> None: ...
 
-    async def heartbeat(self) -> None:
-        """Refresh the expiry of every slot this instance holds."""
+    async def heartbeat(self, live: Collection[tuple[str, str]]) -> None:
+        """Refresh the expiry of the ``(agent, call sid)`` slots in ``live`` (calls running here), and no other."""
         ...
 
     async def active(self, agent_id: str) -> int: ...
@@ -66,11 +66,12 @@ class MemoryLimiter:
     async def release(self, agent_id: str, call_sid: str) -> None:
         self._slots.get(agent_id, {}).pop(call_sid, None)
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, live: Collection[tuple[str, str]]) -> None:
         expiry = self._clock() + self.ttl_s
-        for slots in self._slots.values():
-            for sid in slots:
-                slots[sid] = expiry
+        for agent_id, call_sid in live:
+            slots = self._live(agent_id)
+            if call_sid in slots:  # an expired slot stays expired (as Redis's ZADD XX)
+                slots[call_sid] = expiry
 
     async def active(self, agent_id: str) -> int:
         return len(self._live(agent_id))
@@ -113,7 +114,8 @@ return redis.call('ZCARD', KEYS[1])
 
 
 class RedisLimiter:
-    """Slots shared by every instance on one Redis. Call :meth:`heartbeat` every ``ttl_s / 3`` or so.
+    """Slots shared by every instance on one Redis. Call :meth:`heartbeat` with this instance's running calls
+    every ``ttl_s / 3`` or so.
 
     If Redis is unreachable, ``acquire`` answers True (fail open, logged): refusing
     every call because the limiter's store is down would turn a degraded
@@ -124,7 +126,6 @@ class RedisLimiter:
         self._redis = redis  # a redis.asyncio.Redis
         self.ttl_s = ttl_s
         self._prefix = prefix
-        self._held: dict[tuple[str, str], None] = {}  # (agent, call sid) held by this instance
         self._acquire = redis.register_script(_ACQUIRE)
         self._refresh = redis.register_script(_REFRESH)
         self._count = redis.register_script(_COUNT)
@@ -144,20 +145,17 @@ class RedisLimiter:
         except Exception as exc:
             log.error("concurrency limiter: redis unavailable (%s); admitting call %s unchecked", exc, call_sid)
             return True
-        if ok:
-            self._held[(agent_id, call_sid)] = None
         return bool(ok)
 
     async def release(self, agent_id: str, call_sid: str) -> None:
-        self._held.pop((agent_id, call_sid), None)
         try:
             await self._redis.zrem(self._key(agent_id), call_sid)
         except Exception as exc:  # the slot expires by itself after ttl_s
             log.warning("concurrency limiter: could not release %s (%s); it expires in %.0f s",
                         call_sid, exc, self.ttl_s)
 
-    async def heartbeat(self) -> None:
-        held = list(self._held)
+    async def heartbeat(self, live: Collection[tuple[str, str]]) -> None:
+        held = list(live)
         if not held:
             return
         try:

@@ -25,7 +25,6 @@ from gateway.twilio.security import StreamTokens, WebhookVerifier, derive_secret
 
 log = logging.getLogger("voicegw.edge")
 
-SLOT_TTL_S = 30.0  # a slot not refreshed for this long is free (crashed instance, stream never opened)
 STREAM_TOKEN_TTL_S = 120.0  # webhook → stream start; Twilio opens the stream within a second or two
 
 
@@ -38,6 +37,9 @@ class Edge:
     verifier: WebhookVerifier | None = None  # None: signatures off (no TWILIO_AUTH_TOKEN)
     rest: TwilioRest | None = None  # None: no account sid / auth token, REST hang-up and transfer unavailable
     sessions: dict[str, Any] = field(default_factory=dict)  # call sid -> CallSession, while it runs
+    #: (agent, call sid) of the streams admitted here and not yet finished: the only slots the heartbeat refreshes.
+    live_slots: set[tuple[str, str]] = field(default_factory=set)
+    heartbeats: int = 0  # heartbeat rounds done (tests wait on it)
     live_tasks: int = 0  # tasks started by calls and not finished yet (a leak shows here)
     calls_finished: int = 0
     _heartbeat: asyncio.Task[None] | None = None
@@ -54,9 +56,9 @@ class Edge:
         limiter: SlotLimiter
         if settings.redis_url:
             used = RedisUsedTokens.from_url(settings.redis_url)
-            limiter = RedisLimiter.from_url(settings.redis_url, ttl_s=SLOT_TTL_S)
+            limiter = RedisLimiter.from_url(settings.redis_url, ttl_s=settings.slot_ttl_s)
         else:
-            used, limiter = MemoryUsedTokens(), MemoryLimiter(ttl_s=SLOT_TTL_S)
+            used, limiter = MemoryUsedTokens(), MemoryLimiter(ttl_s=settings.slot_ttl_s)
         rest = None
         if token and settings.twilio_account_sid:
             rest = TwilioRest(settings.twilio_account_sid, token, base_url=settings.twilio_api_base_url)
@@ -66,9 +68,12 @@ class Edge:
         return edge
 
     async def _beat(self) -> None:
+        """Keep the slots of running calls alive; a slot taken by a webhook whose stream never came (or was
+        refused) is not in :attr:`live_slots`, so it expires ``slot_ttl_s`` after the webhook."""
         while True:
-            await asyncio.sleep(SLOT_TTL_S / 3)
-            await self.limiter.heartbeat()
+            await asyncio.sleep(self.settings.slot_ttl_s / 3)
+            await self.limiter.heartbeat(set(self.live_slots))
+            self.heartbeats += 1
 
     def issue_token(self, call_sid: str, agent_id: str) -> str:
         return self.tokens.issue(call_sid, agent_id, time.time(), secrets.token_hex(8))

@@ -1,0 +1,93 @@
+"""Offline end-of-turn benchmark: the gateway's VAD, endpointer, speculative decode and turn-end rule per pause.
+
+Run from the repo root: ``.venv/bin/python bench/turn_end.py [--smart-turn]``. For every realistic
+conversation fixture (tests/fixtures/conversation: line noise + hum at 25–30 dB, mid-sentence pauses) and
+every speech fixture, each pause the endpointer reports (``SpeechPause`` at the speculative silence) is
+decoded with the short-window recogniser, optionally scored by Smart Turn, and judged by
+:func:`agents.turn_end.decide`. A pause that is not the real end of the utterance but would end the turn
+before the caller resumes is a *premature* end; a real end that waits past the speculative silence costs
+latency. Prints a table and ``turn_end: premature= late_ends= decode_ms_p50= smart_turn_ms_p50=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agents.endpointing import EndpointConfig, Endpointer, SpeechPause, SpeechResume  # noqa: E402
+from agents.smart_turn import load as load_smart_turn  # noqa: E402
+from agents.spec import TurnTaking  # noqa: E402
+from agents.stt import STTConfig, WhisperTranscriber  # noqa: E402
+from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide  # noqa: E402
+from agents.vad import SileroModel  # noqa: E402
+from audio.codec import ulaw2lin  # noqa: E402
+from audio.formats import AudioChunk, AudioFormat, Encoding  # noqa: E402
+from tests.speech_fixtures import conversation_fixtures, conversation_mulaw, mulaw, transcripts  # noqa: E402
+
+PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
+
+
+def main(args: argparse.Namespace) -> None:
+    tt = TurnTaking()
+    cfg = TurnEndConfig(tt.speculative_silence_ms / 1000, tt.end_of_utterance_silence_ms / 1000,
+                        tt.max_silence_ms / 1000, tt.turn_model_threshold)
+    stt = WhisperTranscriber(STTConfig(cpu_threads=1))
+    stt._loading.result()
+    smart = load_smart_turn() if args.smart_turn else None
+    vad = SileroModel()
+    files = [(n, conversation_mulaw(n)) for n in conversation_fixtures() if n != "cough"]
+    files += [(f"speech/{n}", mulaw(n)) for n in transcripts()]
+    premature = late = 0
+    decode_ms: list[float] = []
+    smart_ms: list[float] = []
+    print(f"{'fixture':26s} {'pause@s':>7s} {'resumed':>8s} {'verdict':>9s} {'why':>12s} {'smart':>6s}  words")
+    for name, data in files:
+        stream = vad.stream()
+        ep = Endpointer(EndpointConfig.speculative(tt))
+        pauses: list[tuple[SpeechPause, str, float | None]] = []
+        resumed: dict[int, float] = {}  # pause index → silence before the caller went on
+        for prob, chunk in stream.feed(ulaw2lin(data)):
+            for ev in ep.feed(prob, chunk):
+                if isinstance(ev, SpeechPause):
+                    got = stt.transcribe_sync(AudioChunk(ev.pcm, PCM_8K))
+                    decode_ms.append(got.processing_s * 1000)
+                    score = None
+                    if smart is not None:
+                        t0 = time.monotonic()
+                        score = smart.score_sync(ev.pcm)
+                        smart_ms.append((time.monotonic() - t0) * 1000)
+                    pauses.append((ev, got.text, score))
+                elif isinstance(ev, SpeechResume) and pauses:
+                    resumed[len(pauses) - 1] = ev.at - pauses[-1][0].ended_at
+        for i, (ev, words, score) in enumerate(pauses):
+            gap = resumed.get(i)  # None: the caller never went on (the real end of the turn)
+            ends_at = next((s for s in (cfg.speculative_s, cfg.unsure_s, cfg.max_silence_s)
+                            if decide(cfg, TurnEndView(s, words, score))[0] is Decision.END), cfg.max_silence_s)
+            why = decide(cfg, TurnEndView(ends_at, words, score))[1]
+            if gap is not None and ends_at < gap:
+                premature += 1
+                verdict = "PREMATURE"
+            elif gap is None and ends_at > cfg.speculative_s:
+                late += 1
+                verdict = f"late {ends_at:.1f}"
+            else:
+                verdict = "ok"
+            print(f"{name:26s} {ev.ended_at:7.2f} {'yes' if gap is None else f'{gap:.2f}':>8s} {verdict:>9s} "
+                  f"{why:>12s} {'' if score is None else f'{score:.2f}':>6s}  {words!r}")
+    print(f"turn_end: premature={premature} late_ends={late} decode_ms_p50={np.percentile(decode_ms, 50):.0f} "
+          f"smart_turn_ms_p50={np.percentile(smart_ms, 50) if smart_ms else float('nan'):.0f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smart-turn", action="store_true", help="score each pause with Smart Turn v3.2")
+    main(parser.parse_args())
