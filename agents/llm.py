@@ -20,6 +20,7 @@ llama.cpp) works without the SDK's provider assumptions.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -100,6 +101,13 @@ class LLMLogic:
             while rest and rest[0]["role"] in ("tool", "assistant"):
                 rest.pop(0)  # never start with an orphan tool result or a reply to a dropped question
             self.messages[1:] = rest
+
+    def checkpoint(self) -> object:
+        return copy.deepcopy(self.messages)
+
+    def rollback(self, state: object) -> None:
+        assert isinstance(state, list)
+        self.messages = copy.deepcopy(state)
 
     def truncate_to_heard(self, heard: str) -> None:
         for i in range(len(self.messages) - 1, 0, -1):

@@ -7,6 +7,10 @@ answers, fallback, reprompt, goodbye, apology) and actions (:class:`Hangup`,
 :class:`Transfer`). Iteration may be abandoned at any point (barge-in): an
 implementation must then keep its state consistent, and the conversation tells
 it what the caller actually heard with :meth:`AgentLogic.truncate_to_heard`.
+A logic that is also :class:`Rewindable` can answer speculatively (the
+conversation starts the reply before the caller's turn is confirmed): a
+reply abandoned because the caller went on is undone with
+:meth:`Rewindable.rollback` to the state :meth:`Rewindable.checkpoint` took.
 
 :class:`ScriptedLogic` implements the YAML ``kind: scripted`` agents; the LLM
 agents live in :mod:`agents.llm`.
@@ -14,10 +18,11 @@ agents live in :mod:`agents.llm`.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agents.spec import AgentSpec, Rule
 from agents.spec import ScriptedLogic as ScriptedSpec
@@ -89,6 +94,15 @@ class AgentLogic(Protocol):
 FAREWELLS = frozenset({"goodbye", "bye", "byebye"})
 
 
+@runtime_checkable
+class Rewindable(Protocol):
+    def checkpoint(self) -> object:
+        """The state to return to if the next reply is abandoned without a trace."""
+        ...
+
+    def rollback(self, state: object) -> None: ...
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
 
@@ -158,6 +172,13 @@ class ScriptedLogic:
         elif rule.action == "transfer" and rule.transfer_to:
             out.append(Transfer(rule.transfer_to))
         return out
+
+    def checkpoint(self) -> object:
+        return list(self.heard_log)
+
+    def rollback(self, state: object) -> None:
+        assert isinstance(state, list)
+        self.heard_log = copy.copy(state)
 
     def truncate_to_heard(self, heard: str) -> None:
         for i in range(len(self.heard_log) - 1, -1, -1):

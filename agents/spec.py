@@ -74,11 +74,11 @@ class TurnTaking(StrictModel):
         default=250, description="Caller speech over the agent that confirms a barge-in without waiting for words "
         "(the agent pauses at speech onset and resumes where it stopped if it was only noise).")
     speculative_silence_ms: Annotated[int, within(100, 1000), Ranged(100, 1000)] = Field(
-        default=200, description="Silence at which the caller's words are recognised and the reply prepared; "
-        "the turn ends here when the words look complete.")
+        default=200, description="Silence at which the caller's words are recognised and, when they look "
+        "complete, the reply is prepared with its audio held until the turn ends.")
     end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
-        default=500, description="Silence that ends the turn when the words are not known yet or the audio turn "
-        "model is unsure.")
+        default=350, description="Silence that ends the turn when the caller's words look complete (a comma "
+        "pause is 0.2-0.35 s; words that end mid-clause wait for max_silence_ms).")
     max_silence_ms: Annotated[int, within(300, 5000), Ranged(300, 5000)] = Field(
         default=1500, description="Silence that always ends the turn (a caller pausing mid-sentence waits this long).")
     turn_model: Literal["off", "smart_turn"] = Field(

@@ -8,14 +8,15 @@ the turn model scored, more silence went by) and acts on the answer.
 The rule (issue 13, turn-taking notes):
 - Until ``speculative_s`` of silence nothing is decided (the caller is
   mid-word). At ``speculative_s`` the runner decodes what it has.
+- No words yet (recognition still running) → wait for them (up to the maximum).
 - Words that end mid-clause (a trailing filler, conjunction, preposition,
   article, possessive, "I"/"to be" auxiliary, or a comma/ellipsis) → wait up
   to ``max_silence_s``: a caller who pauses to think is never cut off.
-- Words that look complete → the turn ends at once, unless an audio turn
-  model is in use and scores the audio below its threshold: then the turn
-  ends at ``unsure_s``.
-- No words yet (recognition still running) → wait; at ``unsure_s`` the turn
-  ends anyway if the recognizer is late (the classic silence endpoint).
+- Words that look complete → the turn is *likely* over: the runner starts the
+  reply with its audio held; at ``complete_s`` the turn ends and the audio is
+  released (a comma pause is 0.2–0.35 s: the caller usually goes on before).
+  If an audio turn model is in use and scores the audio below its threshold,
+  the turn ends at ``unsure_s`` instead.
 - ``max_silence_s`` of silence always ends the turn.
 """
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+
+from agents.spec import TurnTaking
 
 FILLERS = frozenset({"um", "umm", "uh", "uhh", "er", "erm", "hmm", "mm", "ah", "like"})
 CONJUNCTIONS = frozenset({
@@ -73,22 +76,32 @@ def ends_mid_clause(text: str) -> bool:
 
 class Decision(enum.Enum):
     WAIT = "wait"  # keep listening
-    END = "end"  # the turn is over: answer
+    LIKELY = "likely"  # probably over: prepare the reply, hold its audio
+    END = "end"  # the turn is over: answer (release the held reply)
 
 
 @dataclass(frozen=True, slots=True)
 class TurnEndConfig:
-    speculative_s: float = 0.2  # decode (and start the reply) at this much silence
-    unsure_s: float = 0.5  # end here when the words are missing or the audio model is unsure
+    speculative_s: float = 0.2  # decode (and start the reply, audio held) at this much silence
+    complete_s: float = 0.35  # complete-looking words end the turn here
+    unsure_s: float = 0.8  # ... or here when the audio turn model is unsure
     max_silence_s: float = 1.5  # always end here (mid-clause pauses wait this long)
     model_threshold: float = 0.5  # audio turn model probability that counts as "complete"
 
     def __post_init__(self) -> None:
-        if not 0 < self.speculative_s <= self.unsure_s <= self.max_silence_s:
+        if not 0 < self.speculative_s <= self.complete_s <= self.unsure_s <= self.max_silence_s:
             raise ValueError(
-                f"turn end silences must satisfy 0 < speculative ({self.speculative_s}) <= unsure "
-                f"({self.unsure_s}) <= max ({self.max_silence_s})"
+                f"turn end silences must satisfy 0 < speculative ({self.speculative_s}) <= complete "
+                f"({self.complete_s}) <= unsure ({self.unsure_s}) <= max ({self.max_silence_s})"
             )
+
+    @classmethod
+    def from_turn_taking(cls, tt: TurnTaking) -> TurnEndConfig:
+        complete = tt.end_of_utterance_silence_ms / 1000.0
+        max_s = tt.max_silence_ms / 1000.0
+        return cls(speculative_s=tt.speculative_silence_ms / 1000.0, complete_s=complete,
+                   unsure_s=min(max_s, max(complete, 0.8)), max_silence_s=max_s,
+                   model_threshold=tt.turn_model_threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +120,17 @@ def decide(cfg: TurnEndConfig, view: TurnEndView) -> tuple[Decision, str]:
     if view.silence_s < cfg.speculative_s:
         return Decision.WAIT, "speaking"
     if view.words is None:
-        if view.silence_s >= cfg.unsure_s:
-            return Decision.END, "silence"
         return Decision.WAIT, "recognising"
     if not view.words.strip():
         return Decision.WAIT, "no_words"  # noise: the runner drops it; a real pause waits for max_silence
     if ends_mid_clause(view.words):
         return Decision.WAIT, "mid_clause"
-    if view.model_score is not None and view.model_score < cfg.model_threshold and view.silence_s < cfg.unsure_s:
-        return Decision.WAIT, "model_unsure"
+    if view.model_score is not None and view.model_score < cfg.model_threshold:
+        if view.silence_s < cfg.unsure_s:
+            return Decision.LIKELY, "model_unsure"
+        return Decision.END, "model_unsure"
+    if view.silence_s < cfg.complete_s:
+        return Decision.LIKELY, "complete"
     return Decision.END, "complete"
 
 
@@ -123,7 +138,7 @@ def wait_left(cfg: TurnEndConfig, view: TurnEndView) -> float | None:
     """Seconds of further silence after which :func:`decide` could change its mind (None: only new input can)."""
     if decide(cfg, view)[0] is Decision.END:
         return 0.0
-    marks = [cfg.speculative_s, cfg.unsure_s, cfg.max_silence_s]
+    marks = [cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s]
     later = [m - view.silence_s for m in marks if m > view.silence_s]
     return min(later) if later else None
 

@@ -6,7 +6,8 @@ every speech fixture, each pause the endpointer reports (``SpeechPause`` at the 
 decoded with the short-window recogniser, optionally scored by Smart Turn, and judged by
 :func:`agents.turn_end.decide`. A pause that is not the real end of the utterance but would end the turn
 before the caller resumes is a *premature* end; a real end that waits past the speculative silence costs
-latency. Prints a table and ``turn_end: premature= late_ends= decode_ms_p50= smart_turn_ms_p50=``.
+latency (the gateway's own decode time, ~100–300 ms, adds to every decision). Prints a table and
+``turn_end: premature= late_ends= decode_ms_p50= smart_turn_ms_p50=``.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
 
 def main(args: argparse.Namespace) -> None:
     tt = TurnTaking()
-    cfg = TurnEndConfig(tt.speculative_silence_ms / 1000, tt.end_of_utterance_silence_ms / 1000,
-                        tt.max_silence_ms / 1000, tt.turn_model_threshold)
+    cfg = TurnEndConfig.from_turn_taking(tt)
     stt = WhisperTranscriber(STTConfig(cpu_threads=1))
     stt._loading.result()
     smart = load_smart_turn() if args.smart_turn else None
@@ -70,13 +70,13 @@ def main(args: argparse.Namespace) -> None:
                     resumed[len(pauses) - 1] = ev.at - pauses[-1][0].ended_at
         for i, (ev, words, score) in enumerate(pauses):
             gap = resumed.get(i)  # None: the caller never went on (the real end of the turn)
-            ends_at = next((s for s in (cfg.speculative_s, cfg.unsure_s, cfg.max_silence_s)
+            ends_at = next((s for s in (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s)
                             if decide(cfg, TurnEndView(s, words, score))[0] is Decision.END), cfg.max_silence_s)
             why = decide(cfg, TurnEndView(ends_at, words, score))[1]
             if gap is not None and ends_at < gap:
                 premature += 1
                 verdict = "PREMATURE"
-            elif gap is None and ends_at > cfg.speculative_s:
+            elif gap is None and ends_at > cfg.complete_s:
                 late += 1
                 verdict = f"late {ends_at:.1f}"
             else:

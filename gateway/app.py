@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.auth import bearer_ok
+from gateway.auth import bearer_ok, open_api_refusal
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
 from gateway.conversation import attach_conversation
-from gateway.errors import ALL_METHODS, unauthorized
+from gateway.errors import ALL_METHODS, json_error, unauthorized
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
@@ -323,8 +323,12 @@ def _authorized(request: Request, key: str | None) -> bool:
 async def metrics(request: Request) -> Response:
     services = _services(request)
     if services.settings.metrics_port:
-        return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
-    if not _authorized(request, services.settings.api_key):
+        return json_error(404, f"metrics are served on port {services.settings.metrics_port}")
+    settings = services.settings
+    refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+    if refusal is not None:
+        return json_error(403, refusal, type="permission_error")
+    if not _authorized(request, settings.api_key):
         return unauthorized()
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -360,6 +364,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]
+        if (refusal := open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)) is not None:
+            log.warning("%s", refusal)
+        elif not settings.api_key:
+            log.warning("VOICEGW_API_KEY is not set: /v1/* and /metrics are open to anyone who reaches %s:%d%s",
+                        settings.host, settings.port, "" if settings.allow_open_api else " (loopback only)")
         metrics_server = None
         if settings.metrics_port:
             metrics_server, _ = start_http_server(

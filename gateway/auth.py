@@ -13,6 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 
 
 def bearer_ok(authorization: str | None, api_key: str | None) -> bool:
@@ -29,6 +32,27 @@ def bearer_ok(authorization: str | None, api_key: str | None) -> bool:
     return hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), api_key.encode("utf-8"))
 
 
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine can reach (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: reachable from elsewhere
+
+
+def open_api_refusal(host: str, api_key: str | None, allow_open: bool) -> str | None:
+    """Why ``/v1/*`` and ``/metrics`` are refused, or None when they may be served.
+
+    Without ``VOICEGW_API_KEY`` they would be open to anyone who reaches the port: anonymous GPU time and paid
+    Cartesia fallback. That is allowed on a loopback bind, or when the operator says so explicitly.
+    """
+    if api_key or allow_open or is_loopback(host):
+        return None
+    return (f"VOICEGW_API_KEY is not set and the gateway listens on {host}: /v1/* and /metrics are refused "
+            "(set VOICEGW_API_KEY, or VOICEGW_ALLOW_OPEN_API=1 to serve them to anyone who reaches the port)")
 def basic_password(authorization: str | None) -> str | None:
     """The password of an HTTP Basic ``Authorization`` header (RFC 7617), or None if it is not one."""
     scheme, _, token = (authorization or "").strip().partition(" ")

@@ -8,7 +8,14 @@ them has been written. :meth:`clear` drops everything queued at once; the
 caller sends ``clear`` to Twilio. :meth:`retract` takes back the newest
 queued frames (a sentence restarted by the fallback) and
 :meth:`twilio_cleared` tells the pacer Twilio's buffer was emptied without
-touching the local queue.
+touching the local queue. :meth:`pause` stops writing (what is queued stays
+queued, in order) and :meth:`resume` goes on from the very next frame, so
+nothing is lost or repeated: the speculative reply's held audio. :meth:`hold`
+is a pause that also takes back what Twilio has not played yet (recently
+written frames and marks, estimated from the pacer's horizon) and puts it at
+the front of the queue: the caller sends ``clear`` and the agent stops at
+once (barge-in onset); :meth:`resume` then plays on from exactly where the
+caller stopped hearing, to within a frame.
 
 Two kinds of gap are counted as underruns (``on_underrun``): the sender
 stalled while frames were waiting (the pacer sees it), and the queue ran dry
@@ -34,6 +41,7 @@ class MarkItem:
 
 
 Item = bytes | MarkItem
+RECENT_ITEMS = 200  # written items remembered for hold(): 4 s of frames, far more than any lead
 
 
 class Outbound:
@@ -58,6 +66,8 @@ class Outbound:
         self._in_sentence = False  # frames sent since the last mark
         self._on_frame = on_frame
         self._on_underrun = on_underrun
+        self.paused = False
+        self._recent: collections.deque[Item] = collections.deque(maxlen=RECENT_ITEMS)  # written, newest last
 
     @property
     def lead_s(self) -> float:
@@ -79,10 +89,48 @@ class Outbound:
         self._queue.append(MarkItem(name))
         self._wakeup.set()
 
+    def pause(self) -> None:
+        """Stop writing frames and marks; the queue is kept."""
+        self.paused = True
+        self._in_sentence = False  # the gap that follows is ours, not starvation
+
+    def resume(self) -> None:
+        """Write again from the next queued item (the pacer restarts: no burst for the paused time)."""
+        if not self.paused:
+            return
+        self.paused = False
+        now = self.clock()
+        if self.pacer.horizon < now:
+            self.pacer.reset(now)
+            self.horizon = now
+        self._wakeup.set()
+
+    def hold(self) -> list[str]:
+        """Pause and take back what Twilio has not played yet; returns the names of marks taken back (they were
+        written after audio that had not played: the caller's ``clear`` makes Twilio echo them early)."""
+        self.paused = True
+        self._in_sentence = False
+        now = self.clock()
+        unplayed = round(max(0.0, self.pacer.horizon - now) / FRAME_SECONDS)
+        taken: list[Item] = []
+        frames = 0
+        while self._recent and frames < unplayed:
+            item = self._recent.pop()
+            taken.append(item)
+            frames += isinstance(item, bytes)
+        while self._recent and isinstance(self._recent[-1], MarkItem) and unplayed:
+            taken.append(self._recent.pop())  # a start mark just before the first unplayed frame
+        self._queue.extendleft(taken)  # taken is newest first: extendleft restores the order
+        self.pacer.reset(now)
+        self.horizon = now
+        return [i.name for i in taken if isinstance(i, MarkItem)]
+
     def clear(self) -> list[str]:
         """Drop everything queued locally; returns the names of marks that were never sent."""
         dropped = [i.name for i in self._queue if isinstance(i, MarkItem)]
         self._queue.clear()
+        self._recent.clear()
+        self.paused = False
         self._in_sentence = False
         now = self.clock()
         self.pacer.reset(now)
@@ -99,6 +147,7 @@ class Outbound:
 
     def twilio_cleared(self) -> None:
         """A ``clear`` emptied Twilio's buffer; what is queued here stays queued."""
+        self._recent.clear()
         now = self.clock()
         self.pacer.reset(now)
         self.horizon = now
@@ -117,7 +166,7 @@ class Outbound:
 
     async def run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue or self.paused:
                 self.pacer.end_of_audio()  # the pacer must not blame itself for the silence that follows
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -130,6 +179,7 @@ class Outbound:
             item = self._queue[0]
             if isinstance(item, MarkItem):
                 self._queue.popleft()
+                self._recent.append(item)
                 self._in_sentence = False
                 await self._send_mark(item.name)
                 continue
@@ -147,8 +197,11 @@ class Outbound:
             for k in range(n):
                 if not self._queue or not isinstance(self._queue[0], bytes):
                     break  # cleared while a previous frame was being written
+                if self.paused:
+                    break  # held while a previous frame was being written
                 frame = self._queue.popleft()
                 assert isinstance(frame, bytes)
+                self._recent.append(frame)
                 self.horizon = start + (k + 1) * FRAME_SECONDS
                 if self._on_frame:
                     self._on_frame(max(0.0, late - k * FRAME_SECONDS))

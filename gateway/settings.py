@@ -30,7 +30,7 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
     # hardening (issue 15)
-    "VOICEGW_SLOT_TTL_S",
+    "VOICEGW_SLOT_TTL_S", "VOICEGW_ALLOW_OPEN_API", "VOICEGW_API_MAX_CONCURRENT",
     "VOICEGW_CONSOLE_WRITE_AGENTS",
     "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
@@ -147,6 +147,10 @@ class Settings:
     log_json: bool = False
     #: A call slot not refreshed for this long is free (stream never opened or refused, crashed instance).
     slot_ttl_s: float = 30.0
+    #: Serve /v1/* and /metrics without VOICEGW_API_KEY on a non-loopback bind (refused unless set).
+    allow_open_api: bool = False
+    #: Speech API requests synthesized at once; more get a 429 (calls never wait behind API jobs).
+    api_max_concurrent: int = 2
     #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
     console_write_agents: bool = False
     #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
@@ -209,6 +213,8 @@ class Settings:
             log_level=level,
             log_json=_bool(env, "VOICEGW_LOG_JSON", False),
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
+            allow_open_api=_bool(env, "VOICEGW_ALLOW_OPEN_API", False),
+            api_max_concurrent=_int(env, "VOICEGW_API_MAX_CONCURRENT", 2, 1, 64),
             console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
             role=role,  # type: ignore[arg-type]
             chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import operator_key_ok
+from gateway.auth import open_api_refusal, operator_key_ok
 from gateway.errors import ALL_METHODS, json_error, method_not_allowed, unauthorized
 from gateway.http_limits import SPEECH_MAX_BODY, BodyError, read_body
 from gateway.services import Services
@@ -44,7 +44,7 @@ from tts.chattts_protocol import read_hints
 from tts.fallback import Speaker
 from tts.presets import caveats, load_voice_map
 from tts.registry import TTSConfig
-from tts.render import FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode, mp3_available, render
+from tts.render import API_PRIORITY, FORMATS, MEDIA_TYPES, OUTPUT_RATE, encode_off_loop, mp3_available, render
 from tts.settings import CARTESIA_SPEED, CHATTTS_PRESETS, CartesiaVoice, ChatTTSVoice, PiperVoice, StrictModel
 
 log = logging.getLogger("voicegw.tts.api")
@@ -124,6 +124,23 @@ def _is_json(content_type: str | None) -> bool:
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
+class _Busy:
+    """A non-blocking counter of requests in progress (the event loop is single-threaded: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 def speech_routes(services: Services) -> list[BaseRoute]:
     """Routes for the app to mount. Shares engines, metrics and breakers with calls."""
     voices = load_voice_map(services.settings.voices_file)
@@ -136,8 +153,17 @@ def speech_routes(services: Services) -> list[BaseRoute]:
     breakers = services.extras.setdefault("breakers", BreakerRegistry())
     assert isinstance(breakers, BreakerRegistry)
 
-    def authorized(request: Request) -> bool:
-        return operator_key_ok(request.headers.get("authorization"), services.settings.api_key)
+    settings = services.settings
+    # At most this many requests synthesize at once; the rest are refused at once, never queued (issue 15).
+    busy = _Busy(settings.api_max_concurrent)
+
+    def refused(request: Request) -> Response | None:
+        refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
+        if refusal is not None:
+            return json_error(403, refusal, type="permission_error")
+        if not operator_key_ok(request.headers.get("authorization"), settings.api_key):
+            return unauthorized()
+        return None
 
     async def parse(request: Request) -> tuple[Any, JSONResponse | None]:
         if not _is_json(request.headers.get("content-type")):
@@ -168,11 +194,21 @@ def speech_routes(services: Services) -> list[BaseRoute]:
     async def speech(request: Request) -> Response:
         if request.method != "POST":
             return method_not_allowed(request.method, ["POST"])
-        if not authorized(request):
-            return unauthorized()
-        body, refused = await parse(request)
-        if refused is not None:
-            return refused
+        if (denied := refused(request)) is not None:
+            return denied
+        if not busy.enter():
+            services.metrics.api_refused.labels("busy").inc()
+            return json_error(429, f"busy: {busy.limit} speech requests in progress (VOICEGW_API_MAX_CONCURRENT); "
+                                   "retry shortly", type="rate_limit_error", headers={"Retry-After": "1"})
+        try:
+            return await _speech(request)
+        finally:
+            busy.leave()
+
+    async def _speech(request: Request) -> Response:
+        body, invalid = await parse(request)
+        if invalid is not None:
+            return invalid
         field = "text" if body.text is not None else "input"
         text = (body.text if body.text is not None else body.input or "").strip()
         if not text:
@@ -208,13 +244,13 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         speaker = Speaker(services.engines, config, services.metrics, breakers)
         request_id = f"api-{uuid.uuid4().hex[:12]}"
         try:
-            rendered = await render(speaker, text, request_id=request_id)
+            rendered = await render(speaker, text, request_id=request_id, priority=API_PRIORITY)
         except TTSError as exc:
             log.error("speech %s: no provider could speak: %s", request_id, exc.reason)
             return json_error(503, f"no TTS provider could synthesize the text: {exc.reason}")
         if not rendered.providers:
             return json_error(400, f"{field}: nothing to say", field)
-        audio = encode(rendered.pcm, fmt)
+        audio = await encode_off_loop(rendered.pcm, fmt)
         providers = list(dict.fromkeys(rendered.providers))
         for p in providers:
             services.metrics.tts_rtf.labels(p).observe(rendered.rtf)
@@ -241,8 +277,8 @@ def speech_routes(services: Services) -> list[BaseRoute]:
     async def list_voices(request: Request) -> Response:
         if request.method != "GET":
             return method_not_allowed(request.method, ["GET"])
-        if not authorized(request):
-            return unauthorized()
+        if (denied := refused(request)) is not None:
+            return denied
         ready = {name: bool(e.ready) for name, e in services.engines.items()}
         return JSONResponse({
             "voices": [{"id": preset,

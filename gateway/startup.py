@@ -49,7 +49,8 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     return services
 
 
-async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+async def build_services(settings: Settings, metrics: Metrics | None = None, *, calls: bool = True) -> Services:
+    """``calls=False`` (``voicegw say``): speech only, no Twilio edge and no listening (VAD, speech-to-text)."""
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
@@ -67,14 +68,16 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     services = Services(settings=settings, store=store, metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.metrics.redis_up.set(1 if store.healthy else 0)
-    services.edge = Edge.build(settings)
+    if calls:
+        services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.engines_used()}
     # One breaker registry per process: one call's provider failures spare the next call the wait.
     services.extras["breakers"] = BreakerRegistry()
     await _engines(services, used)
-    _listening(services)
+    if calls:
+        _listening(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
-    if not settings.signatures_enforced:
+    if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )

@@ -7,6 +7,7 @@ import wave
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import run_gateway
 
@@ -36,3 +37,18 @@ async def test_speech_endpoint_served_by_gateway(agents_dir: Path) -> None:
             assert resp.headers["www-authenticate"].startswith("Bearer")
             assert resp.json()["error"]["type"] == "authentication_error"
         assert (await client.get("/metrics", headers={"Authorization": "bearer sekret"})).status_code == 200
+
+
+async def test_an_open_bind_without_a_key_refuses_the_api_and_says_so(
+    agents_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_HOST": "0.0.0.0"}
+    async with run_gateway(env) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        assert "VOICEGW_API_KEY is not set and the gateway listens on 0.0.0.0" in caplog.text
+        for method, path in (("POST", "/v1/audio/speech"), ("GET", "/v1/voices"), ("GET", "/metrics")):
+            resp = await client.request(method, path, json={"text": "hi"})
+            assert resp.status_code == 403 and "VOICEGW_ALLOW_OPEN_API" in resp.text, (path, resp.text)
+        assert (await client.get("/healthz")).status_code == 200
+    async with run_gateway({**env, "VOICEGW_ALLOW_OPEN_API": "1"}) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/v1/voices")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200

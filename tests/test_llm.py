@@ -118,3 +118,21 @@ async def test_endpoint_failure_apologises_and_call_goes_on() -> None:
         assert [o async for o in logic.respond(Utterance("hi"))] == [Phrase(logic.agent.turn_taking.apology)]
     finally:
         await logic.aclose()
+
+
+async def test_rollback_leaves_no_trace_of_an_abandoned_speculative_reply() -> None:
+    fake = FakeLLM(rules=[("hours", FakeReply("We open at nine.")), ("refund", FakeReply("Refunds take a week."))])
+    async with run_fake_llm(fake) as url:
+        logic = LLMLogic(agent(url), env={})
+        try:
+            [o async for o in logic.respond(CallStarted())]
+            state = logic.checkpoint()
+            assert texts([o async for o in logic.respond(Utterance("What are your hours"))]) == "We open at nine."
+            logic.rollback(state)  # the caller went on: "... and my refund?"
+            outs = [o async for o in logic.respond(Utterance("What are your hours and my refund"))]
+            assert texts(outs) == "We open at nine."
+        finally:
+            await logic.aclose()
+    roles = [(m["role"], m["content"]) for m in fake.requests[-1]["messages"]]
+    assert roles == [("system", "Be brief."), ("assistant", "Hi, Acme here."),
+                     ("user", "What are your hours and my refund")]

@@ -141,4 +141,5 @@ def test_unknown_voice_fails_validation_startup_and_push(tmp_path: Path) -> None
 def test_malformed_cartesia_voice_id_fails_validation() -> None:
     bad = GOOD.replace('voice_id: "694f9389-aac1-45b6-b726-9d9369183238"', "voice_id: amy")
     got = problems_for(bad)
-    assert any(p.startswith("support.yaml:29: tts.cartesia.voice_id: 'amy' is not a Cartesia voice id") for p in got), got
+    want = "support.yaml:29: tts.cartesia.voice_id: 'amy' is not a Cartesia voice id"
+    assert any(p.startswith(want) for p in got), got

@@ -10,6 +10,7 @@ from agents.logic import (
     LogicEvent,
     Output,
     Phrase,
+    Rewindable,
     ScriptedLogic,
     SilenceTimeout,
     Transfer,
@@ -73,3 +74,18 @@ async def test_truncate_to_heard_rewrites_the_last_reply() -> None:
     assert logic.heard_log[-1] == ("agent", "We are open")
     logic.truncate_to_heard("")
     assert logic.heard_log[-1] == ("caller", "hours")
+
+
+async def test_rollback_undoes_a_speculative_reply() -> None:
+    logic = ScriptedLogic(AGENT)
+    assert isinstance(logic, Rewindable)
+    await run(logic, CallStarted())
+    state = logic.checkpoint()
+    await run(logic, Utterance("hours"))
+    assert len(logic.heard_log) == 3
+    logic.rollback(state)
+    assert logic.heard_log == [("agent", "Hello, how can I help?")]
+    await run(logic, Utterance("hours"))  # the confirmed turn, taken again
+    logic.rollback(state)
+    logic.rollback(state)  # the checkpoint is not consumed or aliased
+    assert logic.heard_log == [("agent", "Hello, how can I help?")]

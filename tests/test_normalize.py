@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tts.normalize import CHATTTS_TAG, chattts_text, normalize_for_speech, num2words_lang
+from tts.normalize import CHATTTS_TAG, MAX_DIGIT_RUN, chattts_text, normalize_for_speech, num2words_lang
 
 CASES = [
     ("I have $5.20.", "I have five dollars and twenty cents."),
@@ -105,3 +106,27 @@ def test_property_any_integer_is_spoken(n: int) -> None:
     out = normalize_for_speech(f"total {n} items")
     assert out.startswith("total ") and out.endswith(" items")
     assert not any(c.isdigit() for c in out)
+
+
+# Shapes that made a pattern retry a long run from each of its positions (quadratic: "9" × 4,000 took 4.6 s).
+_PATHOLOGICAL = ["9", "9 ", "9-", "1,000", "9.", "(12) ", "+9", "9:", "9/", "#9", "$9", "9%", "9 $", "9,", "a.",
+                 "a@", "a@b.", " ", "\t", " -", " ,", " !", " &", "12:34 ", "2024-", "-9", "9th "]
+
+
+@pytest.mark.parametrize("shape", _PATHOLOGICAL)
+def test_every_pattern_is_linear_on_long_runs(shape: str) -> None:
+    """8,000 characters of each shape: linear patterns take milliseconds, a quadratic one tens of seconds.
+
+    The bound is 50× what a linear pass takes on a loaded 2-core machine, so only backtracking can fail it.
+    """
+    text = (shape * (8000 // len(shape) + 1))[:8000]
+    started = time.process_time()
+    out = chattts_text(text)
+    assert time.process_time() - started < 5.0
+    assert not any(c.isdigit() for c in out)
+
+
+def test_digit_runs_are_capped() -> None:
+    capped = normalize_for_speech("Your code is " + "7" * MAX_DIGIT_RUN + ".")
+    assert normalize_for_speech("Your code is " + "7" * 5000 + ".") == capped
+    assert len(capped) < 2000

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from audio.formats import AudioChunk, Encoding
 from tts.base import SynthesisRequest, TTSError
-from tts.piper import PiperEngine
+from tts.piper import PiperEngine, PriorityTurns
 from tts.settings import PiperVoice
 
 pytestmark = pytest.mark.slow
@@ -87,3 +88,43 @@ async def test_missing_voice_is_reported() -> None:
 async def test_bad_voice_in_request_raises_tts_error(piper: PiperEngine) -> None:
     with pytest.raises(TTSError, match="synthesis failed"):
         [c async for c in piper.synthesize(SynthesisRequest(text="x", settings=PiperVoice(voice="/nope.onnx")))]
+
+
+async def test_a_call_sentence_goes_before_queued_api_sentences(piper: PiperEngine) -> None:
+    """Piper's one thread serves waiting sentences by priority: a caller's (0/1) before the API's (2)."""
+    first_audio: list[str] = []
+
+    async def speak(name: str, priority: int) -> None:
+        request = SynthesisRequest(text=LONG if name == "busy" else "Hello there.", priority=priority)
+        async for _ in piper.synthesize(request):
+            if name not in first_audio:
+                first_audio.append(name)
+
+    busy = asyncio.create_task(speak("busy", 1))
+    await _wait(lambda: first_audio == ["busy"])  # the thread is taken
+    api = [asyncio.create_task(speak(f"api-{i}", 2)) for i in range(3)]
+    await _wait(lambda: piper._turns.waiting == 3)
+    call = asyncio.create_task(speak("call", 0))  # arrives last
+    await asyncio.gather(busy, call, *api)
+    assert first_audio[:2] == ["busy", "call"] and sorted(first_audio[2:]) == ["api-0", "api-1", "api-2"]
+
+
+async def test_priority_turns_pass_on_when_a_waiter_is_cancelled() -> None:
+    turns = PriorityTurns()
+    await turns.acquire(1)
+    gone = asyncio.create_task(turns.acquire(0))
+    later = asyncio.create_task(turns.acquire(2))
+    await _wait(lambda: turns.waiting == 2)
+    gone.cancel()
+    turns.release()
+    await asyncio.wait_for(later, 30)  # the cancelled waiter was skipped
+    turns.release()
+    await asyncio.wait_for(turns.acquire(5), 1)  # free again: taken at once
+
+
+async def _wait(check: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")

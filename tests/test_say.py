@@ -37,6 +37,8 @@ def test_say_with_piper_agent(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "providers piper, piper" in proc.stdout
     assert seconds(out) > 1.0
+    # a voice preview places no call: nothing about Twilio signatures or stream tokens
+    assert "TWILIO" not in proc.stderr and "stream token" not in proc.stderr, proc.stderr
 
 
 def test_say_falls_back_to_cartesia(tmp_path: Path, cartesia_server: FakeCartesia, agents_dir: Path) -> None:

@@ -180,3 +180,17 @@ def test_ctrl_c_while_the_recognizer_warms_up_cancels_it(agents_dir: Path) -> No
     assert "Traceback" not in output
     after = output[output.index("Finished server process"):]
     assert "whisper" not in after.lower(), after
+
+
+async def test_drain_cli_with_api_key_and_no_calls_says_the_gateway_stops(agents_dir: Path) -> None:
+    with gateway_process(agents_dir, VOICEGW_API_KEY="k3y") as (proc, url):
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "drain", "--url", url, "--api-key", "k3y", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, err
+        assert out == b"draining: no active calls, so the gateway stops now\n"
+        assert await wait_exit(proc, 30) == 0
+        assert "drained: no active calls left, exiting" in proc.communicate()[0]

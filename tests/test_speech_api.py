@@ -7,12 +7,13 @@ SDK against the loopback fake, Piper is real.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import logging
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tests.helpers import free_port
 from tts.cartesia import CartesiaEngine
 from tts.piper import PiperEngine
 from tts.presets import load_voice_map
-from tts.render import OUTPUT_RATE, split_sentences
+from tts.render import API_PRIORITY, OUTPUT_RATE, split_sentences
 from tts.settings import ChatTTSVoice
 
 KEY = "gw-secret"
@@ -288,3 +289,77 @@ def test_split_sentences() -> None:
     assert split_sentences(" Hello there.  How are you?Fine! ") == ["Hello there.", "How are you?Fine!"]
     assert split_sentences("One: two; three") == ["One:", "two;", "three"]
     assert split_sentences("   ") == []
+
+
+class LoopWatch:
+    """Ticks on the event loop every few ms and records the loop thread's CPU time between two ticks.
+
+    CPU time, not wall time: on a loaded machine the whole process may be descheduled for longer than a frame,
+    which says nothing about our code; CPU spent by the loop thread between two ticks is work that held the
+    loop (another call's 20 ms frame could not leave meanwhile). Worker threads' CPU does not count.
+    """
+
+    def __init__(self) -> None:
+        self.worst_s = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.thread_time()
+        while True:
+            await asyncio.sleep(0.002)
+            now = time.thread_time()
+            self.worst_s = max(self.worst_s, now - last)
+            self.ticks += 1
+            last = now
+
+    def __enter__(self) -> LoopWatch:
+        # A full collection over the test process's heap (torch, models: millions of objects) can take longer
+        # than a frame by itself; freezing what exists now leaves the collector only this request's objects.
+        gc.collect()
+        gc.freeze()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "wav", "mulaw"])
+async def test_the_loop_never_blocks_for_a_frame_while_a_long_request_is_served(api: Api, fmt: str) -> None:
+    """240 s of audio (MP3: ~3 s of encoder CPU, which used to run on the loop every call shares)."""
+    engine = api.engine("chattts")
+    engine.chunks, engine.chunk_delay = 200, 0.0  # 20 s of audio per sentence
+    text = " ".join(f"Sentence number {i} is here." for i in range(12))
+    with LoopWatch() as watch:
+        resp = await api.client.post("/v1/audio/speech", json={"text": text, "response_format": fmt})
+    assert resp.status_code == 200, resp.text
+    assert float(resp.headers["x-audio-duration"]) == pytest.approx(240.0, rel=0.01)
+    assert watch.ticks > 10
+    assert watch.worst_s < 0.020, f"the loop thread ran {watch.worst_s * 1000:.0f} ms without yielding"
+
+
+async def test_requests_beyond_the_concurrency_cap_get_429_and_api_sentences_queue_behind_calls(api: Api) -> None:
+    engine = api.engine("chattts")
+    engine.chunks, engine.chunk_delay = 4, 0.3
+    first = [asyncio.create_task(api.client.post("/v1/audio/speech", json={"text": f"Request {i}."}))
+             for i in range(2)]  # Settings().api_max_concurrent == 2
+    await _until(lambda: len(engine.calls) == 2)
+    refused = await api.client.post("/v1/audio/speech", json={"text": "One too many."})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "VOICEGW_API_MAX_CONCURRENT" in refused.text
+    assert all(r.status_code == 200 for r in await asyncio.gather(*first))
+    again = await api.client.post("/v1/audio/speech", json={"text": "Now there is room."})
+    assert again.status_code == 200
+    assert {r.priority for r in engine.requests} == {API_PRIORITY}  # behind every call's sentences
+    assert api.services.metrics.registry.get_sample_value("voicegw_api_refused_total", {"reason": "busy"}) == 1
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.spec import TurnTaking
 from agents.turn_end import (
     Decision,
     TurnEndConfig,
@@ -14,7 +15,7 @@ from agents.turn_end import (
     wait_left,
 )
 
-CFG = TurnEndConfig(speculative_s=0.2, unsure_s=0.5, max_silence_s=1.5, model_threshold=0.5)
+CFG = TurnEndConfig(speculative_s=0.2, complete_s=0.35, unsure_s=0.8, max_silence_s=1.5, model_threshold=0.5)
 
 
 @pytest.mark.parametrize("text", [
@@ -38,16 +39,19 @@ def test_complete_endings(text: str) -> None:
 def test_decide_table() -> None:
     cases = [
         (TurnEndView(0.1, "Where is your office?"), Decision.WAIT, "speaking"),
-        (TurnEndView(0.2, "Where is your office?"), Decision.END, "complete"),
+        (TurnEndView(0.2, "Where is your office?"), Decision.LIKELY, "complete"),
+        (TurnEndView(0.35, "Where is your office?"), Decision.END, "complete"),
         (TurnEndView(0.2, None), Decision.WAIT, "recognising"),
-        (TurnEndView(0.5, None), Decision.END, "silence"),
+        (TurnEndView(1.0, None), Decision.WAIT, "recognising"),
+        (TurnEndView(1.5, None), Decision.END, "max_silence"),
         (TurnEndView(0.3, "I am calling about, um,"), Decision.WAIT, "mid_clause"),
         (TurnEndView(1.4, "I am calling about, um,"), Decision.WAIT, "mid_clause"),
         (TurnEndView(1.5, "I am calling about, um,"), Decision.END, "max_silence"),
         (TurnEndView(0.3, ""), Decision.WAIT, "no_words"),
-        (TurnEndView(0.3, "Where is your office?", 0.2), Decision.WAIT, "model_unsure"),
-        (TurnEndView(0.5, "Where is your office?", 0.2), Decision.END, "complete"),
-        (TurnEndView(0.2, "Where is your office?", 0.9), Decision.END, "complete"),
+        (TurnEndView(0.5, "Where is your office?", 0.2), Decision.LIKELY, "model_unsure"),
+        (TurnEndView(0.8, "Where is your office?", 0.2), Decision.END, "model_unsure"),
+        (TurnEndView(0.2, "Where is your office?", 0.9), Decision.LIKELY, "complete"),
+        (TurnEndView(0.4, "Where is your office?", 0.9), Decision.END, "complete"),
     ]
     for view, verdict, why in cases:
         assert decide(CFG, view) == (verdict, why), view
@@ -55,9 +59,17 @@ def test_decide_table() -> None:
 
 def test_wait_left_names_the_next_moment_that_can_change_the_answer() -> None:
     assert wait_left(CFG, TurnEndView(0.1, None)) == pytest.approx(0.1)
-    assert wait_left(CFG, TurnEndView(0.3, "I am calling about")) == pytest.approx(0.2)  # unsure, then max
-    assert wait_left(CFG, TurnEndView(0.6, "I am calling about")) == pytest.approx(0.9)
-    assert wait_left(CFG, TurnEndView(0.3, "Where is it?")) == 0.0
+    assert wait_left(CFG, TurnEndView(0.3, "I am calling about")) == pytest.approx(0.05)
+    assert wait_left(CFG, TurnEndView(0.9, "I am calling about")) == pytest.approx(0.6)
+    assert wait_left(CFG, TurnEndView(0.3, "Where is it?")) == pytest.approx(0.05)
+    assert wait_left(CFG, TurnEndView(0.4, "Where is it?")) == 0.0
+
+
+def test_config_from_turn_taking() -> None:
+    cfg = TurnEndConfig.from_turn_taking(TurnTaking())
+    assert (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (0.2, 0.35, 0.8, 1.5)
+    cfg = TurnEndConfig.from_turn_taking(TurnTaking(end_of_utterance_silence_ms=1000, max_silence_ms=1200))
+    assert (cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (1.0, 1.0, 1.2)
 
 
 def test_config_must_be_ordered() -> None:

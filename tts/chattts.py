@@ -141,7 +141,7 @@ class ChatTTSEngine:
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         if not self.ready or self._worker is None:
             raise TTSError(self.name, self.load_error or "not loaded")
-        text = chattts_text(request.text, request.language)
+        text = await asyncio.to_thread(chattts_text, request.text, request.language)  # num2words: ~0.2 ms a number
         if not text.strip(" ,.，。、"):
             return  # nothing ChatTTS could say (e.g. only punctuation)
         loop = asyncio.get_running_loop()

@@ -4,7 +4,9 @@ Rules of this file: pure functions, no I/O, no clocks, no randomness. Input is
 any string; output is the same sentence with every number, amount, date, time,
 phone number, percentage and symbol written out as words, so no digit and no
 currency sign survives (ChatTTS silently *deletes* them; other engines read
-them inconsistently). Numbers are spelled by num2words in the sentence's
+them inconsistently; digit runs longer than :data:`MAX_DIGIT_RUN` are cut). Every
+pattern runs in time linear in the text: the text comes from API callers and
+LLMs (``tests/test_normalize.py`` feeds pathological shapes). Numbers are spelled by num2words in the sentence's
 language where num2words supports it, else in English. Words around the
 numbers are left alone.
 
@@ -21,6 +23,7 @@ not glue words together and ``?!;:`` become pauses instead of vanishing.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -93,8 +96,10 @@ def _digits(s: str, lang: str) -> str:
     return " ".join(_n2w(Decimal(int(c)), lang) for c in s if c.isdigit())
 
 
+@functools.lru_cache(maxsize=4096)
 def _n2w(value: Decimal | int, lang: str, to: str = "cardinal") -> str:
-    """num2words with a digit-by-digit fallback (huge values, unsupported modes)."""
+    """num2words with a digit-by-digit fallback (huge values, unsupported modes); cached (text is full of
+    the same small numbers, and num2words costs ~0.2 ms a call)."""
     try:
         return str(num2words(value, lang=lang, to=to))
     except (NotImplementedError, OverflowError, ValueError, TypeError, InvalidOperation, IndexError, KeyError):
@@ -206,18 +211,24 @@ _SCALE_RE = r"(?:\s?(k|mn|m|bn|b|thousand|million|billion|trillion)\b)?"
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str], str], str]]
 _RULES: list[_Rule] = [
     # e-mail addresses: "a.b@example.com" → "a dot b at example dot com"
-    (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
-     lambda m, lg: m.group(0).replace(".", f" {_words(lg)['dot']} ").replace("@", f" {_words(lg)['@']} ")),
+    # (starts only where a run of address characters starts, so a long run without "@" is scanned once)
+    (re.compile(r"(?<![\w.+-])([.+-]*)(\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b)"),
+     lambda m, lg: m.group(1) + m.group(2).replace(".", f" {_words(lg)['dot']} ")
+     .replace("@", f" {_words(lg)['@']} ")),
     (re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b"), _iso_date),
-    (re.compile(r"(?<![\w+])(?:\+\s?)?(?:\(\d{1,4}\)\s?|\d+[ .-])+\d+(?![\w.]\d)|(?<![\w+])\+\d{7,15}\b"), _phone),
+    # phone numbers: at most 8 groups (E.164 has 15 digits), so a long "(12) (12) …" is not retried from each group
+    (re.compile(r"(?<![\w+])(?:\+\s?)?(?:\(\d{1,4}\)\s?|\d+[ .-]){1,7}\d+(?![\w.]\d)|(?<![\w+])\+\d{7,15}\b"),
+     _phone),
     (re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{4}|\d{2}))?\b"), _slash),
     (re.compile(r"\b(\d{1,2}):(\d{2})(?::\d{2})?(?:\s?([AaPp]\.?\s?[Mm])(?![A-Za-z])(?:\.(?!\s*$|\s+[A-Z]))?)?"),
      _time),
     (re.compile(rf"([{re.escape(_CUR_SIGNS)}])\s?({_NUM}){_SCALE_RE}", re.IGNORECASE),
      lambda m, lg: _money(m.group(1), m.group(2), m.group(3), lg)),
-    (re.compile(rf"({_NUM}){_SCALE_RE}\s?([{re.escape(_CUR_SIGNS)}])", re.IGNORECASE),
+    # `(?<!\d)`: a number that must be followed by something starts only where its digits start; without it a
+    # run of n digits is tried from each of its n positions, n steps each (9 × 4,000: seconds).
+    (re.compile(rf"(?<!\d)({_NUM}){_SCALE_RE}\s?([{re.escape(_CUR_SIGNS)}])", re.IGNORECASE),
      lambda m, lg: _money(m.group(3), m.group(1), m.group(2), lg)),
-    (re.compile(rf"({_NUM})\s?%"), lambda m, lg: f"{_number(m.group(1), lg)} {_words(lg)['%']}"),
+    (re.compile(rf"(?<!\d)({_NUM})\s?%"), lambda m, lg: f"{_number(m.group(1), lg)} {_words(lg)['%']}"),
     (re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE), lambda m, lg: _n2w(int(m.group(1)), lg, "ordinal")),
     (re.compile(r"\b(\d+)(?:er|ère|e|ème|º|ª|°)(?=\s|$)"),
      lambda m, lg: _n2w(int(m.group(1)), lg, "ordinal") if not lg.startswith("en") else m.group(0)),
@@ -231,6 +242,11 @@ _RULES: list[_Rule] = [
     (re.compile(_NUM), lambda m, lg: _number(m.group(0), lg)),
     (re.compile(r"\d"), lambda m, lg: _digits(m.group(0), lg)),
 ]
+#: Longest digit run spoken; the rest of a longer run is dropped (64 digits already take ~30 s to say, and the
+#: text comes from API callers and LLMs).
+MAX_DIGIT_RUN = 64
+_LONG_RUN = re.compile(rf"(\d{{{MAX_DIGIT_RUN}}})\d+")
+_WHITESPACE_RUN = re.compile(r"(\s)\s+")
 _LOCAL_NUM = re.compile(r"\b\d{1,3}(?:\.\d{3})+(?:,\d+)?\b|\b\d+,\d+\b")
 _SYMBOLS = re.compile(r"\s*([&@%+=#°*])\s*")
 _LEFTOVER_CUR = re.compile(rf"[{re.escape(_CUR_SIGNS)}]")
@@ -239,7 +255,8 @@ _LEFTOVER_CUR = re.compile(rf"[{re.escape(_CUR_SIGNS)}]")
 def normalize_for_speech(text: str, language: str = "en") -> str:
     """Write numbers, amounts, dates, times, phone numbers and symbols out as words."""
     lang = num2words_lang(language)
-    out = unicodedata.normalize("NFKC", text)
+    out = _LONG_RUN.sub(r"\1", unicodedata.normalize("NFKC", text))
+    out = _WHITESPACE_RUN.sub(r"\1", out)  # the `\s*` patterns below would rescan a long run from each space
     if lang.split("_")[0] in _DECIMAL_COMMA:
         # 1.250,50 → 1250.50 so the rules below read one convention.
         out = _LOCAL_NUM.sub(lambda m: m.group(0).replace(".", "").replace(",", "."), out)
@@ -264,7 +281,7 @@ def _chattts_piece(text: str, language: str) -> str:
     out = _CHATTTS_PAUSE.sub(". ", out)
     out = re.sub(r"(?<=\w)['’](?=\w)", "", out)
     out = _CHATTTS_SPACE.sub(" ", out)
-    out = _CHATTTS_DROP.sub(" ", out)
+    out = _WHITESPACE_RUN.sub(r"\1", _CHATTTS_DROP.sub(" ", out))  # runs first: `\s+,` rescans a long run
     out = re.sub(r"\s+([,.，、])", r"\1", out)
     out = re.sub(r"([,.，、])(?:\s*[,.，、])+", r"\1", out)
     return re.sub(r"\s{2,}", " ", out)

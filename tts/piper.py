@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
 import importlib
+import itertools
 import json
 import logging
 import threading
@@ -102,6 +104,44 @@ def check_voice(voice: str, language: str) -> str | None:
     return None
 
 
+class PriorityTurns:
+    """One holder at a time; waiters get their turn by (priority, arrival), not by arrival alone.
+
+    Piper's single thread used to run sentences first come, first served, so a burst of speech-API sentences
+    could sit ahead of a caller's last-resort sentence. Futures are made on the running loop at each wait.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, f in self._waiting if not f.done())
+
+    async def acquire(self, priority: int) -> None:
+        if not self._held and not self.waiting:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the turn just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)  # the turn passes on; still held
+                return
+        self._held = False
+
+
 class PiperEngine:
     name = "piper"
 
@@ -111,6 +151,8 @@ class PiperEngine:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="piper")
         self._lock = threading.Lock()
         self.load_error: str | None = None
+        #: Who synthesizes next on the single thread: a call's sentence before an API job (lower priority first).
+        self._turns = PriorityTurns()
 
     def _load(self, voice: str) -> Any:
         with self._lock:
@@ -158,7 +200,13 @@ class PiperEngine:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        future = loop.run_in_executor(self._executor, run)
+        await self._turns.acquire(request.priority)  # one sentence at a time, the most urgent first
+        try:
+            future = loop.run_in_executor(self._executor, run)
+        except BaseException:
+            self._turns.release()
+            raise
+        future.add_done_callback(lambda _: self._turns.release())
         try:
             while True:
                 item = await queue.get()

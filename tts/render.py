@@ -4,11 +4,14 @@ The text is cut into sentences; each goes through the Speaker (so a fallback
 redoes only that sentence) and the kept audio of every sentence, whatever
 provider and format it came in, is converted to one output: PCM int16 at
 24 kHz (ChatTTS's native rate), then encoded as WAV, MP3 (``lameenc``), raw
-PCM or 8 kHz mu-law (through the gateway's own ``ToTwilio`` chain).
+PCM or 8 kHz mu-law (through the gateway's own ``ToTwilio`` chain). The CPU-heavy
+steps (decoding, resampling, encoding) run in worker threads, never on the event loop
+that paces every call's audio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import time
@@ -70,15 +73,26 @@ class Rendered:
         return self.processing_s / self.duration_s if self.duration_s > 0 else 0.0
 
 
-async def render(speaker: Speaker, text: str, *, language: str = "en", request_id: str = "") -> Rendered:
-    """Speak every sentence of ``text``; raises TTSError("all", …) if one cannot be spoken at all."""
+#: Priority of the speech API's sentences: behind every call's (0 = a turn's first sentence, 1 = the others), in
+#: the ChatTTS scheduler and in Piper's queue, so an API job never delays what a caller waits for.
+API_PRIORITY = 2
+
+
+async def render(
+    speaker: Speaker, text: str, *, language: str = "en", request_id: str = "", priority: int | None = None
+) -> Rendered:
+    """Speak every sentence of ``text``; raises TTSError("all", …) if one cannot be spoken at all.
+
+    ``priority``: every sentence's (e.g. :data:`API_PRIORITY`); None: 0 for the first sentence, 1 after.
+    """
     t0 = time.monotonic()
     pieces: list[npt.NDArray[np.float32]] = []
     out = Rendered(np.zeros(0, dtype=np.int16))
     for i, sentence in enumerate(split_sentences(text)):
         parts: list[AudioChunk] = []
         provider = ""
-        async for item in speaker.speak(sentence, language=language, priority=0 if i == 0 else 1,
+        level = priority if priority is not None else (0 if i == 0 else 1)
+        async for item in speaker.speak(sentence, language=language, priority=level,
                                         request_id=f"{request_id}-{i + 1}", turn_id=request_id):
             if isinstance(item, SpeechRestart):
                 parts.clear()  # the sentence starts again from its beginning
@@ -90,15 +104,19 @@ async def render(speaker: Speaker, text: str, *, language: str = "en", request_i
         if not parts:
             continue
         out.providers.append(provider)
-        rate = parts[0].format.sample_rate
-        x = np.concatenate([to_float(c) for c in parts if c.format.sample_rate == rate])
-        if rate != OUTPUT_RATE:
-            x = soxr.resample(x, rate, OUTPUT_RATE, quality="HQ").astype(np.float32)
-        pieces.append(x)
-    out.processing_s = time.monotonic() - t0
+        pieces.append(await asyncio.to_thread(_sentence_pcm, parts))  # decoding and resampling: off the loop
     if pieces:
-        out.pcm = float_to_int16(np.concatenate(pieces))
+        out.pcm = await asyncio.to_thread(lambda: float_to_int16(np.concatenate(pieces)))
+    out.processing_s = time.monotonic() - t0
     return out
+
+
+def _sentence_pcm(parts: list[AudioChunk]) -> npt.NDArray[np.float32]:
+    rate = parts[0].format.sample_rate
+    x = np.concatenate([to_float(c) for c in parts if c.format.sample_rate == rate])
+    if rate != OUTPUT_RATE:
+        x = soxr.resample(x, rate, OUTPUT_RATE, quality="HQ").astype(np.float32)
+    return x
 
 
 def wav_bytes(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
@@ -112,8 +130,14 @@ def wav_bytes(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
     return buf.getvalue()
 
 
+async def encode_off_loop(pcm: npt.NDArray[np.int16], fmt: str) -> bytes:
+    """:func:`encode` in a worker thread: MP3 costs ~13 ms of CPU per second of audio (240 s: 3 s), and
+    lameenc, soxr and numpy release the GIL, so calls sharing the event loop keep their frame pacing."""
+    return await asyncio.to_thread(encode, pcm, fmt)
+
+
 def encode(pcm: npt.NDArray[np.int16], fmt: str) -> bytes:
-    """Encode OUTPUT_RATE int16 mono as one of FORMATS."""
+    """Encode OUTPUT_RATE int16 mono as one of FORMATS (CPU-bound: from a server, use :func:`encode_off_loop`)."""
     if fmt == "pcm":
         return pcm.astype("<i2").tobytes()
     if fmt == "wav":

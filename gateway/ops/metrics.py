@@ -53,6 +53,9 @@ class Metrics(TTSMetrics):
             "voicegw_phrase_cache_total", "Fixed-phrase sentences served from the cache (hit) or synthesized (miss)",
             ["result"], registry=r,
         )
+        self.api_refused = Counter(
+            "voicegw_api_refused_total", "Speech API requests refused before synthesis", ["reason"], registry=r
+        )
         self.stt_seconds = Histogram(
             "voicegw_stt_seconds", "Speech-to-text time per utterance", buckets=_LAT, registry=r
         )

@@ -21,7 +21,7 @@ from tts.render import encode, render
 
 
 async def say(settings: Settings, agent_id: str, text: str, out: Path) -> int:
-    services = await build_services(settings)
+    services = await build_services(settings, calls=False)  # speech only: no Twilio edge, no listening
     try:
         agent = services.store.get(agent_id)
         if agent is None:

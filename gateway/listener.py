@@ -1,0 +1,227 @@
+"""Listening for one call: VAD → endpointer → speculative recognition → end of turn.
+
+The asyncio shell around the pure parts (:class:`agents.endpointing.Endpointer`,
+:func:`agents.turn_end.decide`). Caller audio goes in with :meth:`Listener.feed`;
+what it means comes out, in order, through the ``emit`` callback:
+
+- :class:`Onset`: the caller started speaking (the agent pauses at once if it
+  was speaking; see :mod:`gateway.conversation`).
+- :class:`EnoughSpeech`: ``barge_in_min_speech_ms`` of voiced speech: a barge-in
+  confirmed by speech alone.
+- :class:`NoWords`: what started as speech was too short, or recognised as no
+  words (a cough, a door, line noise): an agent paused for it resumes.
+- :class:`Likely`: at ``speculative_silence_ms`` the utterance so far was
+  decoded (short-window greedy path, one worker thread shared by the process)
+  and its words look complete: the runner may prepare the reply, audio held.
+- :class:`Resumed`: the caller went on after a :class:`Likely`: discard it.
+- :class:`TurnEnd`: the turn is over (complete words held for
+  ``end_of_utterance_silence_ms``, the audio model unsure for longer, or
+  ``max_silence_ms``), with the words — the speculative decode is reused, so
+  recognition is already done when the turn ends — and its timing.
+
+Time: stream time (samples fed) drives every decision; wall times (``clock``)
+are only recorded for latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.endpointing import (
+    BargeIn,
+    EndpointConfig,
+    Endpointer,
+    SpeechDropped,
+    SpeechEnd,
+    SpeechPause,
+    SpeechResume,
+    SpeechStart,
+)
+from agents.smart_turn import SmartTurn
+from agents.spec import TurnTaking
+from agents.stt import STTError, Transcriber, Transcript
+from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide, ends_mid_clause
+from agents.vad import VadStream
+from audio.formats import AudioChunk, AudioFormat, Encoding
+
+log = logging.getLogger("voicegw.listener")
+
+PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Onset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EnoughSpeech:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NoWords:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Likely:
+    words: str
+    stopped_at: float  # wall clock when the caller stopped speaking
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    words: str  # "" = nothing recognisable (or recognition failed)
+    stopped_at: float  # wall clock when the caller stopped speaking
+    decided_at: float  # wall clock when the turn was declared over
+    recognition_s: float  # recogniser compute time for these words
+    why: str  # the turn-end rule that fired ("complete", "max_silence", ...)
+
+
+ListenEvent = Onset | EnoughSpeech | NoWords | Likely | Resumed | TurnEnd
+
+
+class Listener:
+    def __init__(self, tt: TurnTaking, vad: VadStream, transcriber: Transcriber,
+                 emit: Callable[[ListenEvent], Awaitable[None]], clock: Callable[[], float],
+                 smart_turn: SmartTurn | None = None,
+                 on_recognised: Callable[[Transcript], None] | None = None) -> None:
+        self.vad = vad
+        self.transcriber = transcriber
+        self.emit = emit
+        self.clock = clock
+        self.smart_turn = smart_turn
+        self.on_recognised = on_recognised
+        self.endpointer = Endpointer(EndpointConfig.speculative(tt))
+        self.turn_end = TurnEndConfig.from_turn_taking(tt)
+        self._gen = 0  # bumped whenever what the caller said so far changes: stale decodes are dropped
+        self._words: str | None = None  # words of the current pause (None: not decoded yet)
+        self._score: float | None = None
+        self._recognition_s = 0.0
+        self._stopped_at = 0.0
+        self._likely = False  # a Likely went out for the current pause
+        self._why = "max_silence"  # the rule that ended the current utterance (set just before end_now)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def caller_speaking(self) -> bool:
+        return self.endpointer.in_speech
+
+    async def feed(self, pcm: F32) -> None:
+        for prob, chunk in self.vad.feed(pcm):
+            for ev in self.endpointer.feed(prob, chunk):
+                await self._on(ev)
+            if self._words is not None and self.endpointer.in_speech:
+                await self._evaluate()
+
+    async def settle(self) -> None:
+        """Wait until no recognition is in flight (tests: a recogniser infinitely fast in stream time)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ---- endpointer events -------------------------------------------------------------------------------------
+    async def _on(self, ev: object) -> None:
+        if isinstance(ev, SpeechStart):
+            self._new_words()
+            await self.emit(Onset())
+        elif isinstance(ev, BargeIn):
+            await self.emit(EnoughSpeech())
+        elif isinstance(ev, SpeechPause):
+            self._new_words()
+            self._stopped_at = self.clock() - (self.endpointer.now - ev.ended_at)
+            self._spawn(self._decode(ev.pcm, self._gen))
+        elif isinstance(ev, SpeechResume):
+            self._new_words()
+            if self._likely:
+                self._likely = False
+                await self.emit(Resumed())
+        elif isinstance(ev, SpeechEnd):
+            await self._ended(ev)
+        elif isinstance(ev, SpeechDropped):
+            self._new_words()
+            await self.emit(NoWords())
+
+    def _new_words(self) -> None:
+        self._gen += 1
+        self._words = None
+        self._score = None
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _recognise(self, pcm: F32) -> tuple[str, float]:
+        try:
+            result = await self.transcriber.transcribe(AudioChunk(pcm, PCM_8K))
+        except STTError as exc:
+            log.error("speech recognition failed: %s", exc)
+            return "", 0.0
+        if self.on_recognised is not None:
+            self.on_recognised(result)
+        return result.text.strip(), result.processing_s
+
+    async def _decode(self, pcm: F32, gen: int) -> None:
+        words, took = await self._recognise(pcm)
+        score = None
+        if self.smart_turn is not None and words and not ends_mid_clause(words) and gen == self._gen:
+            try:
+                score = await self.smart_turn.score(pcm)
+            except Exception as exc:  # the optional model must never break listening
+                log.error("smart turn failed: %s", exc)
+        if gen != self._gen:
+            return  # the caller went on meanwhile: stale
+        self._words, self._score, self._recognition_s = words, score, took
+        if not words:
+            await self.emit(NoWords())
+        await self._evaluate()
+
+    async def _evaluate(self) -> None:
+        if not self.endpointer.in_speech:
+            return
+        verdict, why = decide(self.turn_end, TurnEndView(self.endpointer.silence_s, self._words, self._score))
+        if verdict is Decision.LIKELY and not self._likely and self._words:
+            self._likely = True
+            await self.emit(Likely(self._words, self._stopped_at))
+        elif verdict is Decision.END:
+            self._why = why
+            for ev in self.endpointer.end_now():
+                await self._on(ev)
+
+    async def _ended(self, end: SpeechEnd) -> None:
+        why, self._why = self._why, "max_silence"
+        stopped_at = self.clock() - (self.endpointer.now - end.ended_at)
+        words, took = self._words, self._recognition_s
+        self._likely = False
+        self._new_words()
+        if words is not None:
+            await self.emit(TurnEnd(words, stopped_at, self.clock(), took, why))
+            return
+        # No words yet (maximum silence while the recogniser is busy): never hold the audio path for it.
+        self._spawn(self._late_words(end.pcm, stopped_at, why))
+
+    async def _late_words(self, pcm: F32, stopped_at: float, why: str) -> None:
+        words, took = await self._recognise(pcm)
+        await self.emit(TurnEnd(words, stopped_at, self.clock(), took, why))

@@ -1,0 +1,84 @@
+"""Listener over real Silero + Whisper on the realistic fixtures: speculative decode, end of turn, noise."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from agents.spec import TurnTaking
+from agents.stt import STTConfig, shared_transcriber
+from agents.vad import shared_model
+from audio.codec import ulaw2lin
+from bench.wer import wer
+from gateway.listener import EnoughSpeech, Likely, Listener, ListenEvent, NoWords, Onset, Resumed, TurnEnd
+from tests.speech_fixtures import conversation_fixtures, conversation_mulaw
+
+pytestmark = pytest.mark.slow
+
+
+async def listen(name: str, tt: TurnTaking | None = None, settle: bool = True) -> list[ListenEvent]:
+    """Feed a fixture then its line noise; ``settle``: each recognition finishes before more audio is fed."""
+    events: list[ListenEvent] = []
+    ended = asyncio.Event()
+
+    async def emit(ev: ListenEvent) -> None:
+        events.append(ev)
+        if isinstance(ev, TurnEnd):
+            ended.set()
+
+    stt = shared_transcriber(STTConfig(cpu_threads=2))
+    listener = Listener(tt or TurnTaking(), shared_model().stream(), stt, emit, asyncio.get_running_loop().time)
+    pcm = ulaw2lin(conversation_mulaw(name)).astype(np.float32) / 32768
+    line = pcm[-4000:]  # the fixture's own trailing line noise, repeated after it
+    audio = np.concatenate([pcm, *([line] * 6)])
+    try:
+        for i in range(0, len(audio), 160):
+            await listener.feed(audio[i : i + 160])
+            if settle:
+                await listener.settle()
+        if name != "cough":
+            await asyncio.wait_for(ended.wait(), 60)
+        await asyncio.sleep(0)
+    finally:
+        await listener.aclose()
+    return events
+
+
+async def test_a_caller_pausing_mid_sentence_gets_one_turn_with_all_the_words() -> None:
+    for name in ("refund_pause", "appointment_pause"):
+        events = await listen(name)
+        ends = [e for e in events if isinstance(e, TurnEnd)]
+        assert len(ends) == 1, events
+        assert wer(str(conversation_fixtures()[name]["text"]), ends[0].words)[0] <= 3, ends[0].words
+        assert isinstance(events[0], Onset)
+        # any speculation on the mid-sentence pause was taken back before the turn ended
+        likely = [i for i, e in enumerate(events) if isinstance(e, Likely)]
+        for i in likely[:-1]:
+            assert any(isinstance(e, Resumed) for e in events[i:]), events
+
+
+async def test_a_complete_question_ends_on_its_words_not_on_the_maximum_silence() -> None:
+    events = await listen("hours")
+    ends = [e for e in events if isinstance(e, TurnEnd)]
+    assert len(ends) == 1 and ends[0].why == "complete" and "Saturday" in ends[0].words
+    assert ends[0].recognition_s > 0
+    assert any(isinstance(e, EnoughSpeech) for e in events)
+    likely = [e for e in events if isinstance(e, Likely)]
+    assert likely and likely[-1].words == ends[0].words  # the speculative words are the turn's words
+
+
+async def test_a_slow_recogniser_never_ends_a_turn_early() -> None:
+    """Audio runs far ahead of recognition: decisions wait for the words (or the maximum silence)."""
+    events = await listen("refund_pause", settle=False)
+    ends = [e for e in events if isinstance(e, TurnEnd)]
+    assert len(ends) == 1 and ("refund" in ends[0].words or "order" in ends[0].words), events
+
+
+async def test_a_cough_is_no_words() -> None:
+    events = await listen("cough")
+    assert not any(isinstance(e, TurnEnd) and e.words for e in events)
+    assert not any(isinstance(e, Likely | EnoughSpeech) for e in events)
+    if any(isinstance(e, Onset) for e in events):  # heard as a start of speech: then dismissed as noise
+        assert any(isinstance(e, NoWords) or isinstance(e, TurnEnd) and not e.words for e in events)
