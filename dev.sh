@@ -6,8 +6,28 @@
 set -eu
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
-VENV=.venv
+VENV="${VOICEGW_VENV:-.venv}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+STARTED=$(date +%s)
+
+step() {  # a progress line on stderr, with the seconds since ./dev.sh started
+    echo "voicegw [$(( $(date +%s) - STARTED )) s] $*" >&2
+}
+
+pip_install() {  # pip install "$@", showing each download as it starts (a first run takes minutes); log on failure
+    log="$VENV/pip-install.log"
+    { rc=0; "$VENV/bin/python" -m pip install --progress-bar off "$@" 2>&1 || rc=$?; echo "$rc" >"$log.rc"; } |
+        tee "$log" | awk '
+            /^ *Downloading / { sub(/^ *Downloading /, ""); print "    downloading " $0; fflush() }
+            /^Installing collected packages: / { n = split(substr($0, 32), p, ", "); print "    installing " n " package(s)"; fflush() }
+        ' >&2
+    rc=$(cat "$log.rc")
+    if [ "$rc" != 0 ]; then
+        cat "$log" >&2
+        step "pip install failed (exit $rc); the output above is also in $log"
+        return "$rc"
+    fi
+}
 
 need_sys() {  # need_sys <command> <apt package>
     command -v "$1" >/dev/null 2>&1 && return 0
@@ -20,25 +40,30 @@ need_sys() {  # need_sys <command> <apt package>
 }
 
 venv() {
-    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    [ -x "$VENV/bin/python" ] || { step "creating the virtualenv $VENV"; "$PY" -m venv "$VENV"; }
     "$VENV/bin/python" -m pip install -q --upgrade "pip>=24" >/dev/null
 }
 
 setup_base() {
     venv
     # The gateway plus listening (VAD + speech-to-text, no torch) so the demo agent can converse offline.
-    "$VENV/bin/python" -m pip install -q -e ".[stt]"
+    step "installing voicegw and offline speech into $VENV (first run: a few minutes; later runs: seconds)"
+    pip_install -e ".[stt]"
     "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
     # pipecat-ai only for the Smart Turn v3.2 ONNX file (turn_model: smart_turn); never imported.
     "$VENV/bin/python" -m pip install -q --no-deps "pipecat-ai==1.14.0"
+    step "installed"
 }
 
 setup_full() {
     venv
     need_sys redis-server redis-server
+    # The console test drives Debian's chromium headless through Playwright (which never downloads a browser).
+    need_sys chromium chromium
+    step "installing voicegw with ChatTTS, speech and the test tools into $VENV (first run: many minutes)"
     # torch first, pinned: 2.13.0 is the CPU build (a bare "torch" would pull several GB of CUDA wheels).
-    command -v nvidia-smi >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q -e ".[stt,chattts,dev]"
+    command -v nvidia-smi >/dev/null 2>&1 || pip_install "torch==2.13.0"
+    pip_install -e ".[stt,chattts,dev]"
     # silero-vad only for its ONNX file: its Python deps would pull torch again.
     "$VENV/bin/python" -m pip install -q --no-deps "silero-vad==6.2.3"
     "$VENV/bin/python" -m pip install -q --no-deps "pipecat-ai==1.14.0"
@@ -59,6 +84,7 @@ case "${1:-}" in
     serve)
         setup_base
         shift
+        step "starting the gateway (Ctrl-C stops it)"
         exec "$VENV/bin/voicegw" serve "$@"
         ;;
     test)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from audio.codec import ulaw2lin
+from audio.codec import ulaw_to_float
 from audio.formats import TWILIO_FORMAT
 
 F32 = npt.NDArray[np.float32]
@@ -63,7 +63,7 @@ class FromTwilio:
         """One payload of any length → ``len(mulaw) * out_rate / 8000`` samples, no bursts."""
         if not isinstance(mulaw, bytes | bytearray | memoryview):
             raise TypeError(f"mu-law audio must be bytes, got {type(mulaw).__name__}")
-        x = ulaw2lin(bytes(mulaw)).astype(np.float64) / 32768.0
+        x = ulaw_to_float(bytes(mulaw)).astype(np.float64)
         if self.out_rate == TWILIO_FORMAT.sample_rate:
             return x.astype(np.float32)
         return self._upsample(x)

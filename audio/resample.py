@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from audio.codec import float_to_int16, lin2ulaw, ulaw2lin
+from audio.codec import float_to_int16, lin2ulaw, ulaw_to_float
 from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from audio.limiter import Limiter
 
@@ -72,7 +72,7 @@ class ToTwilio:
             raise ValueError(f"chunk format {chunk.format} does not match converter format {self.source}")
         data = chunk.data
         if isinstance(data, bytes):  # mu-law 8 kHz with gain
-            return ulaw2lin(data).astype(np.float32) / np.float32(32768.0)
+            return ulaw_to_float(data)
         if data.dtype == np.int16:
             return data.astype(np.float32) / np.float32(32768.0)
         x: F32 = np.ascontiguousarray(data, dtype=np.float32)

@@ -370,7 +370,7 @@ async def main(args: argparse.Namespace) -> None:
               f"unanswered={llm.unanswered} wer={le / max(1, ln):.3f} ({len(fake.requests)} LLM requests)")
     print(f"conversation: mouth_to_ear_p50_ms={pct(m2e, 50) * 1000:.0f} mouth_to_ear_p95_ms={pct(m2e, 95) * 1000:.0f} "
           f"barge_in_stop_ms={pct(scripted.barge_in_stop, 50) * 1000:.0f} premature_turn_ends={scripted.premature} "
-          f"false_barge_ins={scripted.false_barge_ins} wer={e / max(1, n):.3f}")
+          f"false_barge_ins={scripted.false_barge_ins} unanswered={scripted.unanswered} wer={e / max(1, n):.3f}")
 
 
 if __name__ == "__main__":

@@ -52,11 +52,10 @@ async def main(calls: int, clear_after: float) -> None:
                 emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
 
                 async def barge_in(c: CallControl) -> None:
-                    edge = services.twilio_edge()
-                    await poll(lambda: c.call_sid in edge.sessions)
+                    await poll(lambda: c.call_sid in services.calls)
                     await poll(lambda: c.result.time_to_first_audio is not None
                                and emu.clock() - c.t0 - c.result.time_to_first_audio >= clear_after)
-                    await edge.sessions[c.call_sid].interrupt()
+                    await services.calls[c.call_sid].interrupt()
                     await asyncio.sleep(0.5)
                     clear_at = c.result.clear_times[0]
                     after_clear[id(c.result)] = sum(1 for t in c.result.media_times if t > clear_at)

@@ -91,7 +91,7 @@ def bench_agent(limit: int = 10000) -> AgentSpec:
 
 
 def vad_stats(services: Services) -> dict[str, float]:
-    batcher = services.extras.get("vad_batcher")
+    batcher = getattr(services.listening, "vad_batcher", None)  # present when the VAD batches across calls
     if batcher is None:
         return {}
     return {"runs": batcher.runs, "chunks": batcher.chunks, "busy_s": batcher.busy_s}
@@ -106,8 +106,7 @@ def build_production(agents_dir: str, listen: bool) -> Any:
     async def lifespan_services() -> Services:
         services = await build_services(settings)
         if not listen:
-            for key in ("vad", "stt", "vad_batcher", "vad_error"):
-                services.extras.pop(key, None)
+            services.listening = None
         holder["services"] = services
         return services
 

@@ -12,8 +12,8 @@ playout in real time with mark echoes, for --call-s seconds.
 
 A step holds when the gateway's p99 frame lateness is at most 10 ms, no underrun appears (gateway or
 caller side), every call was placed and heard its whole greeting (mark ``greeting-1`` echoed). A step
-the driver could not drive (a caller process above 90 % CPU, or its own 20 ms send cadence late by more
-than 20 ms at p99) is ``client-bound``: it is never reported as held and the ramp stops. The ramp
+the driver could not drive (a caller process above 90 % CPU, or its event loop waking more than 20 ms
+late at p99) is ``client-bound``: it is never reported as held and the ramp stops. The ramp
 stops at the first step that does not hold (``not-held``), when --max-seconds is spent (``time``) or
 when the steps run out (``steps``). ``--listen both`` (default) ramps listening calls, then media-only
 calls (VAD and recognizer removed: ``--listen off``).
@@ -207,6 +207,19 @@ async def _stream(ws: Any, call_sid: str, params: dict[str, str], idle: list[str
             await asyncio.wait_for(receiver, 2)
 
 
+async def _loop_lag(out: list[float], period_s: float = 0.01) -> None:
+    """How late this process's event loop wakes up: the driver's own health, whatever the gateway does.
+
+    (The lateness of the callers' sends is not used for that: a gateway that stops reading makes
+    the callers' sends wait on TCP backpressure, which is the gateway's fault, not the driver's.)
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(period_s)
+        out.append(loop.time() - t - period_s)
+
+
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     idle, speech = caller_audio(args.inbound, args.seed)
     rng = random.Random(args.seed)
@@ -217,11 +230,15 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         lags: list[float] = []
         calls = [one_call(client, args.url, args.to, idle, speech, i < talkers, args.call_s, args.stagger,
                           random.Random(rng.random()), lags) for i in range(args.calls)]
+        loop_lags: list[float] = []
+        monitor = asyncio.create_task(_loop_lag(loop_lags))
         results = await asyncio.gather(*calls)
+        monitor.cancel()
     wall = time.monotonic() - started
     t_end = os.times()
     busy = (t_end.user - t_cpu.user + t_end.system - t_cpu.system) / wall
-    return {"cpu_busy": busy, "lag_p99_s": float(np.percentile(lags, 99)) if lags else 0.0,
+    return {"cpu_busy": busy, "lag_p99_s": float(np.percentile(loop_lags, 99)) if loop_lags else 0.0,
+            "send_lag_p99_s": float(np.percentile(lags, 99)) if lags else 0.0,
             "calls": [vars(r) for r in results]}
 
 
@@ -293,14 +310,14 @@ class Step:
     ttfa_p50_ms: float
     ttfa_p99_ms: float
     client_cpu_pct: float
-    send_lag_p99_ms: float
+    driver_lag_p99_ms: float
     vad_us_per_call_s: float
     vad_batch: float
     startup_s: float
 
     @property
     def client_bound(self) -> bool:
-        return self.client_cpu_pct > 90 or self.send_lag_p99_ms > 20
+        return self.client_cpu_pct > 90 or self.driver_lag_p99_ms > 20
 
     def failures(self) -> list[str]:
         out = []
@@ -323,11 +340,11 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
              args: argparse.Namespace, listen: bool, step_no: int) -> Step:
     with production_gateway(agents_dir, gw_core, listen) as (gw, startup_s):
         def scrape() -> str:
-            return httpx.get(f"{gw.url}/metrics", timeout=10).text
+            return httpx.get(f"{gw.url}/metrics", timeout=60).text
 
         rss_base = gw.rss_mb()
         before = scrape()
-        vad0 = httpx.get(f"{gw.url}/bench/stats", timeout=10).json()["vad"]
+        vad0 = httpx.get(f"{gw.url}/bench/stats", timeout=60).json()["vad"]
         cpu0, t0 = gw.cpu_s(), time.monotonic()
         shares = [n // len(workers) + (1 if i < n % len(workers) else 0) for i in range(len(workers))]
         procs = []
@@ -342,21 +359,24 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                           env={**os.environ, "PYTHONPATH": str(ROOT)}))
         profiler = None
-        if args.profile:
-            prof_out = Path(args.profile) / f"{'listen' if listen else 'media'}-{n}.txt"
-            prof_out.parent.mkdir(parents=True, exist_ok=True)
-            profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(gw.proc.pid), "--duration", str(int(args.call_s)),
-                 "--rate", "200", "--format", "raw", "--output", str(prof_out), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Profile the steady state: from the moment every call has heard its greeting to the end of the calls.
+        prof_at = t0 + args.stagger + 8.0
+        prof_s = int(args.call_s - args.stagger - 8.0)
         peak = gw.rss_mb()
         while any(p.poll() is None for p in procs):
             peak = max(peak, gw.rss_mb())
+            if args.profile and profiler is None and time.monotonic() >= prof_at and prof_s >= 2:
+                prof_out = Path(args.profile) / f"{'listen' if listen else 'media'}-{n}.txt"
+                prof_out.parent.mkdir(parents=True, exist_ok=True)
+                profiler = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(gw.proc.pid),
+                     "--duration", str(prof_s), "--rate", "200", "--format", "raw", "--output", str(prof_out),
+                     "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.25)
         wall = time.monotonic() - t0
         cpu = gw.cpu_s() - cpu0
         after = scrape()
-        vad1 = httpx.get(f"{gw.url}/bench/stats", timeout=10).json()["vad"]
+        vad1 = httpx.get(f"{gw.url}/bench/stats", timeout=60).json()["vad"]
         if profiler is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 profiler.wait(30)
@@ -367,7 +387,7 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     lat = "voicegw_frame_lateness_seconds"
     lat_b, lat_a = histogram(before, lat), histogram(after, lat)
     gw_underruns = int(counter(after, "voicegw_underruns_total") - counter(before, "voicegw_underruns_total"))
-    lag_p99 = max(o["lag_p99_s"] for o in outs)  # the worst caller process
+    lag_p99 = max(o["lag_p99_s"] for o in outs)  # the worst caller process's event-loop lag
     chunks = vad1.get("chunks", 0) - vad0.get("chunks", 0)
     runs = vad1.get("runs", 0) - vad0.get("runs", 0)
     busy = vad1.get("busy_s", 0.0) - vad0.get("busy_s", 0.0)
@@ -381,7 +401,7 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         underruns=gw_underruns + sum(c["underruns"] for c in calls), gw_underruns=gw_underruns,
         gateway_cpu_pct=100 * cpu / wall, rss_base_mb=rss_base, rss_per_call_mb=(peak - rss_base) / n,
         ttfa_p50_ms=percentile(ttfa, 50), ttfa_p99_ms=percentile(ttfa, 99),
-        client_cpu_pct=100 * max(o["cpu_busy"] for o in outs), send_lag_p99_ms=1000 * lag_p99,
+        client_cpu_pct=100 * max(o["cpu_busy"] for o in outs), driver_lag_p99_ms=1000 * lag_p99,
         vad_us_per_call_s=(busy * 1e6 / (chunks * 256 / 8000)) if chunks else math.nan,
         vad_batch=chunks / runs if runs else math.nan, startup_s=startup_s,
     )
@@ -408,7 +428,7 @@ def ramp(agents_dir: Path, to: str, gw_core: int | None, workers: Sequence[int |
               f"{step.lateness_p99_ms:>6.2f}ms {step.underruns:>6} ({step.gw_underruns:>2}) "
               f"{step.gateway_cpu_pct:>5.0f}% {step.rss_base_mb:>5.0f} {step.rss_per_call_mb:>6.3f}MB "
               f"{step.ttfa_p50_ms:>6.0f}ms {step.ttfa_p99_ms:>6.0f}ms {step.vad_us_per_call_s:>8.0f} "
-              f"{step.vad_batch:>5.0f} {step.client_cpu_pct:>6.0f}% {step.send_lag_p99_ms:>5.1f}ms "
+              f"{step.vad_batch:>5.0f} {step.client_cpu_pct:>6.0f}% {step.driver_lag_p99_ms:>5.1f}ms "
               f"{step.startup_s:>4.1f}s  {verdict}", flush=True)
         if step.client_bound:
             return best, "client-bound"

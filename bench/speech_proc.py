@@ -34,7 +34,7 @@ async def serve(args: argparse.Namespace, sha: dict[str, str] | None) -> None:
     settings = Settings.from_env({"VOICEGW_ROLE": "speech", "VOICEGW_LOG_LEVEL": args.log_level})
     metrics = Metrics()
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics, drain=Drain(5.0))
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     tuning = Tuning(fixed_tokens=args.fixed_tokens, batch_window_s=args.batch_window_ms / 1000)
     engine = ChatTTSEngine(ChatTTSConfig(model_dir=Path(args.model_dir), device="cpu", sha256_override=sha,
                                          allow_download=False, tuning=tuning), metrics)

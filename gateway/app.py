@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 from gateway.auth import bearer_ok, open_api_refusal
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
-from gateway.conversation import attach_conversation
+from gateway.conversation import make_conversation
 from gateway.errors import ALL_METHODS, json_error, unauthorized
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
@@ -29,6 +29,7 @@ from gateway.startup import build_services
 from gateway.twilio import twiml
 from gateway.twilio.edge import Edge
 from gateway.twilio.events import Start
+from gateway.twilio.link import Closed, TwilioLink, receive_events
 from gateway.twilio.protocol import RemoteProtocolError, TwilioProtocol
 from gateway.twilio.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
 from tts.registry import voice_problems
@@ -88,6 +89,11 @@ async def twilio_voice(request: Request) -> Response:
     if not call_sid or "|" in call_sid:
         _reject(services, "bad_request", f"CallSid {call_sid!r}", "POST /twilio/voice")
         return PlainTextResponse("missing or invalid CallSid", status_code=400)
+    cap = services.settings.max_calls
+    if cap and services.active_calls >= cap:
+        services.metrics.bounded.labels("gateway_full").inc()
+        _reject(services, "busy", f"gateway at VOICEGW_MAX_CALLS={cap}", call_sid)
+        return _xml(twiml.say_and_hangup(BUSY))
     refusal = services.drain.refusal()
     if refusal is not None:
         services.metrics.webhook_rejected.labels("draining").inc()
@@ -142,19 +148,15 @@ async def twilio_status(request: Request) -> Response:
 async def _await_start(ws: WebSocket, protocol: TwilioProtocol) -> Start | None:
     """Read until `start` (at most a few messages); None if the peer misbehaves."""
     for _ in range(4):
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
         try:
-            if message.get("bytes") is not None:
-                protocol.receive_bytes(message["bytes"])
-            else:
-                protocol.receive_text(message.get("text") or "")
+            events = await receive_events(ws, protocol)
         except RemoteProtocolError as exc:
             _services(ws).metrics.protocol_errors.labels(exc.kind).inc()
             log.warning("media stream: %s", exc)
             return None
-        for event in protocol.events_received():
+        if isinstance(events, Closed):
+            return None
+        for event in events:
             if isinstance(event, Start):
                 return event
     return None
@@ -190,13 +192,30 @@ async def twilio_media(ws: WebSocket) -> None:
             _reject(services, "bad_signature", exc.reason, "media upgrade")
             await ws.close(1008)  # before accept(): an HTTP 403 handshake rejection
             return
-    await ws.accept()
-    protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
+    if edge.pending_streams >= services.settings.max_pending_streams:
+        services.metrics.bounded.labels("pending_streams").inc()
+        _reject(services, "busy", f"{edge.pending_streams} streams already waiting to authenticate", "media upgrade")
+        await ws.close(1013)  # before accept(): refused at the handshake
+        return
+    edge.pending_streams += 1
     try:
-        start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
-    except TimeoutError:
-        start = None
-    agent_id = await _admit(ws, edge, start) if start is not None else None
+        await ws.accept()
+        protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
+        try:
+            start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
+        except TimeoutError:
+            start = None
+        agent_id = await _admit(ws, edge, start) if start is not None else None
+    finally:
+        edge.pending_streams -= 1
+    cap = services.settings.max_calls
+    if cap and start is not None and services.active_calls >= cap:
+        services.metrics.bounded.labels("gateway_full").inc()
+        _reject(services, "busy", f"gateway at VOICEGW_MAX_CALLS={cap}", start.call_sid)
+        if agent_id:
+            await edge.limiter.release(agent_id, start.call_sid)
+        await ws.close(1013)
+        return
     agent = services.store.get(agent_id) if agent_id else None
     if start is None or agent is None:
         if agent_id and start is not None:  # a genuine, first-use token: this stream owns the call's slot
@@ -213,8 +232,13 @@ async def twilio_media(ws: WebSocket) -> None:
     services.active_calls += 1
     try:
         logs.bind(call=start.call_sid, stream=start.stream_sid, agent=agent.id)  # inherited by the call's tasks
-        session = CallSession(ws, services, protocol, start, agent)
-        attach_conversation(session, services)
+        link = TwilioLink(ws, protocol, start.call_sid, edge.rest, services.metrics)
+        session = CallSession(link, services, agent)
+        listening = services.listening
+        session.listener = make_conversation(session, agent, listening.stt if listening else None,
+                                             listening.vad if listening else None, services.metrics)
+        if session.listener is not None:
+            session.listener.log_transcripts = services.settings.log_transcripts
         await session.run()
     finally:
         services.active_calls -= 1
@@ -243,6 +267,9 @@ async def readyz(request: Request) -> Response:
     failed = {name: getattr(e, "load_error", None) for name, e in services.engines.items() if not e.ready}
     not_ready = [f"engine {name} not ready" for name, err in failed.items() if not err]
     degraded = [f"engine {name} unavailable: {err}" for name, err in failed.items() if err]
+    rejected: dict[str, str] = getattr(services.store, "rejected", {})
+    degraded += [f"agent {agent_id} from redis refused, last good version served if any: {why}"
+                 for agent_id, why in sorted(rejected.items())]
     if not any(engines.values()):
         not_ready.append("no TTS engine loaded")
     chattts = services.engines.get("chattts")
@@ -252,6 +279,8 @@ async def readyz(request: Request) -> Response:
         if why:
             not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
+    if services.phrases is not None and not services.phrases.ready:
+        not_ready.append("pre-rendering fixed phrases")
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
     if listening["stt"] not in ("ready", "off"):
@@ -281,7 +310,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """The speech engine's health in the seed's shape (what remote ChatTTS clients probe; see tts.chattts_remote).
+    """The speech engine's health in the ChatTTS server API's shape (what remote ChatTTS clients probe).
+
+    See :mod:`tts.chattts_remote`.
 
     200 ``{"status": "ok", "model_loaded": true}`` while ChatTTS can synthesize, else 503 with the reason.
     A draining pod stays healthy (its in-flight and pooled requests are still served) but answers with
@@ -302,14 +333,14 @@ async def health(request: Request) -> Response:
 def _listening_status(services: Services) -> dict[str, str]:
     """Can the gateway hear callers? ``ready``, ``loading`` or ``failed: <reason>`` for the VAD and the
     recognizer (``off`` for a gateway built without listening, as some tests do)."""
-    extras = services.extras
-    if "vad" not in extras and "stt" not in extras:
+    listening = services.listening
+    if listening is None:
         return {"vad": "off", "stt": "off"}
-    vad = "ready" if extras.get("vad") is not None else f"failed: {extras.get('vad_error') or 'not loaded'}"
-    stt = extras.get("stt")
+    vad = "ready" if listening.vad is not None else f"failed: {listening.vad_error or 'not loaded'}"
+    stt = listening.stt
     if stt is None:
         stt_state = "failed: not loaded"
-    elif getattr(stt, "load_error", None):
+    elif stt.load_error:
         stt_state = f"failed: {stt.load_error}"
     else:
         stt_state = "ready" if stt.ready else "loading"
@@ -361,6 +392,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
+        logs.add_secrets(*settings.secrets)  # never written to a log line, whoever logs them
         app.state.services = services if services is not None else await build_services(settings)
         # The speech API shares engines, metrics and breakers with calls, so it is built from the services.
         app.state.speech = {r.path: r.endpoint for r in speech_routes(app.state.services)}  # type: ignore[attr-defined]

@@ -1,28 +1,30 @@
-"""One phone call: the Twilio stream, the agent, and the audio going back.
+"""One call: its carrier link, the agent side, and the audio going back.
 
-The session owns every task it starts (reader, paced sender, speech) and
-cancels and awaits them all when the call ends, whatever the reason.
+Carrier-neutral: the carrier sits behind a :class:`gateway.carrier.CarrierLink`
+(Twilio's is :class:`gateway.twilio.link.TwilioLink`), whose events this
+session records (marks into the playout ledger, digits, the caller's audio into
+the recording) and then hands to its :class:`gateway.carrier.CallListener`
+(the :class:`gateway.conversation.Conversation`, which keeps the turn-taking).
+The session owns every task it starts (reader, paced sender, speech) in one
+:class:`gateway.tasks.TaskGroup` and cancels and awaits them all when the call
+ends, whatever the reason.
 
-Hooks for the conversation layer (:mod:`gateway.conversation`, which keeps the
-turn-taking logic): :meth:`CallSession.say` (one sentence, with an optional
-mark before its first frame and phrase-cache use), :meth:`interrupt` (cancel
-synthesis, drop queued audio here and at Twilio with ``clear``; no audio of
-the interrupted turn is queued afterwards), :meth:`wait_heard`, :meth:`hangup`
-(Twilio REST when configured, optionally once a mark has been heard) and
-:meth:`transfer` (REST redirect to ``<Dial>``); inbound events (DTMF included)
-reach it through ``on_event``, and ``on_start``/``on_end`` replace the plain
-greeting and clean up.
+What the conversation calls (:class:`gateway.conversation.CallPort`):
+:meth:`CallSession.say` (one sentence, with an optional mark before its first
+frame and phrase-cache use), :meth:`interrupt` (cancel synthesis, drop queued
+audio here and at the carrier with ``clear``; no audio of the interrupted turn
+is queued afterwards), :meth:`wait_heard`, :meth:`hangup` (through the carrier
+when it can, optionally once a mark has been heard) and :meth:`transfer`.
 
 Each sentence goes through the agent's TTS chain (:class:`tts.fallback.Speaker`,
 one ``turn_id`` per turn); a mid-sentence restart takes back the failed
-attempt's queued frames and sends ``clear`` when only that attempt is
-buffered at Twilio (:mod:`gateway.sentence_audio`); a sentence no provider can
+attempt's queued frames and clears the carrier's buffer when only that attempt
+is buffered there (:mod:`gateway.sentence_audio`); a sentence no provider can
 speak becomes the agent's apology, or the call ends as ``tts_failed``.
 
 What the caller heard comes from mark echoes (:class:`gateway.playout.Ledger`,
 ``self.ledger``, shared with the conversation); pacing is :class:`gateway.playout.Pacer` inside
-:class:`gateway.outbound.Outbound`. Every task is started through
-``Edge.spawn`` so leaks show in ``edge.live_tasks``.
+:class:`gateway.outbound.Outbound`.
 """
 
 from __future__ import annotations
@@ -32,28 +34,37 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+import numpy as np
 
 from agents.spec import AgentSpec
-from audio.formats import FRAME_SECONDS
+from audio.codec import float_to_int16, lin2ulaw, to_float
+from audio.formats import FRAME_SECONDS, AudioChunk, Encoding
+from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
+from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
+from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
 from gateway.phrase_cache import PhraseCache, fingerprint
+from gateway.phrases import Phrases
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
-from gateway.services import Services
-from gateway.twilio.events import Dtmf, Mark, Media, Start, Stop
-from gateway.twilio.protocol import RemoteProtocolError, State, TwilioProtocol
-from gateway.twilio.rest import TwilioRestError
-from tts.base import TTSError
+from gateway.settings import Settings
+from gateway.tasks import TaskGroup
+from tts.base import TTSEngine, TTSError
+from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 
 log = logging.getLogger("voicegw.call")
+
+#: Per-call bounds on what the caller's side can make us keep (issue 15): digits per call (more are dropped,
+#: counted in ``voicegw_bounded_total{what="dtmf"}``), unknown mark echoes logged (all are counted).
+MAX_DTMF_KEPT = 256
+LOGGED_UNKNOWN_MARKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,24 +79,28 @@ class _Sentence:
     queued_at: float = field(default_factory=time.monotonic)
 
 
-def _disconnect_outcome(code: object) -> str:
-    """1012 (Service Restart) is how the server closes every stream when it shuts down (Ctrl-C, drain timeout):
-    those calls were cut by us, not hung up by the caller."""
-    return "shutdown" if code == 1012 else "caller_hangup"
+class CallServices(Protocol):
+    """What a call uses of the process-wide services (implemented by :class:`gateway.services.Services`)."""
+
+    settings: Settings
+    metrics: Metrics
+    engines: dict[str, TTSEngine]
+    breakers: BreakerRegistry | None
+    phrase_cache: PhraseCache | None
+    phrases: Phrases | None  # single-flight and pre-rendered fixed phrases (None: cache only)
+    call_tasks: TaskGroup  # every call's tasks, so a leak shows in its ``live`` count
+    calls: dict[str, CallSession]  # call id → session, while it runs
 
 
 class CallSession:
-    def __init__(
-        self, ws: WebSocket, services: Services, protocol: TwilioProtocol, start: Start, agent: AgentSpec
-    ) -> None:
-        self.ws = ws
+    def __init__(self, link: CarrierLink, services: CallServices, agent: AgentSpec) -> None:
+        self.link = link
+        self.call_id = link.call_id
         self.services = services
-        self.protocol = protocol
-        self.start = start
         self.agent = agent
         self.metrics = services.metrics
-        self.edge = services.twilio_edge()
-        self.speaker = Speaker(services.engines, agent.tts, services.metrics, services.extras.get("breakers"))
+        self.tasks = TaskGroup(parent=services.call_tasks)
+        self.speaker = Speaker(services.engines, agent.tts, services.metrics, services.breakers)
         self.outbound = Outbound(
             self._write_media, self._write_mark, lead_s=services.settings.playout_lead_s,
             on_underrun=self.metrics.underruns.inc, on_frame=self.metrics.frame_lateness.observe,
@@ -102,57 +117,56 @@ class CallSession:
         self._ending: asyncio.Task[None] | None = None
         self.dtmf: list[str] = []
         self.transfer_to: str | None = None
-        self.phrase_cache: PhraseCache | None = services.extras.get("phrase_cache")
+        self.phrase_cache = services.phrase_cache
         self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
-        self.marks_echoed: list[str] = []
+        self.marks_echoed: list[str] = []  # echoes of marks we sent (unknown ones are only counted)
+        self.unknown_marks = 0
+        self.max_dtmf = MAX_DTMF_KEPT
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
-        self.on_event: list[Callable[[object], Awaitable[None] | None]] = []  # hooks for later layers
-        self.on_start: list[Callable[[], Awaitable[None]]] = []  # replaces the plain greeting when set
-        self.on_end: list[Callable[[], Awaitable[None]]] = []
-        # Per-call observations for the summary line (later layers append turns and mouth-to-ear latencies).
+        self.listener: CallListener | None = None  # the agent side (a Conversation); None: plain greeting only
+        self.observers: list[Callable[[CallEvent], None]] = []  # see every event before the listener
+        self.notes: list[Callable[[CallNote], None]] = []  # what the call tells a watcher (the console page)
+        # Per-call observations for the summary line (the conversation counts turns and mouth-to-ear latencies).
         self.turns = 0
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
         self.fallbacks = 0
         self.first_audio_s: list[float] = []  # sentence queued → its first audio from TTS
         self.mouth_to_ear_s: list[float] = []
-        # Stream clock (Twilio media timestamps) ↔ monotonic: t=0 is when `start` arrived. Fixed for the call,
-        # so agent audio stays contiguous in the recording; the error is the one-way delay of `start`.
+        # Stream clock (the carrier's caller-audio times) ↔ monotonic: t=0 is when the call started. Fixed for
+        # the call, so agent audio stays contiguous in the recording; the error is the carrier's start-up delay.
         self.stream_t0 = time.monotonic()
-        self.recorder = open_call_recorder(services.settings.recordings_dir, agent, start.call_sid)
+        self.recorder = open_call_recorder(services.settings.recordings_dir, agent, self.call_id)
 
     # ---- wire writes ---------------------------------------------------
-    async def _flush(self) -> None:
-        for text in self.protocol.data_to_send():
-            await self.ws.send_text(text)
-
     async def _write_media(self, frame: bytes) -> None:
-        if self.protocol.state is not State.STREAMING:
-            return  # after `stop`: nothing more may be sent
+        if not self.link.open:
+            return  # the carrier stopped the stream: nothing more may be sent
         if self.recorder is not None:
             # The sender has advanced its horizon past this frame: it starts playing one frame earlier.
             plays_at = self.outbound.horizon - FRAME_SECONDS - self.stream_t0
             self._record(self.recorder.add_agent, plays_at, frame)
-        self.protocol.send_media(frame)
+        await self.link.send_audio(frame)
         self.metrics.frames_sent.inc()
-        await self._flush()
 
     async def _write_mark(self, name: str) -> None:
-        if self.protocol.state is not State.STREAMING:
+        if not self.link.open:
             return
-        self.protocol.send_mark(name)
         self.marks_sent.append(name)
         self.ledger.mark_sent(name)
-        await self._flush()
+        await self.link.send_mark(name)
 
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
         assert self.recorder is not None
         try:
+            jumped = self.recorder.jumped_samples
             add(at_s, mulaw)
+            if self.recorder.jumped_samples != jumped:
+                self.metrics.bounded.labels("recording_jump").inc()
         except OSError as exc:  # disk full, volume gone: stop recording, keep the call
-            log.error("call %s: recording stopped: %s", self.start.call_sid, exc)
+            log.error("call %s: recording stopped: %s", self.call_id, exc)
             self.recorder.closed = True
             self.recorder = None
 
@@ -174,15 +188,21 @@ class CallSession:
             self.ledger.queue(start_mark, "", tag)
         self.ledger.queue(name, text, tag)
         self._speech.put_nowait(_Sentence(name, text, start_mark, phrase, n == 1 if first is None else first,
-                                          self.turn, f"{self.start.call_sid}-{kind}-{self.turn}"))
+                                          self.turn, f"{self.call_id}-{kind}-{self.turn}"))
+        self.note(SentenceQueued(name, text, kind, tag))
         return name
+
+    def note(self, note: CallNote) -> None:
+        """Tell the watchers (``self.notes``); they queue and return."""
+        for watch in self.notes:
+            watch(note)
 
     async def _speak_loop(self) -> None:
         while True:
             sentence = await self._speech.get()
             if sentence.turn != self.turn:
                 continue  # interrupted before synthesis started
-            task = self.edge.spawn(self._speak_one(sentence), name=f"speak-{sentence.name}")
+            task = self.tasks.spawn(self._speak_one(sentence), name=f"speak-{sentence.name}")
             self._speaking = task
             try:
                 await task
@@ -220,7 +240,8 @@ class CallSession:
                 self.fallbacks += 1
                 continue
             if not audio.provider and not audio.restarts:  # the sentence's first audio
-                self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+                audio.first_audio_s = time.monotonic() - sentence.queued_at
+                self.first_audio_s.append(audio.first_audio_s)
                 if part.provider != self.agent.tts.provider:  # the primary failed before any audio
                     self.fallbacks += 1
             self._put_frames(audio.feed(part.chunk, part.provider), sentence, started)
@@ -228,45 +249,63 @@ class CallSession:
         return audio
 
     async def _drop_attempt(self, sentence: _Sentence, frames: int, started: list[bool]) -> None:
-        """Its provider died mid-sentence: take back its queued frames, ``clear`` what Twilio holds if safe."""
+        """Its provider died mid-sentence: take back its queued frames, ``clear`` what the carrier holds if safe."""
         if sentence.turn != self.turn:
             return
         written = frames - self.outbound.retract(frames)
         plan = plan_restart(written_frames=written, buffered_s=self.outbound.buffered_at_twilio(),
                             earlier_unplayed=bool(self.ledger.unplayed_sent(exclude=sentence.start_mark)))
-        log.info("call %s: %s restarts: %d frames dropped here, %d written (%s)%s", self.start.call_sid,
+        log.info("call %s: %s restarts: %d frames dropped here, %d written (%s)%s", self.call_id,
                  sentence.name, frames - written, written, plan.reason, "; clear sent" if plan.clear else "")
-        if plan.clear and self.protocol.state is State.STREAMING:
+        if plan.clear and self.link.open:
             if sentence.start_mark and self.ledger.resend(sentence.start_mark):
                 started.clear()  # sent again just before the replacement's first frame
             self.outbound.twilio_cleared()
-            self.protocol.send_clear()
-            await self._flush()
+            await self.link.clear()
 
     async def _speak_one(self, sentence: _Sentence) -> None:
         sent: list[bool] = []
         cache = self.phrase_cache if sentence.phrase else None
         cached = cache.get(self.agent, self._version, sentence.text) if cache is not None else None
+        phrases = self.services.phrases if cache is not None else None
+        outcome = "hit"
+        if cached is None and phrases is not None:
+            flight = phrases.join(self.agent, self._version, sentence.text)
+            if flight is not None:  # another call is synthesizing this very phrase: use its audio
+                cached, outcome = await flight, "coalesced"
         if cache is not None:
-            self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
+            self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.providers.append(self.agent.tts.chain()[0])  # the cache holds the primary voice only
+            self.first_audio_s.append(time.monotonic() - sentence.queued_at)
+            self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
+        # single-flight: identical requests arriving meanwhile wait for this synthesis (None: they do their own)
+        lead = phrases.lead(self.agent, self._version, sentence.text) if phrases is not None else None
+        audio: SentenceAudio | None = None
         try:
             audio = await self._stream(sentence, self.speaker.speak(
                 sentence.text, language=self.agent.language, priority=0 if sentence.first else 1,
                 request_id=sentence.name, turn_id=sentence.turn_id), sent)
         except TTSError as exc:
-            log.error("call %s: cannot speak %r: %s", self.start.call_sid, sentence.text[:40], exc.reason)
+            log.error("call %s: cannot speak %r: %s", self.call_id, sentence.text[:40], exc.reason)
             await self._apologize(sentence, sent)
             self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
+        finally:
+            cacheable = (audio is not None and audio.provider and not audio.restarts
+                         and audio.provider == self.agent.tts.chain()[0])
+            if lead is not None:
+                lead.done(audio.frames if cacheable and audio is not None else None)
+            if cache is not None and cacheable and audio is not None:
+                cache.put(self.agent, self._version, sentence.text, audio.frames)
         self._end_sentence(sentence, sent)
         if audio.provider:
-            if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
-                cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
+            self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
+                                     audio.first_audio_s))
             if audio.audio_s > 0:
                 rtf = (time.monotonic() - sentence.queued_at) / audio.audio_s
                 self.metrics.tts_rtf.labels(audio.provider).observe(rtf)
@@ -277,18 +316,24 @@ class CallSession:
             return
         self._apologized.add(sentence.turn_id)
         apology = self.agent.turn_taking.apology
+        cache = self.phrase_cache
+        cached = cache.get(self.agent, self._version, apology) if cache is not None else None
         try:
-            await self._stream(sentence, self.speaker.apologize(
-                apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
+            if cached is not None:  # pre-rendered while the voice was working
+                self._put_frames(list(cached), sentence, started)
+            else:
+                await self._stream(sentence, self.speaker.apologize(
+                    apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
         except TTSError as exc:
-            log.error("call %s: cannot even apologize (%s): ending the call", self.start.call_sid, exc.reason)
+            log.error("call %s: cannot even apologize (%s): ending the call", self.call_id, exc.reason)
             self.hangup("tts_failed")
             return
         self.ledger.replace_text(sentence.name, apology)
         self.providers.append("apology")
+        self.note(SentenceSpoken(sentence.name, "apology", True, None))
 
     async def interrupt(self) -> list[str]:
-        """Barge-in: cancel synthesis, drop queued sentences and audio here and at Twilio (``clear``).
+        """Barge-in: cancel synthesis, drop queued sentences and audio here and at the carrier (``clear``).
 
         Returns the names of marks dropped before they were sent (never to be echoed); the
         ledger marks every sentence still pending as cleared.
@@ -302,9 +347,7 @@ class CallSession:
         dropped += self.outbound.clear()
         self.ledger.cleared()
         self._marks_changed.set()
-        if self.protocol.state is State.STREAMING:
-            self.protocol.send_clear()
-            await self._flush()
+        await self.link.clear()
         return dropped
 
     async def wait_heard(self, mark: str, timeout_s: float = 30.0) -> bool:
@@ -321,143 +364,108 @@ class CallSession:
     def hangup(self, outcome: str = "agent_hangup", after_mark: str | None = None) -> None:
         """End the call (optionally once ``after_mark`` has been heard, e.g. the goodbye).
 
-        With Twilio REST configured the call is completed through the API (an already-ended
-        call, 20404, is fine); otherwise, or if the API fails, closing the stream ends it
-        (nothing follows ``<Connect>`` in our TwiML).
+        The carrier is asked to end it (Twilio: REST, when configured); when it cannot, or fails,
+        closing the link ends it (Twilio: nothing follows ``<Connect>`` in our TwiML).
         """
         if self._ending is None:
             self.outcome = outcome
-            self._ending = self.edge.spawn(self._hang_up(after_mark), name="hangup")
+            self._ending = self.tasks.spawn(self._hang_up(after_mark), name="hangup")
 
     def transfer(self, number: str, say_first: str | None = None) -> None:
-        """Hand the caller to ``number``: REST redirect to ``<Dial>`` (Twilio then ends our stream)."""
+        """Hand the caller to ``number`` through the carrier (which then ends our stream)."""
         if self._ending is None:
             self.outcome, self.transfer_to = "transferred", number
-            self._ending = self.edge.spawn(self._transfer(number, say_first), name="transfer")
+            self._ending = self.tasks.spawn(self._transfer(number, say_first), name="transfer")
 
     async def _hang_up(self, after_mark: str | None) -> None:
         if after_mark is not None:
             await self.wait_heard(after_mark)
-        if self.edge.rest is not None:
-            try:
-                if await self.edge.rest.hangup(self.start.call_sid):  # False: already ended (20404)
-                    await self._await_stop()
-            except TwilioRestError as exc:
-                log.error("call %s: REST hang-up failed (%s); closing the stream instead", self.start.call_sid,
-                          exc.reason)
+        try:
+            if await self.link.hang_up():  # the carrier ends the stream itself
+                await self._await_hung_up()
+        except CarrierError as exc:
+            log.error("call %s: %s; closing the stream instead", self.call_id, exc.reason)
         self._hangup.set()
 
     async def _transfer(self, number: str, say_first: str | None) -> None:
-        if self.edge.rest is None:
-            log.error("call %s: transfer to %s needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; hanging up",
-                      self.start.call_sid, number)
+        try:
+            await self.link.transfer(number, say_first)
+            await self._await_hung_up()
+        except CarrierError as exc:
+            log.error("call %s: transfer to %s failed: %s; hanging up", self.call_id, number, exc.reason)
             self.outcome = "transfer_failed"
-        else:
-            try:
-                await self.edge.rest.transfer(self.start.call_sid, number, say_first)
-                await self._await_stop()
-            except TwilioRestError as exc:
-                log.error("call %s: transfer to %s failed: %s", self.start.call_sid, number, exc.reason)
-                self.outcome = "transfer_failed"
         self._hangup.set()
 
-    async def _await_stop(self, timeout_s: float = 5.0) -> None:
-        """After a REST update Twilio sends `stop` and closes; don't wait forever for it."""
+    async def _await_hung_up(self, timeout_s: float = 5.0) -> None:
+        """After a hang-up or transfer request the carrier ends the stream; don't wait forever for it."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), timeout_s)
 
     # ---- receiving -----------------------------------------------------
     async def _read_loop(self) -> None:
         while True:
-            message = await self.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                self.protocol.receive_eof()
-                if self._ending is None:
-                    self.outcome = _disconnect_outcome(message.get("code"))
+            event = await self.link.receive()
+            if isinstance(event, HungUp):
+                if self._ending is None or event.outcome == "protocol_error":
+                    self.outcome = event.outcome
+            elif isinstance(event, MarkHeard):
+                if self.ledger.echoed(event.name).known:
+                    self.marks_echoed.append(event.name)  # bounded by the marks we sent
+                else:  # counted, never kept: a peer could send millions
+                    self.unknown_marks += 1
+                    self.metrics.bounded.labels("unknown_mark").inc()
+                    if self.unknown_marks <= LOGGED_UNKNOWN_MARKS:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name[:64])
+                self._marks_changed.set()
+            elif isinstance(event, Digit):
+                if len(self.dtmf) >= self.max_dtmf:  # dropped: neither kept nor passed to the agent
+                    self.metrics.bounded.labels("dtmf").inc()
+                    continue
+                self.dtmf.append(event.digit)
+                log.info("call %s: dtmf %s", self.call_id, event.digit)
+            elif isinstance(event, CallerAudio) and self.recorder is not None:
+                self._record(self.recorder.add_caller, event.at_s, _mulaw(event.chunk))
+            for observe in self.observers:
+                observe(event)
+            if isinstance(event, HungUp):
                 return
-            try:
-                if message.get("bytes") is not None:
-                    self.protocol.receive_bytes(message["bytes"])
-                else:
-                    self.protocol.receive_text(message.get("text") or "")
-            except RemoteProtocolError as exc:
-                self.metrics.protocol_errors.labels(exc.kind).inc()
-                if exc.fatal:
-                    log.error("call %s: ending after malformed message: %s", self.start.call_sid, exc)
-                    self.outcome = "protocol_error"
-                    return
-                log.warning("call %s: ignoring malformed message: %s", self.start.call_sid, exc)
-                continue
-            for event in self.protocol.events_received():
-                if isinstance(event, Stop):
-                    if self._ending is None:
-                        self.outcome = "completed"
-                    return
-                if isinstance(event, Mark):
-                    self.marks_echoed.append(event.name)
-                    if not self.ledger.echoed(event.name).known:
-                        log.warning("call %s: echo of a mark we never sent: %r", self.start.call_sid, event.name)
-                    self._marks_changed.set()
-                elif isinstance(event, Dtmf):
-                    self.dtmf.append(event.digit)
-                    log.info("call %s: dtmf %s", self.start.call_sid, event.digit)
-                elif isinstance(event, Media):
-                    self._on_media(event)
-                for hook in self.on_event:
-                    result = hook(event)
-                    if result is not None:
-                        await result
-
-    def _on_media(self, event: Media) -> None:
-        if self.recorder is not None:
-            self._record(self.recorder.add_caller, event.timestamp_ms / 1000.0, event.payload)
+            if self.listener is not None:
+                await self.listener.on_call_event(event)
 
     # ---- lifecycle -----------------------------------------------------
     async def run(self) -> None:
         agent_id = self.agent.id
         self.metrics.active_calls.labels(agent_id).inc()
-        self.edge.sessions[self.start.call_sid] = self
-        log.info("call %s started: agent %s, stream %s", self.start.call_sid, agent_id, self.start.stream_sid)
-        tasks: list[asyncio.Task[Any]] = [
-            self.edge.spawn(self.outbound.run(), name="outbound"),
-            self.edge.spawn(self._speak_loop(), name="speak"),
-        ]
-        reader = self.edge.spawn(self._read_loop(), name="read")
-        hangup = self.edge.spawn(self._hangup.wait(), name="hangup-wait")
-        tasks += [reader, hangup]
+        self.services.calls[self.call_id] = self
+        log.info("call %s started: agent %s", self.call_id, agent_id)
+        self.tasks.spawn(self.outbound.run(), name="outbound")
+        self.tasks.spawn(self._speak_loop(), name="speak")
+        reader = self.tasks.spawn(self._read_loop(), name="read")
+        hangup = self.tasks.spawn(self._hangup.wait(), name="hangup-wait")
         try:
-            if self.on_start:
-                for start in self.on_start:
-                    await start()
+            if self.listener is not None:
+                await self.listener.start()
             else:
                 self.say(self.agent.greeting, kind="greeting", phrase=True)
             await asyncio.wait([reader, hangup], return_when=asyncio.FIRST_COMPLETED)
             if reader.done():
                 reader.result()
-        except WebSocketDisconnect as exc:
-            self.outcome = _disconnect_outcome(exc.code)
         finally:
-            self.protocol.receive_eof()
+            await self.link.aclose()
             self._closed.set()
             self._marks_changed.set()  # wakes wait_heard()
-            for stop in self.on_end:
+            if self.listener is not None:
                 with contextlib.suppress(Exception):
-                    await stop()
-            if self._ending is not None:
-                tasks.append(self._ending)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            self.edge.sessions.pop(self.start.call_sid, None)
+                    await self.listener.aclose()
+            await self.tasks.aclose()
+            self.services.calls.pop(self.call_id, None)
             duration = time.monotonic() - self.started_at
             self.metrics.active_calls.labels(agent_id).dec()
             self.metrics.calls_total.labels(agent_id, self.outcome).inc()
             self.metrics.call_duration.labels(agent_id).observe(duration)
             log.info(
                 "call %s ended: %s after %.1fs, %d frames sent, %d/%d marks echoed; heard %d, cleared %d, "
-                "pending %d", self.start.call_sid, self.outcome, duration, self.outbound.frames_sent,
+                "pending %d", self.call_id, self.outcome, duration, self.outbound.frames_sent,
                 len(self.marks_echoed), len(self.marks_sent), len(self.ledger.heard()),
                 len(self.ledger.cleared_marks()), len(self.ledger.queued()),
             )
@@ -469,8 +477,17 @@ class CallSession:
 
     def summary(self, duration: float) -> logs.CallSummary:
         return logs.CallSummary.build(
-            call_sid=self.start.call_sid, agent_id=self.agent.id, outcome=self.outcome, duration_s=duration,
+            call_sid=self.call_id, agent_id=self.agent.id, outcome=self.outcome, duration_s=duration,
             turns=self.turns, providers=self.providers, fallbacks=self.fallbacks,
             first_audio_s=self.first_audio_s, mouth_to_ear_s=self.mouth_to_ear_s,
             underruns=self.outbound.underruns, frames_sent=self.outbound.frames_sent,
         )
+
+
+def _mulaw(chunk: AudioChunk) -> bytes:
+    """Caller audio as 8 kHz mu-law for the recording (carriers that send PCM are encoded here)."""
+    if isinstance(chunk.data, bytes):
+        return chunk.data
+    if chunk.format.encoding is Encoding.PCM_S16:
+        return lin2ulaw(np.asarray(chunk.data, dtype=np.int16))
+    return lin2ulaw(float_to_int16(to_float(chunk)))

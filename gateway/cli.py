@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -41,11 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.serve import GatewayServer
+    from gateway.serve import GatewayServer, ready_hint
 
     settings = _settings()
     _logging(settings)
-    _, problems = load_agents(settings.agents_dir)
+    # A speech pod (VOICEGW_ROLE=speech) serves no agents: it does not read or validate them.
+    agents, problems = load_agents(settings.agents_dir) if settings.role != "speech" else ({}, [])
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -54,13 +56,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     app = create_app(settings)
-    print(f"voicegw: serving on http://{host}:{port}  (webhook: POST /twilio/voice)", flush=True)
+    entry = "speech: POST /v1/audio/speech" if settings.role == "speech" else "webhook: POST /twilio/voice"
+    print(f"voicegw: serving on http://{host}:{port}  (role {settings.role}; {entry})", flush=True)
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
                             log_config=None, lifespan="on")
-    server = GatewayServer(config, app)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    hint = (ready_hint(sorted(agents), f"http://{local}:{port}", _program()) if settings.role != "speech" else
+            f"voicegw: ready: a speech pod; point telephony pods' CHATTTS_API_URL at http://{local}:{port}")
+    server = GatewayServer(config, app, hint)
     server.run()
     return server.exit_status
+
+
+def _program() -> str:
+    """How the user can run this program again: ``voicegw`` when that is on PATH, else the path they used."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "voicegw":
+        return "voicegw"  # python -m gateway, or an embedding
+    on_path = shutil.which("voicegw")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "voicegw"
+    return argv0
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -146,14 +163,16 @@ def cmd_agents_push(args: argparse.Namespace) -> int:
     async def run() -> str:
         client = aioredis.from_url(url, socket_connect_timeout=3)
         try:
-            return await push(client, agents)
+            return await push(client, agents, settings.agent_signing_key)
         finally:
             await client.aclose()
 
     try:
         version = asyncio.run(run())
     except Exception as exc:
-        print(f"voicegw: cannot push to redis at {url}: {exc}", file=sys.stderr)
+        from gateway.ops import logs
+
+        print(f"voicegw: cannot push to redis at {logs.mask_url(url)}: {logs.redact(str(exc))}", file=sys.stderr)
         return 1
     print(f"pushed {len(agents)} agent(s) as version {version}")
     return 0

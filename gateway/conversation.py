@@ -1,28 +1,22 @@
 """The conversation loop of one call: listen → think → speak, with barge-in and idle handling.
 
-I/O shell around the pure parts: caller audio goes through the shared Silero
-VAD and the :class:`~agents.endpointing.Endpointer`; finished utterances go to
-the shared recognizer (in its thread); the agent logic's reply streams through
-the :class:`~agents.chunker.SentenceChunker` into the call one sentence at a
-time, each followed by a mark; the call's playout ledger
+The asyncio runner around the pure parts: caller audio (neutral
+:class:`gateway.carrier.CallerAudio` events, whatever the carrier) goes
+through the shared Silero VAD and the :class:`~agents.endpointing.Endpointer`;
+finished utterances go to the shared recognizer (in its thread); the
+turn-taking rules (barge-in, backchannel, idle reprompt and hang-up, maximum
+duration, goodbye then hang-up) are :class:`agents.turns.TurnPolicy`, which this
+loop feeds and obeys; the agent logic's reply streams through the
+:class:`~agents.chunker.SentenceChunker` into the call one sentence at a time,
+each followed by a mark; the call's playout ledger
 (:class:`gateway.playout.Ledger`, shared, tagged with this loop's turn numbers)
 turns mark echoes into what the caller heard.
 
-Turn-taking rules:
-- Barge-in: caller speech of at least ``barge_in_min_speech_ms`` while the
-  agent is replying or its audio is still playing → the reply is cancelled
-  (LLM stream closed, queued sentences and synthesis dropped, ``clear`` sent)
-  and the logic's history is cut to the sentences whose marks were echoed.
-  DTMF interrupts the same way when ``dtmf_interrupts`` is set.
-- A short utterance during playback that never reached the barge-in threshold
-  is a backchannel ("mm-hm"): it is not answered.
-- Idle: ``reprompt_after_s`` of silence (no caller speech, agent not speaking)
-  → reprompt once; ``hangup_after_s`` → goodbye and hang-up. The maximum call
-  duration ends the call the same way. A hang-up or transfer waits until every
-  mark of the goodbye turn has echoed, so the goodbye is heard in full.
-- Mouth-to-ear: each turn starts with a mark sent just before its first frame;
-  its echo minus the moment the caller stopped speaking is observed in
-  ``voicegw_mouth_to_ear_seconds``.
+On barge-in the reply is cancelled (LLM stream closed, queued sentences and
+synthesis dropped, the carrier's buffer cleared) and the logic's history is cut
+to the sentences whose marks were echoed. Mouth-to-ear: each turn starts with a
+mark sent just before its first frame; its echo minus the moment the caller
+stopped speaking is observed in ``voicegw_mouth_to_ear_seconds``.
 """
 
 from __future__ import annotations
@@ -33,37 +27,48 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from agents.chunker import SentenceChunker
 from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechEnd, SpeechStart
 from agents.factory import make_logic
-from agents.logic import (
-    AgentLogic,
-    CallEnding,
-    CallStarted,
-    Dtmf,
-    Hangup,
-    LogicEvent,
-    Phrase,
-    SilenceTimeout,
-    Transfer,
-    Utterance,
-)
+from agents.logic import AgentLogic, CallEnding, CallStarted, Hangup, LogicEvent, Phrase, Transfer
 from agents.spec import AgentSpec
 from agents.stt import STTError, Transcriber
+from agents.turns import (
+    CallerBargeIn,
+    CallerSpeechDropped,
+    CallerSpeechEnded,
+    CallerSpeechStarted,
+    DigitPressed,
+    Ignore,
+    Interrupt,
+    Interrupted,
+    Playback,
+    PlayoutProgress,
+    ReplyFinished,
+    Respond,
+    Tick,
+    Transcribed,
+    TurnAction,
+    TurnConfig,
+    TurnEvent,
+    TurnPolicy,
+    TurnStarted,
+)
 from agents.vad import SileroModel
+from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
-from audio.inbound import FromTwilio
+from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
+from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, TurnHeard
+from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
-from gateway.twilio.events import Dtmf as DtmfEvent
-from gateway.twilio.events import Mark, Media
+from gateway.tasks import TaskGroup
 
 log = logging.getLogger("voicegw.conversation")
 
 TICK_S = 0.1
-GOODBYE_PLAYOUT_TIMEOUT_S = 30.0
 PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
 
 
@@ -72,7 +77,7 @@ class CallPort(Protocol):
 
     turns: int  # for the call's summary line
     mouth_to_ear_s: list[float]
-    ledger: Ledger  # the call's playout ledger: updated by the call from mark echoes, before on_event hooks run
+    ledger: Ledger  # the call's playout ledger: the call records each mark echo before the conversation hears it
 
     def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
             first: bool | None = None, turn: int | None = None) -> str: ...
@@ -95,7 +100,16 @@ class TurnRecord:
     heard: str = ""
 
 
+#: What started an agent turn, for watchers (the console's turn table).
+_CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "SilenceTimeout": "silence"}
+
+
 class Conversation:
+    """One call's agent side; a :class:`gateway.carrier.CallListener`."""
+
+    #: Log what the caller says (VOICEGW_LOG_TRANSCRIPTS); off: only its length.
+    log_transcripts = False
+
     def __init__(self, call: CallPort, agent: AgentSpec, logic: AgentLogic, transcriber: Transcriber | None,
                  vad: SileroModel | None, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -105,134 +119,136 @@ class Conversation:
         self.transcriber = transcriber
         self.metrics = metrics
         self.clock = clock
-        self.tt = agent.turn_taking
         self.listening = transcriber is not None and vad is not None
-        self.decoder = FromTwilio(8000)
-        self.vad = vad.stream() if vad is not None else None
-        self.endpointer = Endpointer(EndpointConfig.from_turn_taking(self.tt))
+        # the event loop's shared batcher: one Silero inference per tick for every call (at most a tick late)
+        self.vad = vad.batcher().stream() if vad is not None else None
+        self.endpointer = Endpointer(EndpointConfig.from_turn_taking(agent.turn_taking))
+        self.policy = TurnPolicy(TurnConfig.from_agent(agent), clock())
         self.ledger = call.ledger
         self.turn = 0
         self.turns: list[TurnRecord] = []
         self.transcripts: list[str] = []
-        self._events: asyncio.Queue[tuple[LogicEvent, float | None]] = asyncio.Queue()  # (event, caller stop)
+        self._events: asyncio.Queue[Respond] = asyncio.Queue()  # turns to take, in order
         self._reply: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup()
         self._lock = asyncio.Lock()
-        self._started_at = clock()
-        self._last_activity = clock()
-        self._caller_speaking = False
-        self._pending_stt = 0
-        self._reprompted = False
-        self._ending = False
-        self._barged_turn = 0
-        self._idle_turns: set[int] = set()
         self._turn_origin: dict[int, float] = {}  # turn → wall time the caller stopped speaking
         self._start_marks: dict[str, int] = {}
-        self._marks_changed = asyncio.Event()
+        self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def start(self) -> None:
-        self._spawn(self._brain(), "conversation-brain")
-        self._spawn(self._ticker(), "conversation-ticker")
-        await self._events.put((CallStarted(), None))
+        self._tasks.spawn(self._brain(), "conversation-brain")
+        self._tasks.spawn(self._ticker(), "conversation-ticker")
+        await self._events.put(Respond(CallStarted()))
 
     async def aclose(self) -> None:
-        self._ending = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.vad is not None:
+            self.vad.close()
+        await self._tasks.aclose()
         with contextlib.suppress(Exception):
             async for _ in self.logic.respond(CallEnding()):
                 pass
         await self.logic.aclose()
 
-    # ---- state -------------------------------------------------------------------------------------------------
+    # ---- the policy --------------------------------------------------------------------------------------------
+    def _playback(self, replying: bool | None = None) -> Playback:
+        if replying is None:
+            replying = self._reply is not None and not self._reply.done()
+        return Playback(replying=replying, unheard=self.ledger.outstanding())
+
     @property
     def agent_speaking(self) -> bool:
-        return (self._reply is not None and not self._reply.done()) or self.ledger.outstanding() > 0
+        return self._playback().speaking
 
-    def _activity(self) -> None:
-        self._last_activity = self.clock()
-        self._reprompted = False
+    async def _feed(self, event: TurnEvent, playback: Playback | None = None) -> None:
+        """Give the turn-taking policy one event and carry out what it decides, in order."""
+        for action in self.policy.feed(event, self.clock(), playback or self._playback()):
+            await self._do(action)
 
-    # ---- inbound events (called from the call's read loop) -----------------------------------------------------
-    async def on_event(self, event: object) -> None:
-        if isinstance(event, Media):
-            await self._on_media(event.payload)
-        elif isinstance(event, Mark):
-            self._on_mark(event.name)
-        elif isinstance(event, DtmfEvent):
-            self._activity()
-            if self.tt.dtmf_interrupts and self.agent_speaking:
-                await self._interrupt("dtmf")
-            await self._events.put((Dtmf(event.digit), self.clock()))
+    async def _do(self, action: TurnAction) -> None:
+        if isinstance(action, Interrupt):
+            await self._interrupt(action.why)
+        elif isinstance(action, Respond):
+            await self._events.put(action)
+        elif isinstance(action, Ignore):
+            log.info("ignoring %s: %s", logs.transcript(action.text, self.log_transcripts), action.why)
+        elif action.transfer_to is not None:
+            self.call.transfer(action.transfer_to)
+        else:
+            if action.outcome == "max_duration":
+                log.info("maximum call duration (%ss) reached", self.agent.limits.max_call_seconds)
+            self.call.hangup(action.outcome)
 
-    async def _on_media(self, payload: bytes) -> None:
+    # ---- inbound events (from the call, whatever the carrier) --------------------------------------------------
+    async def on_call_event(self, event: CallEvent) -> None:
+        if isinstance(event, CallerAudio):
+            await self._on_audio(event.chunk)
+        elif isinstance(event, MarkHeard):
+            await self._on_mark(event.name)
+        elif isinstance(event, Digit):
+            await self._feed(DigitPressed(event.digit))
+
+    async def _on_audio(self, chunk: AudioChunk) -> None:
         if not self.listening or self.vad is None:
             return
-        for prob, chunk in self.vad.feed(self.decoder.feed(payload)):
-            for ev in self.endpointer.feed(prob, chunk):
+        for prob, pcm in await self.vad.infer(to_float(chunk)):
+            for ev in self.endpointer.feed(prob, pcm):
                 if isinstance(ev, SpeechStart):
-                    self._caller_speaking = True
-                    self._activity()
+                    await self._feed(CallerSpeechStarted())
                 elif isinstance(ev, BargeIn):
-                    if self.agent_speaking and not self._ending:
-                        await self._interrupt("speech")
+                    await self._feed(CallerBargeIn())
                 elif isinstance(ev, SpeechEnd):
-                    self._caller_speaking = False
-                    self._activity()
                     lag = self.endpointer.now - ev.ended_at  # the caller stopped this long ago
-                    self._pending_stt += 1
-                    self._spawn(self._transcribe(ev, self.clock() - lag), "stt")
+                    endpointed_at = self.clock()
+                    stopped_at = endpointed_at - lag
+                    await self._feed(CallerSpeechEnded(stopped_at))
+                    self._tasks.spawn(self._transcribe(ev, stopped_at, endpointed_at), "stt")
                 else:
-                    self._caller_speaking = False
+                    await self._feed(CallerSpeechDropped())
 
-    def _on_mark(self, name: str) -> None:
-        heard = self.ledger.state(name) is SentenceState.HEARD  # the call has already recorded the echo
-        self._marks_changed.set()
+    async def _on_mark(self, name: str) -> None:
+        heard = self.ledger.state(name) is SentenceState.HEARD
         turn = self._start_marks.pop(name, None) if heard else None
         if turn is not None and turn in self._turn_origin:
-            latency = self.clock() - self._turn_origin.pop(turn)
+            now = self.clock()
+            latency = now - self._turn_origin.pop(turn)
+            self._note(TurnHeard(turn, now))
             self.call.mouth_to_ear_s.append(latency)
             if self.metrics is not None:
                 self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
-        if heard and self.ledger.outstanding() == 0 and self.turn not in self._idle_turns:
-            self._activity()  # the agent finished speaking: the silence clock starts now
+        await self._feed(PlayoutProgress(heard))
 
-    async def _transcribe(self, end: SpeechEnd, stopped_at: float) -> None:
+    def _note(self, note: CallNote) -> None:
+        for watch in self.notes:
+            watch(note)
+
+    async def _transcribe(self, end: SpeechEnd, stopped_at: float, endpointed_at: float) -> None:
+        """Recognize one utterance; the policy always hears back (empty text when recognition failed)."""
         assert self.transcriber is not None
+        text = ""
         try:
             result = await self.transcriber.transcribe(AudioChunk(end.pcm, PCM_8K))
         except STTError as exc:
             log.error("speech recognition failed: %s", exc)
-            return
-        finally:
-            self._pending_stt -= 1
-        if self.metrics is not None:
-            self.metrics.stt_seconds.observe(result.processing_s)
-        text = result.text.strip()
-        log.info("caller said %r (%.2fs audio, %.2fs stt)", text, result.audio_s, result.processing_s)
-        if not text:
-            return
-        self.transcripts.append(text)
-        if self.agent_speaking and self._barged_turn != self.turn:
-            log.info("ignoring %r: said over the agent without barging in (backchannel)", text)
-            return
-        await self._events.put((Utterance(text), stopped_at))
+        except Exception:  # a recognizer bug must not hold the silence clock for the rest of the call
+            log.exception("speech recognition failed")
+        else:
+            if self.metrics is not None:
+                self.metrics.stt_seconds.observe(result.processing_s)
+            text = result.text.strip()
+            log.info("caller said %s (%.2fs audio, %.2fs stt)", logs.transcript(text, self.log_transcripts),
+                     result.audio_s, result.processing_s)
+            if text:
+                self.transcripts.append(text)
+                self._note(CallerSaid(text, stopped_at, endpointed_at, self.clock()))
+        await self._feed(Transcribed(text, stopped_at))
 
     # ---- thinking and speaking ---------------------------------------------------------------------------------
     async def _brain(self) -> None:
         while True:
-            event, origin = await self._events.get()
-            if self._ending:
+            respond = await self._events.get()
+            if self.policy.ending:
                 continue
             async with self._lock:
                 if self._reply is not None and not self._reply.done():
@@ -240,11 +256,11 @@ class Conversation:
                 self.turn += 1
                 self.call.turns += 1
                 self.ledger.forget_before(self.turn - 1)
-                if origin is not None:
-                    self._turn_origin = {self.turn: origin}
-                if isinstance(event, SilenceTimeout) and not event.final:
-                    self._idle_turns.add(self.turn)
-                self._reply = self._spawn(self._speak_turn(event, self.turn), f"turn-{self.turn}")
+                if respond.origin is not None:
+                    self._turn_origin = {self.turn: respond.origin}
+                await self._feed(TurnStarted(self.turn, respond.event))
+                self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
+                self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn), f"turn-{self.turn}")
             # wait for this reply to be generated before taking the next event (interrupts bypass the queue)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._reply)
@@ -288,20 +304,7 @@ class Conversation:
                 action = out
         for s in chunker.flush():
             say(s, False)
-        if action is not None:
-            self._ending = True
-            await self._wait_heard(turn)
-            if isinstance(action, Transfer):
-                self.call.transfer(action.number)
-            else:
-                self.call.hangup()
-
-    async def _wait_heard(self, turn: int) -> None:
-        deadline = self.clock() + GOODBYE_PLAYOUT_TIMEOUT_S
-        while self.ledger.outstanding(turn) and (left := deadline - self.clock()) > 0:
-            self._marks_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._marks_changed.wait(), left)
+        await self._feed(ReplyFinished(turn, action), self._playback(replying=False))
 
     async def _interrupt(self, why: str) -> None:
         async with self._lock:
@@ -316,57 +319,31 @@ class Conversation:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reply
         await self.call.interrupt()  # marks every pending sentence cleared in the shared ledger
-        self._marks_changed.set()
         heard = self.ledger.heard_text(self.turn)
         self.logic.truncate_to_heard(heard)
-        self._barged_turn = self.turn
+        await self._feed(Interrupted())
         if self.turns:
             self.turns[-1].interrupted, self.turns[-1].heard = True, heard
         if self.metrics is not None and why == "speech":
             self.metrics.barge_ins.labels(self.agent.id).inc()
+        self._note(BargedIn(self.turn, why))
         log.info("barge-in (%s) during turn %d; caller heard %r", why, self.turn, heard[:80])
 
-    # ---- timers ------------------------------------------------------------------------------------------------
+    # ---- time --------------------------------------------------------------------------------------------------
     async def _ticker(self) -> None:
-        max_s = float(self.agent.limits.max_call_seconds)
-        final_sent = False
-        while True:
+        while not self.policy.ended:
             await asyncio.sleep(TICK_S)
-            now = self.clock()
-            if now - self._started_at >= max_s and not final_sent:
-                log.info("maximum call duration (%ss) reached", max_s)
-                final_sent = True
-                await self._events.put((SilenceTimeout(final=True), None))
-                continue
-            if now - self._started_at >= max_s + GOODBYE_PLAYOUT_TIMEOUT_S:
-                self.call.hangup("max_duration")
-                return
-            if self._caller_speaking or self._pending_stt > 0:
-                self._last_activity = now
-                continue
-            if self._ending or final_sent or (self.agent_speaking and self.turn not in self._idle_turns):
-                continue  # the silence clock restarts when the agent's reply has been heard (see _on_mark)
-            quiet = now - self._last_activity
-            if quiet >= self.tt.hangup_after_s:
-                final_sent = True
-                await self._events.put((SilenceTimeout(final=True), None))
-            elif quiet >= self.tt.reprompt_after_s and not self._reprompted:
-                self._reprompted = True
-                await self._events.put((SilenceTimeout(final=False), None))
+            await self._feed(Tick())
 
 
-def attach_conversation(session: Any, services: Any) -> Conversation | None:
-    """Wire a conversation into a :class:`gateway.call.CallSession` using the process-wide models in
-    ``services.extras`` (``vad``, ``stt``). Without them the agent still greets and answers DTMF."""
-    agent: AgentSpec = session.agent
+def make_conversation(call: CallPort, agent: AgentSpec, transcriber: Transcriber | None, vad: SileroModel | None,
+                      metrics: Metrics | None = None) -> Conversation | None:
+    """The conversation for ``agent`` on ``call`` (None when its logic cannot be built: the call then just greets).
+
+    Without a recognizer or a VAD the agent still greets, answers digits and keeps time."""
     try:
         logic = make_logic(agent)
     except Exception as exc:
         log.error("agent %s: cannot build its logic: %s", agent.id, exc)
         return None
-    conv = Conversation(session, agent, logic, services.extras.get("stt"), services.extras.get("vad"),
-                        services.metrics)
-    session.on_event.append(conv.on_event)
-    session.on_start.append(conv.start)
-    session.on_end.append(conv.aclose)
-    return conv
+    return Conversation(call, agent, logic, transcriber, vad, metrics)

@@ -48,7 +48,7 @@ from agents.smart_turn import SmartTurn
 from agents.spec import TurnTaking
 from agents.stt import STTError, Transcriber, Transcript
 from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide, ends_mid_clause
-from agents.vad import VadStream
+from agents.vad import BatchedVadStream, VadStream
 from audio.formats import AudioChunk, AudioFormat, Encoding
 
 log = logging.getLogger("voicegw.listener")
@@ -96,7 +96,7 @@ ListenEvent = Onset | EnoughSpeech | NoWords | Likely | Resumed | TurnEnd
 
 
 class Listener:
-    def __init__(self, tt: TurnTaking, vad: VadStream, transcriber: Transcriber,
+    def __init__(self, tt: TurnTaking, vad: VadStream | BatchedVadStream, transcriber: Transcriber,
                  emit: Callable[[ListenEvent], Awaitable[None]], clock: Callable[[], float],
                  smart_turn: SmartTurn | None = None,
                  on_recognised: Callable[[Transcript], None] | None = None) -> None:
@@ -122,7 +122,7 @@ class Listener:
         return self.endpointer.in_speech
 
     async def feed(self, pcm: F32) -> None:
-        for prob, chunk in self.vad.feed(pcm):
+        for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
             for ev in self.endpointer.feed(prob, chunk):
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:

@@ -14,14 +14,15 @@ single-flight live in :mod:`gateway.phrases`.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 from agents.spec import AgentSpec
+from agents.store import spec_version
 
 
 def fingerprint(agent: AgentSpec) -> str:
-    return hashlib.sha256(agent.model_dump_json().encode()).hexdigest()[:16]
+    """The version the cache keys an agent's audio by (:func:`agents.store.spec_version`)."""
+    return spec_version(agent)
 
 
 VERSIONS_KEPT = 2

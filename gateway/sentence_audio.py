@@ -48,6 +48,7 @@ class SentenceAudio:
         self.audio_s = 0.0  # audio of the current attempt, seconds
         self.frames: list[bytes] = []  # every frame of the current attempt, in order (phrase cache)
         self.restarts = 0
+        self.first_audio_s: float | None = None  # the sentence queued → its first audio (set by the call)
         self._framer = Framer()
         self._converter: ToTwilio | None = None
 

@@ -56,10 +56,12 @@ log = logging.getLogger("voicegw.serve")
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(self, config: uvicorn.Config, app: Starlette, ready_hint: str | None = None) -> None:
         super().__init__(config)
         self.app = app
         self._drain_logged = False
+        #: Printed once the gateway can take calls (listening loaded): what to try next.
+        self.ready_hint = ready_hint
         #: The signal that stopped the server (None: stopped by a drain, or not stopped yet).
         self.stop_signal: int | None = None
 
@@ -110,6 +112,9 @@ class GatewayServer(uvicorn.Server):
         if await super().on_tick(counter):
             return True
         services = self.services()
+        if self.ready_hint is not None and services is not None and _listening_settled(services):
+            print(self.ready_hint, flush=True)
+            self.ready_hint = None
         if services is None or not services.draining:
             return False
         now = time.monotonic()
@@ -127,6 +132,23 @@ class GatewayServer(uvicorn.Server):
             log.error("drain timeout: %d call(s) still active are cut now", services.active_calls)
             return True
         return False
+
+
+def _listening_settled(services: Services) -> bool:
+    """The recognizer has loaded (or failed for good, which /readyz reports): a call now gets a real answer."""
+    stt = services.listening.stt if services.listening is not None else None
+    return stt is None or stt.ready or stt.load_error is not None
+
+
+def ready_hint(services_agents: list[str], url: str, program: str) -> str:
+    """The next command to try once ``voicegw serve`` is ready: a call to the demo agent (or the first agent)."""
+    if "demo" in services_agents:
+        call = f'{program} call --agent demo --url {url} --say "What are your opening hours?"'
+    elif services_agents:
+        call = f"{program} call --agent {services_agents[0]} --url {url} --out heard.wav"
+    else:
+        return "voicegw: ready, but no agent is defined: add one to the agents folder (voicegw agents validate)"
+    return f"voicegw: ready. Try a call from another terminal:\n  {call}"
 
 
 def free_port() -> int:

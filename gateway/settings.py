@@ -30,7 +30,9 @@ ENV_VARS: tuple[str, ...] = (
     "VOICEGW_DRAIN_REDIRECT_URL", "VOICEGW_METRICS_PORT", "VOICEGW_RECORDINGS_DIR", "VOICEGW_VOICES_FILE",
     "VOICEGW_LOG_LEVEL", "VOICEGW_LOG_JSON", "VOICEGW_STT_MODEL", "VOICEGW_STT_DEVICE", "CHATTTS_SHA256_FILE",
     # hardening (issue 15)
-    "VOICEGW_SLOT_TTL_S", "VOICEGW_ALLOW_OPEN_API", "VOICEGW_API_MAX_CONCURRENT",
+    "VOICEGW_SLOT_TTL_S", "VOICEGW_ALLOW_OPEN_API", "VOICEGW_API_MAX_CONCURRENT", "VOICEGW_LOG_TRANSCRIPTS",
+    "VOICEGW_AGENT_KEY_ENVS", "VOICEGW_LLM_HOSTS", "VOICEGW_TRANSFER_NUMBERS", "VOICEGW_AGENT_SIGNING_KEY",
+    "VOICEGW_MAX_CALLS", "VOICEGW_MAX_PENDING_STREAMS",
     "VOICEGW_CONSOLE_WRITE_AGENTS",
     "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
@@ -78,6 +80,21 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     if raw.lower() in _FALSE:
         return False
     raise SettingsError(f"{key}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list (spaces ignored)."""
+    raw = _get(env, key)
+    return tuple(item.strip() for item in raw.split(",") if item.strip()) if raw else ()
+
+
+def _secret_bytes(env: Mapping[str, str], key: str) -> bytes | None:
+    raw = _get(env, key)
+    if raw is None:
+        return None
+    if len(raw) < 16:
+        raise SettingsError(f"{key} is too short ({len(raw)} characters, at least 16)")
+    return raw.encode()
 
 
 def _url(env: Mapping[str, str], key: str, schemes: tuple[str, ...]) -> str | None:
@@ -151,6 +168,19 @@ class Settings:
     allow_open_api: bool = False
     #: Speech API requests synthesized at once; more get a 429 (calls never wait behind API jobs).
     api_max_concurrent: int = 2
+    #: Log what callers say (personal data) at INFO; off: only its length.
+    log_transcripts: bool = False
+    #: Beyond what the local YAML agents reference: env vars a spec from Redis may name as ``api_key_env``,
+    #: LLM ``base_url`` hosts and transfer numbers it may use.
+    agent_key_envs: tuple[str, ...] = ()
+    llm_hosts: tuple[str, ...] = ()
+    transfer_numbers: tuple[str, ...] = ()
+    #: HMAC key for agent specs in Redis: pushes are signed, unsigned or altered entries are refused.
+    agent_signing_key: bytes | None = None
+    #: Calls this process runs at once, all agents together (0: no cap); more hear the busy message.
+    max_calls: int = 0
+    #: Media WebSockets accepted but not yet authenticated (no valid `start` yet); more are refused at once.
+    max_pending_streams: int = 64
     #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
     console_write_agents: bool = False
     #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
@@ -161,6 +191,15 @@ class Settings:
     chattts_api_url: str | None = None
     #: Bearer token sent to CHATTTS_API_URL (the speech server's VOICEGW_API_KEY).
     chattts_api_key: str | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, for the log scrubber (:func:`gateway.ops.logs.add_secrets`)."""
+        redis_password = urlsplit(self.redis_url).password if self.redis_url else None
+        values = (self.twilio_auth_token, self.stream_token_secret, self.cartesia_api_key, self.api_key,
+                  self.chattts_api_key, redis_password,
+                  self.agent_signing_key.decode() if self.agent_signing_key else None)
+        return tuple(v for v in values if v)
 
     @property
     def signatures_enforced(self) -> bool:
@@ -215,6 +254,13 @@ class Settings:
             slot_ttl_s=_float(env, "VOICEGW_SLOT_TTL_S", 30.0, 0.3, 3600.0),
             allow_open_api=_bool(env, "VOICEGW_ALLOW_OPEN_API", False),
             api_max_concurrent=_int(env, "VOICEGW_API_MAX_CONCURRENT", 2, 1, 64),
+            log_transcripts=_bool(env, "VOICEGW_LOG_TRANSCRIPTS", False),
+            agent_key_envs=_list(env, "VOICEGW_AGENT_KEY_ENVS"),
+            llm_hosts=tuple(h.lower() for h in _list(env, "VOICEGW_LLM_HOSTS")),
+            transfer_numbers=_list(env, "VOICEGW_TRANSFER_NUMBERS"),
+            agent_signing_key=_secret_bytes(env, "VOICEGW_AGENT_SIGNING_KEY"),
+            max_calls=_int(env, "VOICEGW_MAX_CALLS", 0, 0, 100000),
+            max_pending_streams=_int(env, "VOICEGW_MAX_PENDING_STREAMS", 64, 1, 100000),
             console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
             role=role,  # type: ignore[arg-type]
             chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),

@@ -1,7 +1,7 @@
-"""Seed-compatible synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``.
+"""The synthesis endpoint: ``POST /v1/audio/speech`` and ``GET /v1/voices``, compatible with ChatTTS servers.
 
-Accepts the seed's JSON (``text``, ``voice``, ``speed``, ``temperature``,
-``top_p``, ``top_k``, ``response_format``, ``use_refine``; the voice fields'
+Accepts the ChatTTS server API's JSON (:mod:`tts.chattts_protocol`: ``text``, ``voice``, ``speed``,
+``temperature``, ``top_p``, ``top_k``, ``response_format``, ``use_refine``; the voice fields'
 types, defaults and ranges are :class:`tts.settings.ChatTTSVoice`'s) and
 OpenAI's ``input`` (for ``text``) and ``model`` (ignored), as
 ``Content-Type: application/json`` only (else 415). Validation is strict (no
@@ -57,6 +57,8 @@ ALIASES = {"input": "text"}
 
 
 class _SpeechBase(StrictModel):
+    """The ChatTTS server API's request body (plus OpenAI's ``input`` and ``model``): see :data:`SpeechRequest`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     text: str | None = Field(default=None, description="The text to speak (required; OpenAI's name: `input`).")
@@ -142,7 +144,8 @@ class _Busy:
 
 
 def speech_routes(services: Services) -> list[BaseRoute]:
-    """Routes for the app to mount. Shares engines, metrics and breakers with calls."""
+    """The speech API's routes (mounted by :func:`gateway.app.create_app`); shares engines, metrics and breakers
+    with calls."""
     voices = load_voice_map(services.settings.voices_file)
     voice_caveats = caveats(voices)
     for engine in services.engines:
@@ -150,8 +153,9 @@ def speech_routes(services: Services) -> list[BaseRoute]:
         if unhonoured:  # said once at startup, and again on every response that used such a voice
             example = voice_caveats[(unhonoured[0], engine)]
             log.warning("%s cannot honour voice presets %s (e.g. %s)", engine, ", ".join(unhonoured), example)
-    breakers = services.extras.setdefault("breakers", BreakerRegistry())
-    assert isinstance(breakers, BreakerRegistry)
+    if services.breakers is None:
+        services.breakers = BreakerRegistry()
+    breakers = services.breakers
 
     settings = services.settings
     # At most this many requests synthesize at once; the rest are refused at once, never queued (issue 15).

@@ -61,8 +61,11 @@ class PCMStreamResponse(Response):
         self.sentences = split_sentences(text)
         self.request_id, self.draining, self.language = request_id, draining, language
         self.bytes_sent = 0
+        self.t_submit = time.monotonic()  # reset when the first sentence goes to the engine
+        self.first_audio_ms = 0.0
 
     async def _audio(self) -> AsyncGenerator[bytes, None]:
+        self.t_submit = time.monotonic()
         deadline = None
         if self.hints.deadline_ms is not None:
             deadline = time.monotonic() + self.hints.deadline_ms / 1000
@@ -80,6 +83,8 @@ class PCMStreamResponse(Response):
         headers = {
             "content-type": STREAM_MEDIA_TYPE, STREAM_HEADER: STREAM_FORMAT, "x-sample-rate": str(STREAM_RATE),
             "x-request-id": self.request_id, "x-tts-provider": self.engine.name, "cache-control": "no-store",
+            # the engine's own time to first audio: what the client measures beyond it is the hop's cost
+            "x-first-audio-ms": f"{self.first_audio_ms:.2f}",
         }
         if self.draining:
             headers["connection"] = "close"
@@ -100,6 +105,7 @@ class PCMStreamResponse(Response):
                             "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": body})
                 return
+            self.first_audio_ms = (time.monotonic() - self.t_submit) * 1000
             await send({"type": "http.response.start", "status": 200, "headers": self._stream_headers()})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             self.bytes_sent += len(first)

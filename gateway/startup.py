@@ -7,16 +7,20 @@ gateway whose agents do not use ChatTTS never pays for loading it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from agents.loader import load_agents_strict
-from agents.store import MemoryStore, RedisStore
+from agents.spec import AgentSpec
+from agents.store import AgentStore, MemoryStore, RedisStore
+from agents.trust import SpecPolicy
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
-from gateway.services import Services
+from gateway.phrases import Phrases
+from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
@@ -25,26 +29,36 @@ from tts.registry import build_engines
 log = logging.getLogger("voicegw")
 
 
-async def _engines(services: Services, used: set[str]) -> None:
+async def _engines(services: Services, agents: Mapping[str, AgentSpec], used: set[str]) -> None:
     """The engine registry (:data:`tts.registry.ENGINES`) says which engines to build and how to start them."""
 
-    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:  # cancelled by Services.aclose
-        services.extras[name] = asyncio.create_task(coro, name=name)
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+        # ChatTTS is the one engine that loads in the background; readiness and pre-rendering wait for it
+        task = asyncio.create_task(coro, name=name)
+        if name == "chattts-load":
+            services.chattts_loading = task
+        else:
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
-    breakers = services.extras["breakers"]
-    assert isinstance(breakers, BreakerRegistry)
-    services.engines.update(await build_engines(services.settings, services.metrics, used, breakers, spawn))
+    assert services.breakers is not None
+    users = {name: tuple(sorted(a.id for a in agents.values() if name in a.tts.engines_used())) for name in used}
+    services.engines.update(
+        await build_engines(services.settings, services.metrics, used, services.breakers, spawn, users))
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
-    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the seed API's fallback).
+    """VOICEGW_ROLE=speech: ChatTTS always (and Piper, Cartesia when keyed, for the speech API's fallback).
 
     No agents, no Redis, no listening models, no Twilio edge: a speech pod serves telephony pods.
     """
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
-    services.extras["breakers"] = BreakerRegistry()
-    await _engines(services, {"chattts"})
+    services.breakers = BreakerRegistry()
+    await _engines(services, {}, {"chattts"})
     log.info("speech role: serving /v1/audio/speech for telephony pods (no Twilio routes)")
     return services
 
@@ -54,9 +68,10 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     if settings.role == "speech":
         return await _speech_services(settings, metrics)
     agents = load_agents_strict(settings.agents_dir)
-    store: MemoryStore
+    store: AgentStore
     if settings.redis_url:
-        redis_store = RedisStore(settings.redis_url, agents)
+        policy = SpecPolicy.of(agents, settings.agent_key_envs, settings.llm_hosts, settings.transfer_numbers)
+        redis_store = RedisStore(settings.redis_url, agents, policy=policy, signing_key=settings.agent_signing_key)
         try:
             await redis_store.publish(agents)  # YAML is the source of truth
         except Exception as exc:
@@ -72,10 +87,11 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
         services.edge = Edge.build(settings)
     used = {p for a in agents.values() for p in a.tts.engines_used()}
     # One breaker registry per process: one call's provider failures spare the next call the wait.
-    services.extras["breakers"] = BreakerRegistry()
-    await _engines(services, used)
+    services.breakers = BreakerRegistry()
+    await _engines(services, agents, used)
     if calls:
         _listening(services)
+        _prerender(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if calls and not settings.signatures_enforced:
         log.warning(
@@ -84,21 +100,43 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     return services
 
 
+def _prerender(services: Services) -> None:
+    """Render every agent's fixed phrases before calls hear them: the startup set in a task readiness waits
+    for, and each pushed version before it goes live (``RedisStore.before_swap``)."""
+    assert services.phrase_cache is not None
+    phrases = services.phrases = Phrases(services.phrase_cache, services.engines)
+
+    async def startup() -> None:
+        if services.chattts_loading is not None:  # ChatTTS agents render with ChatTTS, once it is loaded
+            with contextlib.suppress(Exception):
+                await asyncio.shield(services.chattts_loading)
+        await phrases.prerender(services.store.snapshot.agents.values())
+        phrases.ready = True
+
+    services.prerendering = asyncio.create_task(startup(), name="prerender")
+    if isinstance(services.store, RedisStore):
+        async def before_swap(agents: Mapping[str, AgentSpec]) -> None:
+            await phrases.prerender(agents.values())
+
+        services.store.before_swap.append(before_swap)
+
+
 def _listening(services: Services) -> None:
     """The process-wide VAD and recognizer (one model each, shared by every call) and the phrase cache."""
     from agents.stt import STTConfig, shared_transcriber
     from agents.vad import VadError, shared_model
 
-    services.extras["phrase_cache"] = PhraseCache()
+    services.phrase_cache = PhraseCache()
+    listening = Listening(vad=None, stt=None)
     try:
-        services.extras["vad"] = shared_model()
+        listening.vad = shared_model()
     except VadError as exc:
-        services.extras["vad"] = None
-        services.extras["vad_error"] = str(exc)
+        listening.vad_error = str(exc)
         log.error("no voice activity detection, callers cannot speak to agents: %s", exc)
     settings = services.settings
     compute = "int8" if settings.stt_device == "cpu" else "default"
     # starts loading in its own thread now; the first utterance waits only for what is left of the load
-    services.extras["stt"] = shared_transcriber(
+    listening.stt = shared_transcriber(
         STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
     )
+    services.listening = listening

@@ -122,11 +122,9 @@ def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:
 
 
 async def session_of(services: Services, call_sid: str) -> CallSession:
-    edge = services.twilio_edge()
     for _ in range(500):
-        if call_sid in edge.sessions:
-            session: CallSession = edge.sessions[call_sid]
-            return session
+        if call_sid in services.calls:
+            return services.calls[call_sid]
         await asyncio.sleep(0.02)
     raise AssertionError(f"no session for {call_sid}")
 

@@ -81,3 +81,10 @@ def test_call_in_process_with_invalid_agents_lists_the_problems(tmp_path: Path) 
     proc = voicegw("call", "--agent", "bad", VOICEGW_AGENTS_DIR=str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("bad.yaml:4: logic: 'nope' is not one of")
+
+
+def test_agents_push_never_prints_the_redis_password(agents_dir: Path) -> None:
+    url = f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0"
+    done = voicegw("agents", "push", "--redis-url", url, VOICEGW_AGENTS_DIR=str(agents_dir))
+    assert done.returncode == 1
+    assert "s3cret-pass" not in done.stdout + done.stderr and "redis://:***@127.0.0.1" in done.stderr

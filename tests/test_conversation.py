@@ -56,9 +56,19 @@ tts: {{provider: piper, fallback: []}}
 """
 
 
-async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0) -> None:
-    """Wait until turn ``turn`` has started playing and everything received has played."""
+async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0, sentences: int | None = None) -> None:
+    """Wait until turn ``turn`` has started playing and everything received has played.
+
+    With ``sentences`` (the reply's sentence count, when the test knows it) the wait is on events: every
+    sentence's mark echoed. Without, the turn counts as over after 0.3 s of idle playout, which a loaded
+    machine can stretch between two sentences.
+    """
     await wait_until(lambda: f"turn{turn}-start" in c.result.marks_echoed, within_s)
+    if sentences is not None:
+        await wait_until(lambda: sum(m.startswith(f"t{turn}-") for m in c.result.marks_echoed) >= sentences,
+                         within_s)
+        await wait_until(c.playout.idle, within_s)
+        return
     for _ in range(6):  # idle for 0.3 s: not just a gap between two sentences
         await wait_until(c.playout.idle, within_s)
         await asyncio.sleep(0.05)
@@ -116,7 +126,7 @@ async def test_dtmf_menu(agents_dir: Path) -> None:
         await greeting_heard(c)
         offset = len(c.result.audio)
         await c.dtmf("1")
-        await turn_heard(c, 2)
+        await turn_heard(c, 2, sentences=2)  # "You chose sales." "A colleague will call you back."
         replies.append(bytes(c.result.audio[offset:]))
 
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
@@ -137,8 +147,10 @@ async def test_silence_reprompt_then_goodbye_heard_in_full_then_hangup(agents_di
     assert "turn2-start" in marks and "turn3-start" in marks  # reprompt, then goodbye
     reprompt_at, goodbye_at = result.mark_times["turn2-start"], result.mark_times["turn3-start"]
     greeting_end = result.mark_times["greeting-1"]
-    assert 1.5 < reprompt_at - greeting_end < 4.0  # reprompt_after_s = 2
-    assert 3.5 < goodbye_at - greeting_end < 7.0  # hangup_after_s = 5
+    # Not before their timers (reprompt_after_s = 2, hangup_after_s = 5); how long after depends on how fast
+    # Piper speaks on a loaded machine, so the upper bounds only say "in order, and well before max_s".
+    assert 1.5 < reprompt_at - greeting_end < goodbye_at - greeting_end
+    assert 3.5 < goodbye_at - greeting_end < 20.0
     goodbye_marks = [m for m in marks if m.startswith("t3-")]
     assert len(goodbye_marks) == 2 and marks[-1] == goodbye_marks[-1]  # every goodbye sentence played
     assert result.marks_cleared == []
@@ -203,16 +215,16 @@ async def test_barge_in_stops_audio_and_truncates_history(agents_dir: Path) -> N
     assert interrupted == {"role": "assistant", "content": " ".join(pieces[: len(played)])}
 
 
-async def test_greeting_served_from_phrase_cache_on_second_call(agents_dir: Path) -> None:
+async def test_greeting_is_pre_rendered_and_never_synthesized_by_a_call(agents_dir: Path) -> None:
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
         emu = TwilioEmulator(url)
+        # the first call may arrive while the startup pre-render is still on the greeting: it waits for it
         first: CallResult = await emu.call(agent="demo", hold_s=0.1)
         m1 = (await get(f"{url}/metrics"))
         second = await emu.call(agent="demo", hold_s=0.1)
         m2 = (await get(f"{url}/metrics"))
-    assert 'voicegw_phrase_cache_total{result="miss"} 1.0' in m1
-    assert 'voicegw_phrase_cache_total{result="hit"}' not in m1
-    assert 'voicegw_phrase_cache_total{result="hit"} 1.0' in m2
-    assert 'voicegw_phrase_cache_total{result="miss"} 1.0' in m2
+    assert 'voicegw_phrase_cache_total{result="miss"}' not in m2
+    assert ('voicegw_phrase_cache_total{result="hit"} 1.0' in m1
+            or 'voicegw_phrase_cache_total{result="coalesced"} 1.0' in m1)
     assert bytes(second.audio) == bytes(first.audio)  # the same greeting, not a different voice
     assert transcripts()  # fixtures present

@@ -140,3 +140,46 @@ def test_summary_logs_one_line_with_fields_in_json() -> None:
     assert record["summary"] == logs.CallSummary.build(
         call_sid="CA7", agent_id="demo", outcome="completed", duration_s=1, turns=0).as_dict()
     assert record["call_sid"] == "CA7"
+
+
+def test_credentials_and_registered_secrets_never_reach_a_line() -> None:
+    logs.add_secrets("tw-auth-token-123", "short")
+    for json_lines in (False, True):
+        out, _ = capture(json_lines)
+        log = logging.getLogger("voicegw.test")
+        log.info("redis reachable at %s", "redis://:hunter2pw@redis:6379/0")
+        log.info("user form rediss://default:hunter3pw@r:6380 and a token-only url https://tok3n@example.com/x")
+        log.warning("twilio said tw-auth-token-123 is wrong")
+        try:
+            raise ConnectionError("cannot reach redis://:hunter4pw@10.0.0.1:6379")
+        except ConnectionError:
+            log.exception("store down")
+        text = out.getvalue()
+        for secret in ("hunter2pw", "hunter3pw", "tok3n", "tw-auth-token-123", "hunter4pw"):
+            assert secret not in text, (json_lines, secret, text)
+        assert "redis://:***@redis:6379/0" in text and "rediss://default:***@r:6380" in text
+
+
+def test_control_characters_in_untrusted_fields_stay_on_one_line() -> None:
+    out, _ = capture(json_lines=False)
+    forged = "MZ1\r\n2026-01-01 00:00:00 ERROR voicegw: admin logged in\x1b[2J\u2028x"
+    logging.getLogger("voicegw.test").warning("stream %s: bad token", forged)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\x1b" not in text and "\u2028" not in text
+    assert "MZ1\\r\\n2026-01-01" in text and "\\x1b[2J" in text
+    out, _ = capture(json_lines=True)
+    logging.getLogger("voicegw.test").warning("stream %s: bad token", forged)
+    assert out.getvalue().count("\n") == 1 and lines(out)[0]["msg"] == f"stream {forged}: bad token"
+
+
+def test_transcripts_are_opt_in() -> None:
+    assert logs.transcript("my card is 4111", enabled=True) == "'my card is 4111'"
+    hidden = logs.transcript("my card is 4111", enabled=False)
+    assert "4111" not in hidden and "15 characters" in hidden and "VOICEGW_LOG_TRANSCRIPTS" in hidden
+
+
+def test_mask_url_keeps_what_is_not_a_credential() -> None:
+    assert logs.mask_url("redis://redis:6379/0") == "redis://redis:6379/0"
+    assert logs.mask_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+    assert logs.mask_url("mail a@b.com at http://x") == "mail a@b.com at http://x"
+    assert logs.mask_url("redis://user:p%40ss@h:1") == "redis://user:***@h:1"

@@ -46,7 +46,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
 async def speech_pod(ckpt: Checkpoint, tokens: int = TOKENS) -> AsyncIterator[tuple[str, ChatTTSEngine]]:
     settings = Settings.from_env({"VOICEGW_ROLE": "speech"})
     services = Services(settings=settings, store=MemoryStore({}), metrics=Metrics(), drain=Drain(5.0))
-    services.extras["breakers"] = BreakerRegistry()
+    services.breakers = BreakerRegistry()
     engine = ChatTTSEngine(ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
                                          tuning=Tuning(fixed_tokens=tokens)), services.metrics)
     await engine.start()

@@ -42,6 +42,42 @@ async def test_push_reaches_other_instances_via_pubsub(redis_server: RedisServer
         await b.aclose()
 
 
+async def test_a_pushed_version_goes_live_only_after_before_swap_hooks(redis_server: RedisServer) -> None:
+    """Pre-rendering: the gateway keeps serving the old version until the new one's hooks finish."""
+    agents = load_agents_strict(AGENTS_DIR)
+    a = RedisStore(redis_server.url, agents)
+    b = RedisStore(redis_server.url, {})
+    await a.publish(agents)
+    await a.start()
+    await b.start()
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def prepare(new: object) -> None:
+        assert isinstance(new, dict)
+        seen.append(new["demo"].greeting)
+        await release.wait()
+
+    async def broken(new: object) -> None:
+        raise RuntimeError("hook bug")
+
+    b.before_swap += [prepare, broken]
+    try:
+        changed = dict(agents)
+        changed["demo"] = agents["demo"].model_copy(update={"greeting": "Changed greeting."})
+        version = await a.publish(changed)
+        await wait_until(lambda: seen == ["Changed greeting."])
+        demo = b.get("demo")
+        assert demo is not None and demo.greeting == agents["demo"].greeting and b.version != version
+        release.set()
+        await wait_until(lambda: b.version == version)  # a failing hook does not block the swap
+        demo = b.get("demo")
+        assert demo is not None and demo.greeting == "Changed greeting."
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_redis_outage_serves_last_known_and_recovers(redis_server: RedisServer) -> None:
     agents = load_agents_strict(AGENTS_DIR)
     store = RedisStore(redis_server.url, agents, retry_s=0.1)

@@ -268,3 +268,17 @@ def test_fuzz_random_messages(value: Any, prefix: int) -> None:
         p.receive_text(text)
     p.events_received()
     _check(p, value if isinstance(value, str) else json.dumps(value))
+
+
+@pytest.mark.parametrize("sid", [SID, 'MZ"quoted\\back', "MZ\u00e9\u2028unicode"])
+def test_prebuilt_media_message_is_exactly_what_json_dumps_writes(sid: str) -> None:
+    p = TwilioProtocol()
+    p.receive_text(json.dumps({"event": "start", "streamSid": sid,
+                               "start": {"streamSid": sid, "callSid": CALL, "accountSid": ACCOUNT}}))
+    p.send_media(bytes(range(160)))
+    p.send_media_b64(PAYLOAD)
+    expected = [json.dumps({"event": "media", "streamSid": sid, "media": {"payload": b64}}, separators=(",", ":"))
+                for b64 in (base64.b64encode(bytes(range(160))).decode(), PAYLOAD)]
+    assert p.data_to_send() == expected
+    with pytest.raises(LocalProtocolError):
+        p.send_media_b64("")

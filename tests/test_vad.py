@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from agents.vad import CHUNK, SileroModel, VadBatcher, VadError, model_path, shared_model
+from agents.endpointing import EndpointConfig, Endpointer
+from agents.vad import CHUNK, GateConfig, SileroModel, VadBatcher, VadError, model_path, shared_model
 from audio.codec import ulaw2lin
 from tests.helpers import ROOT
-from tests.speech_fixtures import mulaw
+from tests.speech_fixtures import FIXTURES, mulaw
 
 
 def probs(pcm: np.ndarray, step: int) -> list[float]:
@@ -200,3 +201,126 @@ async def test_the_batcher_task_infers_within_a_tick() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# ---- the pre-gate --------------------------------------------------------------------------------------------------
+def _idle_line(seconds: float, seed: int, scale: float) -> np.ndarray:
+    """White noise at about -55 dBFS and 60 Hz hum at about -46 dBFS, times ``scale`` (bench/load.py's line)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 8000)) / 8000
+    return scale * (rng.normal(0, 0.0018, len(t)) + 0.005 * np.sin(2 * np.pi * 60 * t + 1.0))
+
+
+def _endpoints(sig: np.ndarray, gate: GateConfig | None) -> tuple[list[tuple[str, float]], int]:
+    batcher = VadBatcher(shared_model(), gate=gate)
+    endpointer = Endpointer(EndpointConfig())
+    events: list[tuple[str, float]] = []
+
+    def on(prob: float, chunk: np.ndarray) -> None:
+        for ev in endpointer.feed(prob, chunk):
+            events.append((type(ev).__name__, float(getattr(ev, "at", getattr(ev, "ended_at", 0.0)))))
+
+    stream = batcher.stream(on)
+    for i in range(0, len(sig), 160):
+        stream.feed(sig[i : i + 160])
+        if i % 320 == 0:
+            batcher.run_pending()
+    batcher.run_pending()
+    return events, batcher.skipped
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, 2.0])
+def test_the_pre_gate_never_delays_or_misses_speech_on_the_fixtures(scale: float) -> None:
+    """Every speech fixture (clean and conversation sets) after 3 s of idle line at four noise levels
+    (none, i.e. digital silence, to about -40 dBFS): the Endpointer sees the same events in the same
+    order as with ungated inference (no utterance missed, none invented); each starts within one
+    chunk (32 ms) and ends within three chunks of the ungated times (skipped chunks leave the
+    recurrent state where it was, so probabilities near a threshold can move by a chunk)."""
+    paths = sorted((FIXTURES.parent / "speech").glob("*.ul")) + sorted((FIXTURES.parent / "conversation").glob("*.ul"))
+    assert len(paths) >= 15
+    skipped = starts = 0
+    for path in paths:
+        speech = ulaw2lin(path.read_bytes()).astype(np.float64) / 32768.0
+        sig = _idle_line(len(speech) / 8000 + 4.0, 3, scale)
+        sig[8000 * 3 : 8000 * 3 + len(speech)] += speech
+        ungated, _ = _endpoints(sig.astype(np.float32), None)
+        gated, n = _endpoints(sig.astype(np.float32), GateConfig())
+        skipped += n
+        assert [k for k, _ in gated] == [k for k, _ in ungated], path.name
+        starts += sum(k == "SpeechStart" for k, _ in ungated)
+        for (kind, t_gated), (_, t_ungated) in zip(gated, ungated, strict=True):
+            slack = (1 if kind in ("SpeechStart", "BargeIn") else 3) * CHUNK / 8000 + 1e-9
+            assert abs(t_gated - t_ungated) <= slack, (path.name, kind, t_gated, t_ungated)
+    assert starts >= len(paths) - 1  # every fixture but the cough is speech
+    assert skipped > 0  # the gate did close during the idle lead-ins
+
+
+def test_the_pre_gate_skips_most_of_an_idle_line_and_never_a_loud_one() -> None:
+    _, skipped = _endpoints(_idle_line(20.0, 5, 1.0).astype(np.float32), GateConfig())
+    assert skipped > 0.7 * (20 * 8000 // CHUNK)
+    _, skipped = _endpoints(_idle_line(5.0, 5, 8.0).astype(np.float32), GateConfig())  # about -30 dBFS
+    assert skipped == 0
+
+
+async def test_the_loops_shared_batcher_runs_while_streams_are_open() -> None:
+    import asyncio
+
+    model = shared_model()
+    batcher = model.batcher()
+    assert model.batcher() is batcher and batcher.gate is not None
+    got: list[float] = []
+    done = asyncio.Event()
+
+    def on(p: float, c: np.ndarray) -> None:
+        got.append(p)
+        done.set()
+
+    stream = batcher.stream(on)
+    task = batcher._task
+    assert task is not None and not task.done()
+    stream.feed(_f32("hours")[:CHUNK])
+    await asyncio.wait_for(done.wait(), 10)
+    stream.close()
+    await asyncio.wait_for(task, 10)  # ends with the last stream
+    assert got == [p for p, _ in _reference(_f32("hours")[:CHUNK])]
+
+
+async def test_infer_awaits_the_batched_results_in_order() -> None:
+    import asyncio
+
+    batcher = shared_model().batcher()
+    signals = [_f32("hours"), _f32("human")[: 8000 * 3]]
+    streams = [batcher.stream() for _ in signals]
+
+    async def one(stream: object, sig: np.ndarray) -> list[float]:
+        assert hasattr(stream, "infer")
+        got: list[float] = []
+        for i in range(0, len(sig), 160):
+            got += [p for p, _ in await stream.infer(sig[i : i + 160])]
+        return got
+
+    try:
+        calls = (one(s, g) for s, g in zip(streams, signals, strict=True))
+        results = await asyncio.wait_for(asyncio.gather(*calls), 60)
+    finally:
+        for s in streams:
+            s.close()
+    for got, sig in zip(results, signals, strict=True):
+        # the loop's batcher has the pre-gate on: the reference is a gated batcher driven by hand
+        reference = VadBatcher(shared_model(), gate=GateConfig())
+        ref = reference.stream()
+        expected: list[float] = []
+        for i in range(0, len(sig), 160):
+            ref.feed(sig[i : i + 160])
+            reference.run_pending()
+            expected += [p for p, _ in ref._results]
+            ref._results = []
+        assert got == expected and max(got) > 0.8
+    assert batcher.runs < batcher.chunks  # the two calls shared inferences
+
+
+async def test_per_call_stream_has_the_same_awaitable_interface() -> None:
+    sig = _f32("hours")
+    stream = shared_model().stream()
+    got = [p for i in range(0, len(sig), 160) for p, _ in await stream.infer(sig[i : i + 160])]
+    assert got == [p for p, _ in _reference(sig)]

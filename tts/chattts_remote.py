@@ -92,6 +92,9 @@ class RemoteStats:
     files: int = 0  # answers that were whole files
     cancelled: int = 0  # requests closed before their answer ended
     failures: int = 0
+    #: The speech server's own time to first audio for the last streamed answer (its X-First-Audio-Ms), so
+    #: the hop's cost is what the client measured beyond it (bench/remote_tts.py).
+    last_server_first_audio_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -240,6 +243,8 @@ class RemoteChatTTSEngine:
                 answer = classify(200, resp.headers, b"")
                 if answer.kind == "stream":
                     self.stats.streamed += 1
+                    with contextlib.suppress(ValueError):
+                        self.stats.last_server_first_audio_ms = float(resp.headers.get("x-first-audio-ms", "x"))
                     fmt = AudioFormat(Encoding.PCM_S16, answer.sample_rate)
                     pcm = PCMStream()
                     async for data in resp.aiter_bytes():
@@ -274,6 +279,8 @@ class RemoteChatTTSEngine:
             raise TTSError(self.name, _describe(exc)) from None
         except httpx.HTTPError as exc:  # RemoteProtocolError, ReadError: the answer broke off
             self.stats.failures += 1
+            if url in self._health:
+                self._health[url].wake.set()  # is the server gone? The next probe says so at once
             raise TTSError(self.name, f"connection lost mid-sentence: {_describe(exc)}") from None
         except TTSError:
             self.stats.failures += 1

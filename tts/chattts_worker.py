@@ -188,7 +188,7 @@ class Worker:
             self._load()
         except Exception as exc:
             reason = str(exc) if isinstance(exc, AssetError) else f"{type(exc).__name__}: {exc}"
-            log.error("ChatTTS not available: %s", reason)
+            log.debug("ChatTTS not available: %s", reason)  # the engine's owner logs it, at the level it deserves
             on_loaded(reason)
             return
         on_loaded(None)

@@ -77,6 +77,8 @@ class BuildContext:
     breakers: BreakerRegistry
     #: Run a coroutine in the background for the life of the process (e.g. loading weights).
     spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    #: The agents that use this engine (for messages).
+    users: tuple[str, ...] = ()
 
 
 Builder = Callable[[BuildContext], Awaitable[TTSEngine | None]]
@@ -113,7 +115,7 @@ async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
     try:
         from tts.chattts import ChatTTSConfig, ChatTTSEngine
     except ImportError as exc:  # the [chattts] extra is not installed
-        log.error("agents use chattts but it is not installed (%s): pip install 'voicegw[chattts]'", exc)
+        _chattts_unavailable(ctx, f"not installed ({exc}): pip install 'voicegw[chattts]'")
         return None
     override = None
     if env.chattts_sha256_file is not None:
@@ -129,12 +131,23 @@ async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
     async def load() -> None:  # calls fall back until it is ready (readiness waits)
         await engine.start()
         if engine.load_error:
-            log.error("ChatTTS unavailable, agents fall back: %s", engine.load_error)
+            _chattts_unavailable(ctx, engine.load_error)
         else:
             log.info("ChatTTS loaded and warmed up")
 
     ctx.spawn(load(), "chattts-load")
     return engine
+
+
+def _chattts_unavailable(ctx: BuildContext, reason: str) -> None:
+    """One line, at the level the situation deserves: ERROR when the operator asked for ChatTTS (CHATTTS_MODEL_DIR,
+    the speech role), INFO when it is merely optional (the embedded defaults on a host without weights, a GPU or
+    the ``chattts`` extra: every agent that lists it falls back to its next provider, as the demo needs none)."""
+    if ctx.env.chattts_model_dir is not None or ctx.env.role == "speech":
+        log.error("ChatTTS unavailable, agents fall back: %s", reason)
+    else:
+        log.info("ChatTTS not loaded (optional: agent(s) %s use their next provider): %s",
+                 ", ".join(ctx.users) or "none", reason)
 
 
 async def _build_chattts_remote(ctx: BuildContext, url: str) -> TTSEngine:
@@ -280,6 +293,7 @@ def voice_problems(config: TTSConfigBase, language: str) -> list[tuple[str, str]
 async def build_engines(
     env: EngineEnv, metrics: TTSMetrics, used: set[str], breakers: BreakerRegistry | None = None,
     spawn: Callable[[Coroutine[Any, Any, None], str], None] | None = None,
+    users: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, TTSEngine]:
     """Every engine some agent uses, plus those marked ``always``, built and started as the table says."""
 
@@ -294,7 +308,7 @@ async def build_engines(
         if not (is_used or spec.always):
             continue
         context = BuildContext(env, metrics, is_used, breakers if breakers is not None else BreakerRegistry(),
-                               spawn or background)
+                               spawn or background, (users or {}).get(spec.name, ()))
         engine = await spec.build(context)
         if engine is not None:
             engines[spec.name] = engine

@@ -1,16 +1,42 @@
-"""Who may use the console (the operator key, or loopback without one): one check for every console route."""
+"""Who may use the console (the operator key, or loopback without one): one check for every console route.
+
+The console reaches the process-wide services through :class:`ConsoleServices`, the slice of
+:class:`gateway.services.Services` it uses, so nothing here (or in the browser carrier) imports the
+Twilio edge that the services also hold.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
+from agents.store import AgentStore
+from agents.stt import WhisperTranscriber
+from agents.vad import SileroModel
+from gateway.call import CallServices
 from gateway.console import access
-from gateway.services import Services
 
 
-def services_of(conn: HTTPConnection) -> Services:
-    services: Services = conn.app.state.services
+class ListeningModels(Protocol):
+    vad: SileroModel | None
+    stt: WhisperTranscriber | None
+
+
+class ConsoleServices(CallServices, Protocol):
+    """What the console uses of the process-wide services (implemented by :class:`gateway.services.Services`)."""
+
+    store: AgentStore
+    listening: ListeningModels | None
+    active_calls: int
+
+    @property
+    def draining(self) -> bool: ...
+
+
+def services_of(conn: HTTPConnection) -> ConsoleServices:
+    services: ConsoleServices = conn.app.state.services
     return services
 
 

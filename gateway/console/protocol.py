@@ -169,11 +169,11 @@ class ConsoleProtocol:
         return events
 
     # ---- sending -----------------------------------------------------------------------------------------------
-    def send_event(self, kind: str, **fields: Any) -> None:
+    def send_event(self, message_type: str, **fields: Any) -> None:
         """A control or display message (``ready``, ``mark``, ``clear``, ``sentence``, …)."""
-        if self.state is State.STOPPED and kind != "end":
+        if self.state is State.STOPPED and message_type != "end":
             return
-        self._out.append(json.dumps({"type": kind, **fields}, separators=(",", ":")))
+        self._out.append(json.dumps({"type": message_type, **fields}, separators=(",", ":")))
 
     def send_audio(self, data: bytes) -> None:
         if self.state is State.STREAMING:

@@ -24,10 +24,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from agents.loader import parse_agent
 from agents.store import RedisStore
 from gateway.console.carrier import console_call
-from gateway.console.guard import denied, services_of
+from gateway.console.guard import ConsoleServices, denied, services_of
 from gateway.console.voice import Saved, apply_tts, voice_schema
 from gateway.phrase_cache import fingerprint
-from gateway.services import Services
 
 log = logging.getLogger("voicegw.console")
 
@@ -115,7 +114,7 @@ async def agent(request: Request) -> Response:
     })
 
 
-def _writable(services: Services, path: Path | None) -> str | None:
+def _writable(services: ConsoleServices, path: Path | None) -> str | None:
     """None when a save may write ``path``; else why not."""
     if not services.settings.console_write_agents:
         return ("the YAML on disk is unchanged: start the gateway with VOICEGW_CONSOLE_WRITE_AGENTS=1 "

@@ -6,6 +6,10 @@ where a media stream starts and every task the call creates inherits it; any
 log line written on behalf of the call (gateway, TTS engines, store) carries
 ``call_sid``, ``stream_sid`` and ``agent_id`` without passing them around.
 
+Every line is scrubbed: URL credentials and registered secrets (:func:`add_secrets`) become ``***``,
+control characters in the text format become visible escapes, and caller transcripts appear only when
+``VOICEGW_LOG_TRANSCRIPTS=1`` (:func:`transcript`).
+
 ``VOICEGW_LOG_JSON=1`` switches to one JSON object per line (for Loki, Cloud
 Logging, ...); the plain format appends ``[call=… agent=…]`` when bound.
 The call summary is a pure value built from what the call collected.
@@ -18,6 +22,7 @@ import contextvars
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,12 +65,61 @@ class CallContextFilter(logging.Filter):
         return True
 
 
+# ---- what must never reach a log line as written ------------------------------
+#: ``scheme://user:password@`` (a Redis or proxy URL with its credentials).
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/@:]*)(?::([^\s/@]*))?@")
+#: C0/C1 controls and the Unicode line separators: a forged ``streamSid`` or call parameter must not start a
+#: fake log line or drive the operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SECRETS: set[str] = set()
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (or a lone user part, often a token) replaced by ``***``."""
+
+    def mask(m: re.Match[str]) -> str:
+        scheme, user, password = m.group(1), m.group(2), m.group(3)
+        if password is None:
+            return f"{scheme}***@" if user else m.group(0)
+        return f"{scheme}{user}:***@"
+
+    return _URL_CREDENTIALS.sub(mask, url)
+
+
+def add_secrets(*values: str | None) -> None:
+    """Values (API keys, auth tokens, passwords) that every formatter replaces by ``***``; short ones are ignored."""
+    _SECRETS.update(v for v in values if v and len(v) >= 6)
+
+
+def escape_control(text: str) -> str:
+    """Control characters as visible escapes (``\\n``, ``\\x1b``): one record stays one line."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+def redact(text: str) -> str:
+    """URL credentials masked and registered secrets replaced."""
+    text = mask_url(text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def transcript(text: str, enabled: bool) -> str:
+    """What a caller said, for a log line: quoted when ``VOICEGW_LOG_TRANSCRIPTS=1``, else only its length."""
+    return repr(text) if enabled else f"<{len(text)} characters; VOICEGW_LOG_TRANSCRIPTS=1 logs them>"
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = escape_control(redact(record.message))  # the traceback, added after, keeps its lines
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))  # the traceback too
         ctx = " ".join(
             f"{short}={getattr(record, name)}"
             for short, name in (("call", "call_sid"), ("stream", "stream_sid"), ("agent", "agent_id"))
@@ -82,7 +136,7 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),  # JSON escapes control characters itself
         }
         for name, _ in _VARS:
             value = getattr(record, name, "")
@@ -92,7 +146,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str, separators=(",", ":"))
 
 

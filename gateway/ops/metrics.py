@@ -53,6 +53,10 @@ class Metrics(TTSMetrics):
             "voicegw_phrase_cache_total", "Fixed-phrase sentences served from the cache (hit) or synthesized (miss)",
             ["result"], registry=r,
         )
+        self.bounded = Counter(
+            "voicegw_bounded_total", "Inputs dropped or refused by a bound (unknown_mark, dtmf, recording_jump, "
+            "gateway_full, pending_streams)", ["what"], registry=r,
+        )
         self.api_refused = Counter(
             "voicegw_api_refused_total", "Speech API requests refused before synthesis", ["reason"], registry=r
         )

@@ -14,7 +14,6 @@ from pathlib import Path
 from gateway.settings import Settings
 from gateway.startup import build_services
 from tts.base import TTSError
-from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker
 from tts.presets import agent_caveat
 from tts.render import encode, render
@@ -28,9 +27,7 @@ async def say(settings: Settings, agent_id: str, text: str, out: Path) -> int:
             known = ", ".join(sorted(services.store.snapshot.agents)) or "none"
             print(f"voicegw: unknown agent {agent_id!r} (known: {known})", file=sys.stderr)
             return 2
-        breakers = services.extras.get("breakers")
-        speaker = Speaker(services.engines, agent.tts, services.metrics,
-                          breakers if isinstance(breakers, BreakerRegistry) else None)
+        speaker = Speaker(services.engines, agent.tts, services.metrics, services.breakers)
         try:
             rendered = await render(speaker, text, language=agent.language, request_id="say")
         except TTSError as exc:

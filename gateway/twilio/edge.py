@@ -15,7 +15,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.ops.slots import MemoryLimiter, RedisLimiter, SlotLimiter
 from gateway.settings import Settings
@@ -36,11 +35,10 @@ class Edge:
     limiter: SlotLimiter
     verifier: WebhookVerifier | None = None  # None: signatures off (no TWILIO_AUTH_TOKEN)
     rest: TwilioRest | None = None  # None: no account sid / auth token, REST hang-up and transfer unavailable
-    sessions: dict[str, Any] = field(default_factory=dict)  # call sid -> CallSession, while it runs
     #: (agent, call sid) of the streams admitted here and not yet finished: the only slots the heartbeat refreshes.
     live_slots: set[tuple[str, str]] = field(default_factory=set)
     heartbeats: int = 0  # heartbeat rounds done (tests wait on it)
-    live_tasks: int = 0  # tasks started by calls and not finished yet (a leak shows here)
+    pending_streams: int = 0  # media sockets accepted and not yet authenticated (VOICEGW_MAX_PENDING_STREAMS)
     calls_finished: int = 0
     _heartbeat: asyncio.Task[None] | None = None
 
@@ -77,17 +75,6 @@ class Edge:
 
     def issue_token(self, call_sid: str, agent_id: str) -> str:
         return self.tokens.issue(call_sid, agent_id, time.time(), secrets.token_hex(8))
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        """A call's task, counted in :attr:`live_tasks` until it finishes."""
-        task = asyncio.create_task(coro, name=name)
-        self.live_tasks += 1
-
-        def done(_: asyncio.Task[Any]) -> None:
-            self.live_tasks -= 1
-
-        task.add_done_callback(done)
-        return task
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -33,6 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from audio.formats import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
+from gateway.tasks import TaskGroup
 
 
 class EmulatorError(Exception):
@@ -384,8 +386,9 @@ class CallControl:
             },
         })
         self.inbound.extend(inbound)
-        receiver = asyncio.create_task(self._receiver())
-        script_task = asyncio.create_task(script(self)) if script else None
+        tasks = TaskGroup()
+        receiver = tasks.spawn(self._receiver(), "emulator-receiver")
+        script_task = tasks.spawn(script(self), "emulator-script") if script else None
         chunk = 0
         done_at: float | None = None
         try:
@@ -419,8 +422,7 @@ class CallControl:
                 script_task.cancel()
             self.result.underruns = self.playout.underruns
             await self.ws.close()
-            try:
-                await asyncio.wait_for(receiver, 2)
-            except (TimeoutError, Exception):  # noqa: S110 - closing; nothing left to report
-                receiver.cancel()
+            with contextlib.suppress(TimeoutError, Exception):  # closing; nothing left to report
+                await asyncio.wait_for(asyncio.shield(receiver), 2)
+            await tasks.aclose()  # the script and a receiver that did not finish in time
             self.result.close_code = self.ws.close_code

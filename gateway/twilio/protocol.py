@@ -27,7 +27,7 @@ import base64
 import binascii
 import enum
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.twilio.events import Connected, Dtmf, Event, Mark, Media, Start, Stop
 
@@ -99,6 +99,11 @@ def _int_str(obj: dict[str, Any], key: str, where: str) -> int:
     return int(raw)
 
 
+def _decimal(value: object) -> TypeGuard[str]:
+    """What :func:`_int_str` accepts, as a test."""
+    return type(value) is str and value.isascii() and value.isdigit() and len(value) <= 18
+
+
 class TwilioProtocol:
     def __init__(self, max_message_chars: int = MAX_MESSAGE_CHARS, max_errors: int = MAX_ERRORS) -> None:
         self.state = State.AWAITING_CONNECTED  # lifecycle state
@@ -111,6 +116,7 @@ class TwilioProtocol:
         self.sequence_gaps = 0  # messages whose sequenceNumber did not follow the previous one
         self._events: list[Event] = []  # parsed, not yet collected
         self._out: list[str] = []  # text frames to write
+        self._media_prefix = ""  # set by `start`
 
     # ---- inbound -------------------------------------------------------
     def _error(self, exc: RemoteProtocolError) -> RemoteProtocolError:
@@ -140,6 +146,8 @@ class TwilioProtocol:
             raise RemoteProtocolError("bad_json", f"not JSON: {str(exc)[:80]}") from None
         if not isinstance(msg, dict):
             raise RemoteProtocolError("bad_json", "message is not a JSON object")
+        if self._fast_media(msg):
+            return
         name = msg.get("event")
         if not isinstance(name, str) or name not in INBOUND_EVENTS:
             raise RemoteProtocolError("unknown_event", f"unknown event {str(name)[:40]!r}")
@@ -159,8 +167,41 @@ class TwilioProtocol:
         if isinstance(event, Start):
             self.stream_sid = event.stream_sid
             self.call_sid = event.call_sid
+            # Every outbound media message is this prefix + base64 + '"}}' (what json.dumps would write).
+            sid_json = json.dumps(event.stream_sid)
+            self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
         self.state = nxt
         self._events.append(event)
+
+    def _fast_media(self, msg: dict[str, Any]) -> bool:
+        """The per-frame path: a well-formed ``media`` while streaming, parsed with no helper calls.
+
+        Accepts exactly what the general path accepts for such a message and makes the same event;
+        anything else (or anything odd) returns False and goes the general way, errors included.
+        """
+        if msg.get("event") != "media" or self.state is not State.STREAMING or msg.get("streamSid") != self.stream_sid:
+            return False
+        media = msg.get("media")
+        if type(media) is not dict:
+            return False
+        payload, chunk, stamp = media.get("payload"), media.get("chunk"), media.get("timestamp")
+        track = media.get("track", "inbound")
+        has_seq = "sequenceNumber" in msg
+        seq = msg.get("sequenceNumber")
+        if not (type(payload) is str and type(track) is str and _decimal(chunk) and _decimal(stamp)
+                and (not has_seq or _decimal(seq))):
+            return False
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        if has_seq:
+            n = int(str(seq))
+            if self.last_sequence and n != self.last_sequence + 1:
+                self.sequence_gaps += 1
+            self.last_sequence = n
+        self._events.append(Media(payload=data, chunk=int(chunk), timestamp_ms=int(stamp), track=track))
+        return True
 
     def _parse(self, name: str, msg: dict[str, Any]) -> Event:
         if name == "connected":
@@ -238,10 +279,20 @@ class TwilioProtocol:
         self._out.append(json.dumps(msg, separators=(",", ":")))
 
     def send_media(self, payload: bytes) -> None:
-        sid = self._require_streaming()
         if not payload:
             raise LocalProtocolError("empty media payload")
-        self._queue({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(payload).decode()}})
+        self.send_media_b64(base64.b64encode(payload).decode("ascii"))
+
+    def send_media_b64(self, payload_b64: str) -> None:
+        """``send_media`` for audio already base64-encoded (pre-rendered phrases: encoded once, sent many times).
+
+        The message is built from a prefix fixed at ``start`` (the per-frame path does no dict or JSON work);
+        it is exactly what ``json.dumps`` of the message would give.
+        """
+        self._require_streaming()
+        if not payload_b64:
+            raise LocalProtocolError("empty media payload")
+        self._out.append(self._media_prefix + payload_b64 + '"}}')
 
     def send_mark(self, name: str) -> None:
         sid = self._require_streaming()

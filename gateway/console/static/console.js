@@ -398,7 +398,10 @@ class Call {
     switch (msg.type) {
       case "ready": this.ready(msg); break;
       case "mark": if (this.node) this.node.port.postMessage({ mark: msg.name }); break;
-      case "clear": if (this.node) this.node.port.postMessage({ clear: true }); break;
+      case "clear":  // what the page holds is dropped, and so is what the gateway had not sent yet
+        if (this.node) this.node.port.postMessage({ clear: true });
+        for (const li of this.lines.values()) if (li.dataset.state === "queued") li.dataset.state = "cleared";
+        break;
       case "sentence": {
         const li = line("agent", msg.text, { mark: msg.mark, state: "queued", turn: msg.turn ?? "" });
         this.lines.set(msg.mark, li);
@@ -419,20 +422,21 @@ class Call {
       case "dtmf": line("event", `keypad ${msg.digit}`, { digit: msg.digit }); break;
       case "barge_in": line("event", `barge-in (${msg.cause || "speech"})`, { bargeIn: "1" }); break;
       case "turn": this.turnRow(msg); break;
-      case "transfer": line("event", `transfer to ${msg.to}`); break;
+      case "transfer": line("event", `transfer to ${msg.to}`); this.hangup(); break;  // nobody to dial here
       case "end": this.outcome = msg.outcome; break;
       case "error": setStatus(msg.message, true); break;
       default: break;  // newer gateways may send more; ignore
     }
   }
 
-  turnRow(msg) {
-    const row = document.createElement("tr");
+  turnRow(msg) {  // sent again as a turn's figures arrive: one row per turn, updated
+    const body = $("turns").tBodies[0];
+    const row = body.querySelector(`tr[data-turn="${msg.turn}"]`) || body.appendChild(document.createElement("tr"));
+    row.replaceChildren();
     row.dataset.turn = msg.turn;
     const cells = [msg.turn, msg.cause || "", ms(msg.endpoint_wait_ms), ms(msg.recognition_ms),
       ms(msg.first_audio_ms), ms(msg.first_heard_ms), (msg.providers || []).join(", ")];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; row.append(td); }
-    $("turns").tBodies[0].append(row);
   }
 
   hangup() {
@@ -519,8 +523,15 @@ async function main() {
   $("mic").addEventListener("change", (e) => state.call && state.call.setMic(e.target.checked)
     .catch((err) => setStatus(`microphone: ${err.message}`, true)));
   for (const b of $("keypad").querySelectorAll("button")) {
+    b.setAttribute("aria-keyshortcuts", b.textContent);
     b.addEventListener("click", () => state.call && state.call.send({ type: "dtmf", digit: b.textContent }));
   }
+  // during a call, the digit keys press the keypad (unless typing in a field)
+  document.addEventListener("keydown", (e) => {
+    if (!state.call || e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input[type=text], input[type=number], select, textarea")) return;
+    const button = [...$("keypad").querySelectorAll("button")].find((b) => b.textContent === e.key);
+    if (button) { e.preventDefault(); button.focus(); button.click(); }
+  });
   $("sample-btn").addEventListener("click", () => playSample().catch((err) => {
     $("sample-info").textContent = err.message; $("sample-info").className = "error";
   }));

@@ -1,0 +1,51 @@
+"""Tasks started together and ended together.
+
+A :class:`TaskGroup` tracks every task it spawns until the task finishes;
+:meth:`TaskGroup.aclose` cancels those still running and waits for all of them,
+swallowing their errors (ending must not fail half-way). A group may count its
+tasks in a parent too: the process-wide group (``Services.call_tasks``) sees
+every call's tasks, so a leak shows in its :attr:`TaskGroup.live`.
+
+Unlike :class:`asyncio.TaskGroup`, one task failing does not cancel the others:
+a call's reader, sender and speech tasks end on their own terms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class TaskGroup:
+    def __init__(self, parent: TaskGroup | None = None) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._parent = parent
+
+    @property
+    def live(self) -> int:
+        """Tasks spawned here (and in child groups) that have not finished."""
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro, name=name)
+        self._track(task)
+        return task
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._parent is not None:
+            self._parent._track(task)
+
+    async def aclose(self) -> None:
+        """Cancel every task still running and wait until all have finished."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

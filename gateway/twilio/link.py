@@ -1,0 +1,158 @@
+"""Twilio's adapter to the call core: one Media Streams WebSocket as a :class:`gateway.carrier.CarrierLink`.
+
+I/O shell around :class:`gateway.twilio.protocol.TwilioProtocol`. Inbound
+``media``, ``dtmf``, ``mark`` and ``stop`` become the neutral events of
+:mod:`gateway.carrier` (a closed socket becomes ``HungUp("caller_hangup")``, a
+fatal protocol error ``HungUp("protocol_error")``, our own shutdown ``HungUp("shutdown")``; a non-fatal one is counted,
+logged and skipped); outbound audio, marks and ``clear`` go out as Twilio
+messages while the stream is open; hang-up and transfer use the REST API
+(:class:`gateway.twilio.rest.TwilioRest`) when credentials are configured.
+:func:`receive_events` is the one receive loop step (read a message, feed the
+protocol, take its events), also used before the call exists to wait for ``start``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from audio.formats import TWILIO_FORMAT, AudioChunk
+from gateway.carrier import CallerAudio, CallEvent, CarrierError, Digit, HungUp, MarkHeard
+from gateway.ops.metrics import Metrics
+from gateway.twilio.events import Dtmf, Event, Mark, Media, Stop
+from gateway.twilio.protocol import RemoteProtocolError, State, TwilioProtocol
+from gateway.twilio.rest import TwilioRest, TwilioRestError
+
+log = logging.getLogger("voicegw.call")
+
+
+SERVICE_RESTART = 1012  # how the server closes every stream when it shuts down (Ctrl-C, drain timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The WebSocket closed; ``code`` as received (None: unknown)."""
+
+    code: int | None
+
+    @property
+    def outcome(self) -> str:
+        """Calls cut by our own shutdown ended as ``shutdown``, not as hung up by the caller."""
+        return "shutdown" if self.code == SERVICE_RESTART else "caller_hangup"
+
+
+async def receive_events(ws: WebSocket, protocol: TwilioProtocol) -> list[Event] | Closed:
+    """Read one WebSocket message and feed it to ``protocol``: its events, or :class:`Closed`.
+
+    Raises :class:`RemoteProtocolError` for a malformed message (its ``fatal`` says whether to go on)."""
+    try:
+        message = await ws.receive()
+    except WebSocketDisconnect as exc:
+        message = {"type": "websocket.disconnect", "code": exc.code}
+    if message["type"] == "websocket.disconnect":
+        protocol.receive_eof()
+        code = message.get("code")
+        return Closed(code if isinstance(code, int) else None)
+    if message.get("bytes") is not None:
+        protocol.receive_bytes(message["bytes"])
+    else:
+        protocol.receive_text(message.get("text") or "")
+    return protocol.events_received()
+
+
+def to_call_event(event: Event) -> CallEvent | None:
+    """The neutral event for a Twilio one (None: nothing the call core needs, e.g. a late ``connected``)."""
+    if isinstance(event, Media):
+        return CallerAudio(AudioChunk(event.payload, TWILIO_FORMAT), event.timestamp_ms / 1000.0)
+    if isinstance(event, Mark):
+        return MarkHeard(event.name)
+    if isinstance(event, Dtmf):
+        return Digit(event.digit)
+    if isinstance(event, Stop):
+        return HungUp("completed")
+    return None
+
+
+class TwilioLink:
+    """One call's Media Stream, after ``start`` (implements :class:`gateway.carrier.CarrierLink`)."""
+
+    def __init__(self, ws: WebSocket, protocol: TwilioProtocol, call_sid: str, rest: TwilioRest | None,
+                 metrics: Metrics) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.call_sid = call_sid
+        self.rest = rest  # None: no account sid / auth token, REST hang-up and transfer unavailable
+        self.metrics = metrics
+        self._pending: deque[CallEvent] = deque()
+
+    @property
+    def call_id(self) -> str:
+        return self.call_sid
+
+    @property
+    def open(self) -> bool:
+        return self.protocol.state is State.STREAMING
+
+    async def receive(self) -> CallEvent:
+        while not self._pending:
+            try:
+                events = await receive_events(self.ws, self.protocol)
+            except RemoteProtocolError as exc:
+                self.metrics.protocol_errors.labels(exc.kind).inc()
+                if exc.fatal:
+                    log.error("call %s: ending after malformed message: %s", self.call_sid, exc)
+                    return HungUp("protocol_error")
+                log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
+                continue
+            if isinstance(events, Closed):
+                return HungUp(events.outcome)
+            for event in events:
+                call_event = to_call_event(event)
+                if call_event is not None:
+                    self._pending.append(call_event)
+                    if isinstance(call_event, HungUp):
+                        break  # `stop` is the stream's last word
+        return self._pending.popleft()
+
+    async def _flush(self) -> None:
+        for text in self.protocol.data_to_send():
+            await self.ws.send_text(text)
+
+    async def send_audio(self, frame: bytes) -> None:
+        if self.open:  # after `stop` nothing more may be sent
+            self.protocol.send_media(frame)
+            await self._flush()
+
+    async def send_mark(self, name: str) -> None:
+        if self.open:
+            self.protocol.send_mark(name)
+            await self._flush()
+
+    async def clear(self) -> None:
+        if self.open:
+            self.protocol.send_clear()
+            await self._flush()
+
+    async def hang_up(self) -> bool:
+        """Complete the call through the REST API (False without credentials or when it had already ended)."""
+        if self.rest is None:
+            return False
+        try:
+            return await self.rest.hangup(self.call_sid)
+        except TwilioRestError as exc:
+            raise CarrierError(f"REST hang-up failed ({exc.reason})") from exc
+
+    async def transfer(self, number: str, say_first: str | None = None) -> None:
+        if self.rest is None:
+            raise CarrierError("transfer needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        try:
+            await self.rest.transfer(self.call_sid, number, say_first)
+        except TwilioRestError as exc:
+            raise CarrierError(exc.reason) from exc
+
+    async def aclose(self) -> None:
+        """Send nothing more; the WebSocket itself is closed by the route that accepted it."""
+        self.protocol.receive_eof()
