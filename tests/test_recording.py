@@ -198,13 +198,14 @@ def _first_loud(x: npt.NDArray[np.int16]) -> int:
 
 async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.twilio.emulator import TwilioEmulator
-    from tests.helpers import run_gateway
+    from tests.helpers import run_gateway, wait_until
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"
     caller = b"\xff" * 8000 + tone(0.5, 300)  # silence for 1 s, then a 0.5 s tone from the caller
     env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
     async with run_gateway(env) as url:
+        await wait_until(lambda: _ready(url), 120)  # fixed phrases pre-rendered: the greeting starts at once
         result = await TwilioEmulator(url).call(agent="demo", inbound=caller, hold_s=0.2, max_s=30)
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{url}/metrics")).text
