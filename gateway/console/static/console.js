@@ -336,12 +336,12 @@ class Call {
     });
     this.node.port.onmessage = (e) => this.fromWorklet(e.data);
     this.node.connect(this.ctx.destination);
-    await this.setMic($("mic").checked);
-    document.body.dataset.callState = "in-call";
-    $("hangup-btn").disabled = false;
-    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
     this.callId = msg.call_id;
     document.body.dataset.callId = msg.call_id;
+    $("hangup-btn").disabled = false;
+    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
+    await this.setMic($("mic").checked);  // may fail (no device, permission refused): the call goes on
+    document.body.dataset.callState = "in-call";
   }
 
   async setMic(on) {
@@ -396,7 +396,12 @@ class Call {
     }
     const msg = JSON.parse(data);
     switch (msg.type) {
-      case "ready": this.ready(msg); break;
+      case "ready":
+        this.ready(msg).catch((err) => {
+          document.body.dataset.callState = "in-call";
+          setStatus(`microphone: ${err.message} (the call goes on without it)`, true);
+        });
+        break;
       case "mark": if (this.node) this.node.port.postMessage({ mark: msg.name }); break;
       case "clear":  // what the page holds is dropped, and so is what the gateway had not sent yet
         if (this.node) this.node.port.postMessage({ clear: true });
