@@ -87,6 +87,11 @@ async def twilio_voice(request: Request) -> Response:
     if not call_sid or "|" in call_sid:
         _reject(services, "bad_request", f"CallSid {call_sid!r}", "POST /twilio/voice")
         return PlainTextResponse("missing or invalid CallSid", status_code=400)
+    cap = services.settings.max_calls
+    if cap and services.active_calls >= cap:
+        services.metrics.bounded.labels("gateway_full").inc()
+        _reject(services, "busy", f"gateway at VOICEGW_MAX_CALLS={cap}", call_sid)
+        return _xml(twiml.say_and_hangup(BUSY))
     refusal = services.drain.refusal()
     if refusal is not None:
         services.metrics.webhook_rejected.labels("draining").inc()
@@ -185,13 +190,30 @@ async def twilio_media(ws: WebSocket) -> None:
             _reject(services, "bad_signature", exc.reason, "media upgrade")
             await ws.close(1008)  # before accept(): an HTTP 403 handshake rejection
             return
-    await ws.accept()
-    protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
+    if edge.pending_streams >= services.settings.max_pending_streams:
+        services.metrics.bounded.labels("pending_streams").inc()
+        _reject(services, "busy", f"{edge.pending_streams} streams already waiting to authenticate", "media upgrade")
+        await ws.close(1013)  # before accept(): refused at the handshake
+        return
+    edge.pending_streams += 1
     try:
-        start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
-    except TimeoutError:
-        start = None
-    agent_id = await _admit(ws, edge, start) if start is not None else None
+        await ws.accept()
+        protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
+        try:
+            start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
+        except TimeoutError:
+            start = None
+        agent_id = await _admit(ws, edge, start) if start is not None else None
+    finally:
+        edge.pending_streams -= 1
+    cap = services.settings.max_calls
+    if cap and start is not None and services.active_calls >= cap:
+        services.metrics.bounded.labels("gateway_full").inc()
+        _reject(services, "busy", f"gateway at VOICEGW_MAX_CALLS={cap}", start.call_sid)
+        if agent_id:
+            await edge.limiter.release(agent_id, start.call_sid)
+        await ws.close(1013)
+        return
     agent = services.store.get(agent_id) if agent_id else None
     if start is None or agent is None:
         if agent_id and start is not None:  # a genuine, first-use token: this stream owns the call's slot
@@ -255,6 +277,8 @@ async def readyz(request: Request) -> Response:
         if why:
             not_ready.append(f"engine chattts unavailable: {why}")
     listening = _listening_status(services)
+    if services.phrases is not None and not services.phrases.ready:
+        not_ready.append("pre-rendering fixed phrases")
     if listening["vad"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
     if listening["stt"] not in ("ready", "off"):

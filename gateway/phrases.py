@@ -33,6 +33,7 @@ from tts.fallback import Speaker, SpeechRestart
 
 log = logging.getLogger("voicegw.phrases")
 
+PRERENDER_GIVE_UP_S = 60.0
 Frames = tuple[bytes, ...]
 Key = tuple[str, str, str]  # agent id, version, text
 
@@ -75,17 +76,18 @@ class PrerenderReport:
     rendered: int = 0
     cached: int = 0  # already in the cache
     failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # agents whose primary voice is not ready
     seconds: float = 0.0
 
 
 class Phrases:
     """The process's fixed-phrase audio: the cache, the in-flight renderings and the pre-render step."""
 
-    def __init__(self, cache: PhraseCache, engines: Mapping[str, TTSEngine],
-                 breakers: BreakerRegistry | None = None) -> None:
+    def __init__(self, cache: PhraseCache, engines: Mapping[str, TTSEngine]) -> None:
         self.cache = cache
         self.engines = engines
-        self.breakers = breakers
+        # Its own breakers: a slow pre-render (a busy voice at startup) must not open the circuit calls use.
+        self.breakers = BreakerRegistry()
         self._flights: dict[Key, Lead] = {}
         self.coalesced = 0  # requests served by another request's synthesis
         self.ready = False  # the startup set is rendered (readiness waits for it)
@@ -139,6 +141,7 @@ class Phrases:
     async def _synthesize(self, agent: AgentSpec, text: str) -> list[bytes] | None:
         primary = agent.tts.chain()[0]
         speaker = Speaker(self.engines, agent.tts, None, self.breakers)
+        speaker.give_up_s = PRERENDER_GIVE_UP_S  # no caller is waiting: a busy voice may take its time
         audio = SentenceAudio(agent.tts.gain_db)
         try:
             async for part in speaker.speak(text, language=agent.language, priority=2,
@@ -152,11 +155,23 @@ class Phrases:
         audio.flush()
         return audio.frames if audio.provider == primary and audio.frames else None
 
-    async def prerender(self, agents: Iterable[AgentSpec], concurrency: int = 2) -> PrerenderReport:
-        """Render every fixed phrase of ``agents`` that is not cached yet (each agent at its own version)."""
+    async def prerender(self, agents: Iterable[AgentSpec], concurrency: int = 1) -> PrerenderReport:
+        """Render every fixed phrase of ``agents`` that is not cached yet (each agent at its own version).
+
+        Agents whose primary voice is not loaded are skipped (their phrases are cached by the first call
+        that speaks them with it). One phrase at a time by default: the voice keeps serving calls first
+        (pre-render requests have the lowest priority) and a queue of pre-render requests would only
+        time out in it.
+        """
         t0 = time.monotonic()
         report = PrerenderReport()
-        jobs = [(agent, fingerprint(agent), text) for agent in agents for text in fixed_phrases(agent)]
+        jobs = []
+        for agent in agents:
+            engine = self.engines.get(agent.tts.chain()[0])
+            if engine is None or not engine.ready:
+                report.skipped.append(agent.id)
+                continue
+            jobs += [(agent, fingerprint(agent), text) for text in fixed_phrases(agent)]
         gate = asyncio.Semaphore(concurrency)
 
         async def one(agent: AgentSpec, version: str, text: str) -> None:
@@ -172,6 +187,7 @@ class Phrases:
 
         await asyncio.gather(*(one(*job) for job in jobs))
         report.seconds = time.monotonic() - t0
-        log.info("fixed phrases: %d rendered, %d already cached, %d failed in %.1f s", report.rendered,
-                 report.cached, len(report.failed), report.seconds)
+        log.info("fixed phrases: %d rendered, %d already cached, %d failed in %.1f s%s", report.rendered,
+                 report.cached, len(report.failed), report.seconds,
+                 f"; skipped (primary voice not ready): {', '.join(report.skipped)}" if report.skipped else "")
         return report

@@ -7,16 +7,20 @@ gateway whose agents do not use ChatTTS never pays for loading it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 
 from agents.loader import load_agents_strict
+from agents.spec import AgentSpec
 from agents.store import AgentStore, MemoryStore, RedisStore
 from agents.trust import SpecPolicy
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
+from gateway.phrases import Phrases
 from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
@@ -152,12 +156,34 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
             await _chattts(services)
     if calls:
         _listening(services)
+        _prerender(services)
     log.info("agents: %s; providers in use: %s", ", ".join(sorted(agents)) or "none", ", ".join(sorted(used)))
     if calls and not settings.signatures_enforced:
         log.warning(
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Fine for local development only."
         )
     return services
+
+
+def _prerender(services: Services) -> None:
+    """Render every agent's fixed phrases before calls hear them: the startup set in a task readiness waits
+    for, and each pushed version before it goes live (``RedisStore.before_swap``)."""
+    assert services.phrase_cache is not None
+    phrases = services.phrases = Phrases(services.phrase_cache, services.engines)
+
+    async def startup() -> None:
+        if services.chattts_loading is not None:  # ChatTTS agents render with ChatTTS, once it is loaded
+            with contextlib.suppress(Exception):
+                await asyncio.shield(services.chattts_loading)
+        await phrases.prerender(services.store.snapshot.agents.values())
+        phrases.ready = True
+
+    services.prerendering = asyncio.create_task(startup(), name="prerender")
+    if isinstance(services.store, RedisStore):
+        async def before_swap(agents: Mapping[str, AgentSpec]) -> None:
+            await phrases.prerender(agents.values())
+
+        services.store.before_swap.append(before_swap)
 
 
 def _listening(services: Services) -> None:

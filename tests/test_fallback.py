@@ -17,6 +17,7 @@ from audio.formats import Encoding
 from gateway.ops.metrics import Metrics
 from tests.fake_cartesia import API_KEY, FakeCartesia, audio_for
 from tests.fake_engines import Fault, ScriptedEngine
+from tests.helpers import wait_until
 from tts.base import TTSEngine, TTSError
 from tts.breaker import BreakerPolicy, BreakerRegistry
 from tts.cartesia import CartesiaEngine
@@ -297,8 +298,8 @@ async def test_barge_in_task_cancellation_cancels_hedges() -> None:
             pass
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.5)  # chattts, then cartesia and piper (hedges) are all waiting
-    assert all(len(eng(es, n).calls) == 1 for n in ("chattts", "cartesia", "piper"))
+    # chattts, then cartesia and piper (hedges) are all waiting: waited for, not assumed after a fixed sleep
+    await wait_until(lambda: all(len(eng(es, n).calls) == 1 for n in ("chattts", "cartesia", "piper")))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

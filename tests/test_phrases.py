@@ -94,3 +94,15 @@ async def test_a_cancelled_leader_releases_its_followers() -> None:
     leader.cancel()
     assert await follower is None
     assert phrases.in_flight == 0
+
+
+async def test_agents_whose_primary_voice_is_not_loaded_are_skipped() -> None:
+    engine = ScriptedEngine("piper", chunks=1, chunk_delay=0.0)
+    loading = ScriptedEngine("chattts", is_ready=False)
+    agent = scripted_agent()
+    other = AgentSpec.model_validate({"id": "gpu", "name": "G", "greeting": "Hi.", "logic": {"kind": "scripted"},
+                                      "tts": {"provider": "chattts", "fallback": ["piper"]}})
+    phrases = Phrases(PhraseCache(), {"piper": engine, "chattts": loading})
+    report = await phrases.prerender([agent, other])
+    assert report.skipped == ["gpu"] and report.rendered == len(fixed_phrases(agent))
+    assert "Hi." not in engine.calls  # never synthesized with a voice that would not be cached

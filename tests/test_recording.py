@@ -105,6 +105,19 @@ def test_late_audio_is_dropped_and_counted_gap_is_silence(tmp_path: Path) -> Non
     assert not data[:, 0].any()
 
 
+def test_a_timestamp_jump_beyond_the_bound_is_dropped_not_written_as_silence(tmp_path: Path) -> None:
+    path = tmp_path / "jump.wav"
+    rec = StereoRecorder.open(path, max_jump_s=30.0)
+    rec.add_caller(0.0, tone(0.1, 300))
+    rec.add_caller(3600.0, tone(0.1, 300))  # a forged timestamp: would be an hour (115 MB) of silence at once
+    rec.add_agent(20.0, tone(0.1, 500))  # within the bound: the gap is kept as silence
+    assert rec.jumped_samples == 800
+    rec.close()
+    assert path.stat().st_size < HEADER_BYTES + 21 * 8000 * 4
+    data = read(path)
+    assert len(data) == 160800 and data[160000:, 1].any() and not data[800:160000].any()
+
+
 def test_chunk_longer_than_window_and_overwrite_and_cap(tmp_path: Path) -> None:
     path = tmp_path / "big.wav"
     rec = StereoRecorder.open(path, window_s=0.25, commit_s=0.05, max_seconds=3.0)

@@ -39,6 +39,7 @@ log = logging.getLogger("voicegw.tts.chattts")
 CHATTTS_FORMAT = AudioFormat(Encoding.PCM_F32, SAMPLE_RATE)
 #: Upper bound on audio tokens per sentence: 64 + 16 per character (≈0.34 s/char), at most 2048 (43.7 s).
 _TOKENS_BASE, _TOKENS_PER_CHAR, _TOKENS_MAX = 64, 16, 2048
+_INLINE_NORMALIZE_CHARS = 300
 
 
 def speed_prompt(speed: float) -> str:
@@ -148,7 +149,10 @@ class ChatTTSEngine:
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         if not self.ready or self._worker is None:
             raise TTSError(self.name, self.load_error or "not loaded")
-        text = await asyncio.to_thread(chattts_text, request.text, request.language)  # num2words: ~0.2 ms a number
+        if len(request.text) <= _INLINE_NORMALIZE_CHARS:  # a phone sentence: well under a millisecond
+            text = chattts_text(request.text, request.language)
+        else:  # API text or a runaway LLM sentence: num2words costs ~0.2 ms a number, keep it off the loop
+            text = await asyncio.to_thread(chattts_text, request.text, request.language)
         if not text.strip(" ,.，。、"):
             return  # nothing ChatTTS could say (e.g. only punctuation)
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.carrier import CallEvent, Digit
 from gateway.console.protocol import ConsoleProtocol
 from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, SentenceQueued, SentenceSpoken, TurnHeard
+from gateway.ops.logs import TurnLatency
 
 log = logging.getLogger("voicegw.console")
 
@@ -122,3 +123,9 @@ class PageMonitor:
                 self._send("turn", **turn.as_json())
         elif isinstance(note, BargedIn):
             self._send("barge_in", turn=note.turn, cause=note.cause)
+        elif isinstance(note, TurnLatency):  # the conversation's own breakdown (issue 13), when the turn is heard
+            turn = self._turns.get(note.turn)
+            if turn is not None:
+                turn.endpoint_wait_s = note.endpoint_wait_ms / 1000.0
+                turn.recognition_s = note.recognition_ms / 1000.0  # compute; done before the turn end if speculative
+                self._send("turn", **turn.as_json())
