@@ -9,6 +9,7 @@ from gateway.carrier import Digit, MarkHeard
 from gateway.console.monitor import PageMonitor
 from gateway.console.protocol import AudioFormat, ConsoleProtocol
 from gateway.notes import AgentTurn, BargedIn, CallerSaid, SentenceQueued, SentenceSpoken, TurnHeard
+from gateway.ops.logs import TurnLatency
 
 
 async def _nothing() -> None:
@@ -38,8 +39,17 @@ def test_a_turn_assembles_its_latency_breakdown() -> None:
     assert messages[2] == {"type": "sentence", "mark": "t2-3", "text": "We are open from nine to five.",
                            "kind": "t2", "turn": 2}
     assert messages[-1] == {"type": "turn", "turn": 2, "cause": "speech", "endpoint_wait_ms": 350.0,
-                            "recognition_ms": 250.0, "first_audio_ms": 250.0, "first_heard_ms": 1200.0,
-                            "providers": ["piper"]}
+                            "recognition_ms": 250.0, "logic_first_ms": None, "first_audio_ms": 250.0,
+                            "first_heard_ms": 1200.0, "providers": ["piper"], "why": None, "speculative": False}
+    # the conversation's own breakdown, when it comes, is what the row shows
+    page.on_note(TurnLatency(turn=2, why="complete", speculative=True, endpoint_wait_ms=400.0, recognition_ms=120.0,
+                             logic_first_ms=180.0, first_audio_ms=420.0, first_heard_ms=530.0))
+    row = sent(protocol)[-1]
+    assert row == {"type": "turn", "turn": 2, "cause": "speech", "endpoint_wait_ms": 400.0, "recognition_ms": 120.0,
+                   "logic_first_ms": 180.0, "first_audio_ms": 420.0, "first_heard_ms": 530.0,
+                   "providers": ["piper"], "why": "complete", "speculative": True}
+    page.on_note(TurnLatency(turn=9, why="complete", speculative=False, endpoint_wait_ms=1.0, recognition_ms=1.0))
+    assert sent(protocol) == []  # a turn the page never saw start: nothing to update
 
 
 def test_the_greeting_and_keys_have_no_recognition_figures() -> None:

@@ -279,8 +279,7 @@ async function save(event) {
   link.href = URL.createObjectURL(new Blob([result.yaml], { type: "application/yaml" }));
   link.download = result.file_name;
   link.textContent = `Download ${result.file_name}`;
-  $("save-info").replaceChildren(p, link);
-  await loadAgents(id);
+  await loadAgents(id);  // the picker and the panel show the new version before the page says "Saved"
   $("save-info").replaceChildren(p, link);
 }
 
@@ -439,7 +438,8 @@ class Call {
     const row = body.querySelector(`tr[data-turn="${msg.turn}"]`) || body.appendChild(document.createElement("tr"));
     row.replaceChildren();
     row.dataset.turn = msg.turn;
-    const cells = [msg.turn, msg.cause || "", ms(msg.endpoint_wait_ms), ms(msg.recognition_ms),
+    const cause = (msg.cause || "") + (msg.why ? ` (${msg.why}${msg.speculative ? ", speculative" : ""})` : "");
+    const cells = [msg.turn, cause, ms(msg.endpoint_wait_ms), ms(msg.recognition_ms), ms(msg.logic_first_ms),
       ms(msg.first_audio_ms), ms(msg.first_heard_ms), (msg.providers || []).join(", ")];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; row.append(td); }
   }
