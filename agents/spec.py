@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from tts.settings import Ranged, StrictModel, TTSConfig, within
+from tts.registry import TTSConfig
+from tts.settings import Ranged, StrictModel, within
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 

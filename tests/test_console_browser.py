@@ -15,7 +15,7 @@ import pytest
 from gateway.console.voice import patch_tts
 from tests.browser import chromium, collect_errors
 from tests.helpers import gateway_with_services
-from tts.settings import TTSConfig
+from tts.registry import TTSConfig
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
