@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from audio.codec import ulaw2lin
+from audio.codec import ulaw_to_float
 
 SAMPLE_RATE = 8000
 CHUNK = 256  # samples per inference at 8 kHz (32 ms)
@@ -50,9 +50,6 @@ log = logging.getLogger("voicegw.vad")
 WINDOW = CONTEXT + CHUNK
 STATE = 128  # width of each of the two recurrent state vectors
 TICK_S = 0.02  # default batcher period: one Twilio frame
-
-# mu-law byte → float32 sample in [-1, 1): the same values as ulaw2lin(x) / 32768 (int16 fits float32 exactly).
-ULAW_F32: F32 = (ulaw2lin(bytes(range(256))).astype(np.float64) / 32768.0).astype(np.float32)
 
 
 class VadError(Exception):
@@ -219,7 +216,7 @@ class BatchedVadStream:
 
     def feed_mulaw(self, payload: bytes) -> None:
         """Twilio's 8 kHz mu-law as it arrives (any length)."""
-        self.feed(ULAW_F32[np.frombuffer(payload, dtype=np.uint8)])
+        self.feed(ulaw_to_float(payload))
 
     def feed(self, samples: F32) -> None:
         """8 kHz float32 samples in [-1, 1] (any length); a complete chunk is inferred at the next tick."""
@@ -234,7 +231,7 @@ class BatchedVadStream:
     async def infer(self, samples: F32) -> list[tuple[float, F32]]:
         """Feed, then wait for this stream's complete chunks to be answered (at most one tick)."""
         self.feed(samples)
-        if self.pending_samples >= CHUNK and not self.closed:
+        if len(self._pending) >= CHUNK and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -245,7 +242,7 @@ class BatchedVadStream:
 
     def _collect(self, prob: float, chunk: F32) -> None:
         self._results.append((prob, chunk))
-        if self.pending_samples < CHUNK:
+        if len(self._pending) < CHUNK:
             self._wake()
 
     def _wake(self) -> None:
@@ -297,7 +294,7 @@ class VadBatcher:
         self.runs = 0  # inferences run
         self.chunks = 0  # chunks inferred (sum of batch sizes)
         self.streams = 0  # open streams
-        self.busy_s = 0.0  # time spent inside inference (perf_counter)
+        self.busy_s = 0.0  # CPU time spent inside inference (this thread's)
 
     @property
     def capacity(self) -> int:
@@ -350,7 +347,7 @@ class VadBatcher:
             streams = list(self._ready_streams.values())
             chunks = [s._take_chunk() for s in streams]
             for stream in streams:
-                if stream.pending_samples < CHUNK:
+                if len(stream._pending) < CHUNK:
                     del self._ready_streams[stream.slot]
             stacked = np.stack(chunks)
             probs: list[float] = [0.0] * len(streams)
@@ -360,10 +357,10 @@ class VadBatcher:
                 windows = self._windows
                 windows[idx, CONTEXT:] = stacked[infer] if len(infer) < len(streams) else stacked
                 batch = windows[idx]
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # CPU time: onnxruntime runs on this thread (one intra-op thread)
                 out, new_state = self.model.session.run(
                     None, {"input": batch, "state": self._state[:, idx], "sr": self.model._sr})
-                self.busy_s += time.perf_counter() - t0
+                self.busy_s += time.thread_time() - t0
                 self._state[:, idx] = new_state
                 windows[idx, :CONTEXT] = batch[:, -CONTEXT:]
                 self.runs += 1

@@ -49,6 +49,7 @@ from gateway.ops import logs
 from gateway.ops.metrics import Metrics
 from gateway.outbound import Outbound
 from gateway.phrase_cache import PhraseCache, fingerprint
+from gateway.phrases import Phrases
 from gateway.playout import Ledger, SentenceState
 from gateway.recording import open_call_recorder
 from gateway.sentence_audio import SentenceAudio, plan_restart
@@ -59,6 +60,11 @@ from tts.breaker import BreakerRegistry
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
 
 log = logging.getLogger("voicegw.call")
+
+#: Per-call bounds on what the caller's side can make us keep (issue 15): digits per call (more are dropped,
+#: counted in ``voicegw_bounded_total{what="dtmf"}``), unknown mark echoes logged (all are counted).
+MAX_DTMF_KEPT = 256
+LOGGED_UNKNOWN_MARKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class CallServices(Protocol):
     engines: dict[str, TTSEngine]
     breakers: BreakerRegistry | None
     phrase_cache: PhraseCache | None
+    phrases: Phrases | None  # single-flight and pre-rendered fixed phrases (None: cache only)
     call_tasks: TaskGroup  # every call's tasks, so a leak shows in its ``live`` count
     calls: dict[str, CallSession]  # call id → session, while it runs
 
@@ -113,7 +120,9 @@ class CallSession:
         self.phrase_cache = services.phrase_cache
         self._version = fingerprint(agent)
         self.marks_sent: list[str] = []
-        self.marks_echoed: list[str] = []
+        self.marks_echoed: list[str] = []  # echoes of marks we sent (unknown ones are only counted)
+        self.unknown_marks = 0
+        self.max_dtmf = MAX_DTMF_KEPT
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.outcome = "completed"
@@ -125,6 +134,8 @@ class CallSession:
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
         self.fallbacks = 0
         self.first_audio_s: list[float] = []  # sentence queued → its first audio from TTS
+        self.first_frame_at: dict[str, float] = {}  # start mark → when its sentence's first frame was queued
+        self.turn_latency: list[logs.TurnLatency] = []  # one per answered caller turn (the conversation fills it)
         self.mouth_to_ear_s: list[float] = []
         # Stream clock (the carrier's caller-audio times) ↔ monotonic: t=0 is when the call started. Fixed for
         # the call, so agent audio stays contiguous in the recording; the error is the carrier's start-up delay.
@@ -152,7 +163,10 @@ class CallSession:
     def _record(self, add: Callable[[float, bytes], None], at_s: float, mulaw: bytes) -> None:
         assert self.recorder is not None
         try:
+            jumped = self.recorder.jumped_samples
             add(at_s, mulaw)
+            if self.recorder.jumped_samples != jumped:
+                self.metrics.bounded.labels("recording_jump").inc()
         except OSError as exc:  # disk full, volume gone: stop recording, keep the call
             log.error("call %s: recording stopped: %s", self.call_id, exc)
             self.recorder.closed = True
@@ -199,6 +213,9 @@ class CallSession:
                 if current is not None and current.cancelling():
                     raise  # the loop itself is being cancelled (call ending)
                 # only this sentence was cancelled (interrupt): go on with the next one
+            except Exception:  # a bug in one sentence's path must not silence the rest of the call
+                log.exception("call %s: sentence %s failed", self.call_id, sentence.name)
+                self._end_sentence(sentence, [])  # its marks still settle: the conversation waits for them
             finally:
                 self._speaking = None
 
@@ -208,6 +225,7 @@ class CallSession:
         if frames and not started:
             started.append(True)
             if sentence.start_mark:
+                self.first_frame_at[sentence.start_mark] = time.monotonic()
                 self.outbound.put_mark(sentence.start_mark)
         self.outbound.put_frames(frames)
 
@@ -255,13 +273,27 @@ class CallSession:
         sent: list[bool] = []
         cache = self.phrase_cache if sentence.phrase else None
         cached = cache.get(self.agent, self._version, sentence.text) if cache is not None else None
+        phrases = self.services.phrases if cache is not None else None
+        outcome = "hit"
+        if cached is None and phrases is not None:
+            # Another call is synthesizing this very phrase: use its audio. When that rendering fails, every
+            # call that waited wakes at once: one of them leads the next attempt and the others wait for it.
+            # (A pre-render in flight is not waited on: lowest priority, whole phrase first.)
+            while cached is None and (flight := phrases.join(self.agent, self._version, sentence.text,
+                                                             prerenders=False)) is not None:
+                cached, outcome = await flight, "coalesced"
         if cache is not None:
-            self.metrics.phrase_cache.labels("hit" if cached is not None else "miss").inc()
+            self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
         if cached is not None:
             self._put_frames(list(cached), sentence, sent)
             self._end_sentence(sentence, sent)
+            self.providers.append(self.agent.tts.chain()[0])  # the cache holds the primary voice only
+            self.first_audio_s.append(time.monotonic() - sentence.queued_at)
             self.note(SentenceSpoken(sentence.name, self.agent.tts.chain()[0], False, None))  # cached: primary only
             return
+        # single-flight: identical requests arriving meanwhile wait for this synthesis (None: they do their own)
+        lead = phrases.lead(self.agent, self._version, sentence.text) if phrases is not None else None
+        audio: SentenceAudio | None = None
         try:
             audio = await self._stream(sentence, self.speaker.speak(
                 sentence.text, language=self.agent.language, priority=0 if sentence.first else 1,
@@ -271,10 +303,15 @@ class CallSession:
             await self._apologize(sentence, sent)
             self._end_sentence(sentence, sent)  # the conversation waits for every sentence's mark
             return
+        finally:
+            cacheable = (audio is not None and audio.provider and not audio.restarts
+                         and audio.provider == self.agent.tts.chain()[0])
+            if lead is not None:
+                lead.done(audio.frames if cacheable and audio is not None else None)
+            if cache is not None and cacheable and audio is not None:
+                cache.put(self.agent, self._version, sentence.text, audio.frames)
         self._end_sentence(sentence, sent)
         if audio.provider:
-            if cache is not None and not audio.restarts and audio.provider == self.agent.tts.chain()[0]:
-                cache.put(self.agent, self._version, sentence.text, audio.frames)
             self.providers.append(audio.provider)
             self.note(SentenceSpoken(sentence.name, audio.provider, audio.provider != self.agent.tts.chain()[0],
                                      audio.first_audio_s))
@@ -288,9 +325,14 @@ class CallSession:
             return
         self._apologized.add(sentence.turn_id)
         apology = self.agent.turn_taking.apology
+        cache = self.phrase_cache
+        cached = cache.get(self.agent, self._version, apology) if cache is not None else None
         try:
-            await self._stream(sentence, self.speaker.apologize(
-                apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
+            if cached is not None:  # pre-rendered while the voice was working
+                self._put_frames(list(cached), sentence, started)
+            else:
+                await self._stream(sentence, self.speaker.apologize(
+                    apology, language=self.agent.language, request_id=f"{sentence.name}-apology"), started)
         except TTSError as exc:
             log.error("call %s: cannot even apologize (%s): ending the call", self.call_id, exc.reason)
             self.hangup("tts_failed")
@@ -298,6 +340,35 @@ class CallSession:
         self.ledger.replace_text(sentence.name, apology)
         self.providers.append("apology")
         self.note(SentenceSpoken(sentence.name, "apology", True, None))
+
+    async def hold(self) -> None:
+        """Caller speech started over the agent: stop the agent at once without losing anything. What the
+        carrier has not played yet is taken back (and cleared there); :meth:`release` plays on from exactly
+        where the caller stopped hearing, :meth:`interrupt` drops it all."""
+        buffered = self.outbound.buffered_at_twilio() > 0
+        for mark in self.outbound.hold():
+            self.ledger.resend(mark)  # its echo provoked by the clear is not playout; it is sent again
+        if buffered and self.link.open:
+            await self.link.clear()
+
+    def hold_new(self) -> None:
+        """Queue audio without sending it (a speculative reply, before the caller's turn is confirmed)."""
+        self.outbound.pause()
+
+    def release(self) -> None:
+        """Send held audio (the turn was confirmed, or the caller's sound was not a barge-in)."""
+        self.outbound.resume()
+
+    def discard(self) -> None:
+        """Drop a held reply the caller never heard, without a word to the carrier (nothing of it was sent)."""
+        self.turn += 1
+        while not self._speech.empty():
+            self._speech.get_nowait()
+        if self._speaking is not None:
+            self._speaking.cancel()
+        self.outbound.clear()
+        self.ledger.cleared()
+        self._marks_changed.set()
 
     async def interrupt(self) -> list[str]:
         """Barge-in: cancel synthesis, drop queued sentences and audio here and at the carrier (``clear``).
@@ -311,10 +382,12 @@ class CallSession:
             dropped.append(self._speech.get_nowait().name)
         if self._speaking is not None:
             self._speaking.cancel()  # the engine stream closes as the cancellation unwinds
+        held = self.outbound.paused and self.outbound.buffered_at_twilio() == 0  # hold() already cleared it
         dropped += self.outbound.clear()
         self.ledger.cleared()
         self._marks_changed.set()
-        await self.link.clear()
+        if not held:
+            await self.link.clear()
         return dropped
 
     async def wait_heard(self, mark: str, timeout_s: float = 30.0) -> bool:
@@ -376,11 +449,18 @@ class CallSession:
                 if self._ending is None or event.outcome == "protocol_error":
                     self.outcome = event.outcome
             elif isinstance(event, MarkHeard):
-                self.marks_echoed.append(event.name)
-                if not self.ledger.echoed(event.name).known:
-                    log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name)
+                if self.ledger.echoed(event.name).known:
+                    self.marks_echoed.append(event.name)  # bounded by the marks we sent
+                else:  # counted, never kept: a peer could send millions
+                    self.unknown_marks += 1
+                    self.metrics.bounded.labels("unknown_mark").inc()
+                    if self.unknown_marks <= LOGGED_UNKNOWN_MARKS:
+                        log.warning("call %s: echo of a mark we never sent: %r", self.call_id, event.name[:64])
                 self._marks_changed.set()
             elif isinstance(event, Digit):
+                if len(self.dtmf) >= self.max_dtmf:  # dropped: neither kept nor passed to the agent
+                    self.metrics.bounded.labels("dtmf").inc()
+                    continue
                 self.dtmf.append(event.digit)
                 log.info("call %s: dtmf %s", self.call_id, event.digit)
             elif isinstance(event, CallerAudio) and self.recorder is not None:
@@ -441,6 +521,7 @@ class CallSession:
             turns=self.turns, providers=self.providers, fallbacks=self.fallbacks,
             first_audio_s=self.first_audio_s, mouth_to_ear_s=self.mouth_to_ear_s,
             underruns=self.outbound.underruns, frames_sent=self.outbound.frames_sent,
+            turn_latency=self.turn_latency,
         )
 
 

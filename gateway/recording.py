@@ -70,6 +70,7 @@ class StereoRecorder:
         window_s: float = 2.0,
         commit_s: float = 0.5,
         max_seconds: float = 4 * 3600.0,
+        max_jump_s: float = 30.0,
     ) -> None:
         if window_s <= 0 or commit_s <= 0:
             raise ValueError("window_s and commit_s must be positive")
@@ -77,6 +78,10 @@ class StereoRecorder:
         self._window = int(window_s * RATE)
         self._commit = int(commit_s * RATE)
         self._max = int(max_seconds * RATE)
+        #: Audio placed further than this past the newest sample is dropped (``jumped_samples``): a forged or
+        #: broken timestamp would otherwise make the recorder write that much silence at once, synchronously.
+        self._max_jump = int(max_jump_s * RATE)
+        self.jumped_samples = 0
         self._buf: npt.NDArray[np.int16] = np.zeros((self._window + self._commit, CHANNELS), np.int16)
         self.committed = 0  # samples (per channel) already on disk; buffer row 0 is this position
         self.end = 0  # one past the newest sample written on either channel
@@ -106,6 +111,9 @@ class StereoRecorder:
             self._place(channel, start + i, samples[i : i + self._window])
 
     def _place(self, channel: int, start: int, samples: npt.NDArray[np.int16]) -> None:
+        if start > self.end + self._max_jump:
+            self.jumped_samples += len(samples)
+            return
         stop = min(start + len(samples), self._max)
         if start < self.committed:  # arrived too late for the part already on disk
             cut = min(self.committed - start, len(samples))

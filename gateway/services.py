@@ -14,6 +14,7 @@ from agents.vad import SileroModel
 from gateway.ops.drain import Drain
 from gateway.ops.metrics import Metrics
 from gateway.phrase_cache import PhraseCache
+from gateway.phrases import Phrases
 from gateway.settings import Settings
 from gateway.tasks import TaskGroup
 from gateway.twilio.edge import Edge
@@ -45,6 +46,9 @@ class Services:
     breakers: BreakerRegistry | None = None
     #: Fixed phrases' audio, shared by every call.
     phrase_cache: PhraseCache | None = None
+    #: Pre-rendering and single-flight over the phrase cache (readiness waits for the startup set).
+    phrases: Phrases | None = None
+    prerendering: asyncio.Task[None] | None = None
     #: VAD and recognizer; None for a gateway built without listening (some tests).
     listening: Listening | None = None
     #: ChatTTS loads in its own thread after startup; readiness waits for it.
@@ -68,11 +72,11 @@ class Services:
         return self.drain.draining
 
     async def aclose(self) -> None:
-        loading = self.chattts_loading
-        if loading is not None and not loading.done():
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loading
+        for loading in (self.prerendering, self.chattts_loading):
+            if loading is not None and not loading.done():
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loading
         for engine in self.engines.values():
             try:
                 await engine.aclose()

@@ -32,6 +32,7 @@ ENV_VARS: tuple[str, ...] = (
     # hardening (issue 15)
     "VOICEGW_SLOT_TTL_S", "VOICEGW_ALLOW_OPEN_API", "VOICEGW_API_MAX_CONCURRENT", "VOICEGW_LOG_TRANSCRIPTS",
     "VOICEGW_AGENT_KEY_ENVS", "VOICEGW_LLM_HOSTS", "VOICEGW_TRANSFER_NUMBERS", "VOICEGW_AGENT_SIGNING_KEY",
+    "VOICEGW_MAX_CALLS", "VOICEGW_MAX_PENDING_STREAMS",
     "VOICEGW_CONSOLE_WRITE_AGENTS",
     "VOICEGW_ROLE", "CHATTTS_API_URL", "CHATTTS_API_KEY",
 )
@@ -176,6 +177,10 @@ class Settings:
     transfer_numbers: tuple[str, ...] = ()
     #: HMAC key for agent specs in Redis: pushes are signed, unsigned or altered entries are refused.
     agent_signing_key: bytes | None = None
+    #: Calls this process runs at once, all agents together (0: no cap); more hear the busy message.
+    max_calls: int = 0
+    #: Media WebSockets accepted but not yet authenticated (no valid `start` yet); more are refused at once.
+    max_pending_streams: int = 64
     #: The console's "Save" also rewrites the agent's YAML file in ``agents_dir`` (when that is writable).
     console_write_agents: bool = False
     #: ``all``: calls and speech in one process; ``telephony``: calls only, never loads torch (ChatTTS from
@@ -254,6 +259,8 @@ class Settings:
             llm_hosts=tuple(h.lower() for h in _list(env, "VOICEGW_LLM_HOSTS")),
             transfer_numbers=_list(env, "VOICEGW_TRANSFER_NUMBERS"),
             agent_signing_key=_secret_bytes(env, "VOICEGW_AGENT_SIGNING_KEY"),
+            max_calls=_int(env, "VOICEGW_MAX_CALLS", 0, 0, 100000),
+            max_pending_streams=_int(env, "VOICEGW_MAX_PENDING_STREAMS", 64, 1, 100000),
             console_write_agents=_bool(env, "VOICEGW_CONSOLE_WRITE_AGENTS", False),
             role=role,  # type: ignore[arg-type]
             chattts_api_url=_url(env, "CHATTTS_API_URL", ("http", "https")),

@@ -73,3 +73,13 @@ def test_float_to_int16_clips_rounds_and_maps_nan_to_zero() -> None:
 
 def test_silence_is_0xff() -> None:
     assert lin2ulaw(np.zeros(160, dtype=np.int16)) == b"\xff" * 160
+
+
+def test_ulaw_to_float_is_the_int16_decoding_scaled_exactly() -> None:
+    from audio.codec import ulaw_to_float
+
+    every = bytes(range(256)) * 3
+    expected = ulaw2lin(every).astype(np.float64) / 32768.0
+    got = ulaw_to_float(every)
+    assert got.dtype == np.float32 and np.array_equal(got.astype(np.float64), expected)
+    assert ulaw_to_float(b"").shape == (0,)

@@ -18,7 +18,7 @@ from bench.wer import wer
 from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
 from tests.helpers import run_gateway, transcribe, wait_until
-from tests.speech_fixtures import mulaw, transcripts
+from tests.speech_fixtures import conversation_mulaw, mulaw, transcripts
 
 pytestmark = pytest.mark.slow
 
@@ -56,9 +56,19 @@ tts: {{provider: piper, fallback: []}}
 """
 
 
-async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0) -> None:
-    """Wait until turn ``turn`` has started playing and everything received has played."""
+async def turn_heard(c: CallControl, turn: int, within_s: float = 40.0, sentences: int | None = None) -> None:
+    """Wait until turn ``turn`` has started playing and everything received has played.
+
+    With ``sentences`` (the reply's sentence count, when the test knows it) the wait is on events: every
+    sentence's mark echoed. Without, the turn counts as over after 0.3 s of idle playout, which a loaded
+    machine can stretch between two sentences.
+    """
     await wait_until(lambda: f"turn{turn}-start" in c.result.marks_echoed, within_s)
+    if sentences is not None:
+        await wait_until(lambda: sum(m.startswith(f"t{turn}-") for m in c.result.marks_echoed) >= sentences,
+                         within_s)
+        await wait_until(c.playout.idle, within_s)
+        return
     for _ in range(6):  # idle for 0.3 s: not just a gap between two sentences
         await wait_until(c.playout.idle, within_s)
         await asyncio.sleep(0.05)
@@ -116,7 +126,7 @@ async def test_dtmf_menu(agents_dir: Path) -> None:
         await greeting_heard(c)
         offset = len(c.result.audio)
         await c.dtmf("1")
-        await turn_heard(c, 2)
+        await turn_heard(c, 2, sentences=2)  # "You chose sales." "A colleague will call you back."
         replies.append(bytes(c.result.audio[offset:]))
 
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
@@ -137,8 +147,10 @@ async def test_silence_reprompt_then_goodbye_heard_in_full_then_hangup(agents_di
     assert "turn2-start" in marks and "turn3-start" in marks  # reprompt, then goodbye
     reprompt_at, goodbye_at = result.mark_times["turn2-start"], result.mark_times["turn3-start"]
     greeting_end = result.mark_times["greeting-1"]
-    assert 1.5 < reprompt_at - greeting_end < 4.0  # reprompt_after_s = 2
-    assert 3.5 < goodbye_at - greeting_end < 7.0  # hangup_after_s = 5
+    # Not before their timers (reprompt_after_s = 2, hangup_after_s = 5); how long after depends on how fast
+    # Piper speaks on a loaded machine, so the upper bounds only say "in order, and well before max_s".
+    assert 1.5 < reprompt_at - greeting_end < goodbye_at - greeting_end
+    assert 3.5 < goodbye_at - greeting_end < 20.0
     goodbye_marks = [m for m in marks if m.startswith("t3-")]
     assert len(goodbye_marks) == 2 and marks[-1] == goodbye_marks[-1]  # every goodbye sentence played
     assert result.marks_cleared == []
@@ -191,7 +203,7 @@ async def test_barge_in_stops_audio_and_truncates_history(agents_dir: Path) -> N
     assert result.errors == []
     assert result.clears == 1
     stop_after = result.clear_times[0] - times["speech_onset"]
-    assert 0.1 < stop_after < 2.0, stop_after  # 250 ms of speech + VAD decision + one round trip
+    assert 0.0 < stop_after < 2.0, stop_after  # held at speech onset: VAD decision + one round trip
     chunker = SentenceChunker()
     pieces = chunker.feed(LONG_REPLY) + chunker.flush()
     played = [m for m in result.marks_echoed if m.startswith("t2-") and m not in result.marks_cleared]
@@ -203,16 +215,84 @@ async def test_barge_in_stops_audio_and_truncates_history(agents_dir: Path) -> N
     assert interrupted == {"role": "assistant", "content": " ".join(pieces[: len(played)])}
 
 
-async def test_greeting_served_from_phrase_cache_on_second_call(agents_dir: Path) -> None:
+async def test_greeting_is_pre_rendered_and_never_synthesized_by_a_call(agents_dir: Path) -> None:
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def ready() -> bool:
+                return (await client.get(f"{url}/readyz")).status_code == 200
+
+            await wait_until(ready, 120)  # readiness waits for the startup pre-render
         emu = TwilioEmulator(url)
         first: CallResult = await emu.call(agent="demo", hold_s=0.1)
-        m1 = (await get(f"{url}/metrics"))
         second = await emu.call(agent="demo", hold_s=0.1)
-        m2 = (await get(f"{url}/metrics"))
-    assert 'voicegw_phrase_cache_total{result="miss"} 1.0' in m1
-    assert 'voicegw_phrase_cache_total{result="hit"}' not in m1
-    assert 'voicegw_phrase_cache_total{result="hit"} 1.0' in m2
-    assert 'voicegw_phrase_cache_total{result="miss"} 1.0' in m2
+        metrics = (await get(f"{url}/metrics"))
+    assert 'voicegw_phrase_cache_total{result="hit"} 2.0' in metrics
+    assert 'voicegw_phrase_cache_total{result="miss"}' not in metrics
+    assert 'voicegw_tts_sentences_total{provider="piper"}' not in metrics  # no call synthesized anything
     assert bytes(second.audio) == bytes(first.audio)  # the same greeting, not a different voice
     assert transcripts()  # fixtures present
+
+
+LONG_GREETING = """
+id: greeter
+name: Greeter
+greeting: >-
+  Hello and welcome to the Acme help line. We can help with orders, refunds and appointments.
+  Please tell me what you need.
+logic:
+  kind: scripted
+  rules:
+    - when: ["refund", "order"]
+      say: "I can help with your refund."
+tts: {provider: piper, fallback: []}
+turn_taking: {reprompt_after_s: 30, hangup_after_s: 60}
+"""
+
+
+async def test_a_cough_over_the_greeting_pauses_it_and_it_resumes_exactly_where_it_stopped(agents_dir: Path) -> None:
+    (agents_dir / "greeter.yaml").write_text(LONG_GREETING)
+
+    async def coughs(c: CallControl) -> None:
+        await wait_until(lambda: c.result.time_to_first_audio is not None)
+        await asyncio.sleep(1.0)
+        c.speak(conversation_mulaw("cough"))
+        await greeting_heard(c)
+
+    async def listens(c: CallControl) -> None:
+        await greeting_heard(c)
+
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        quiet = await TwilioEmulator(url).call(agent="greeter", script=listens, hold_s=0.2, max_s=60)
+        coughed = await TwilioEmulator(url).call(agent="greeter", script=coughs, hold_s=0.2, max_s=60)
+    assert quiet.errors == [] and coughed.errors == []
+    assert "greeting-1" in coughed.marks_echoed and not any(m.startswith("turn") for m in coughed.marks_echoed)
+    # what the caller heard is the whole greeting, nothing lost or repeated (within a frame of the estimate)
+    greeting = bytes(quiet.heard)
+    assert abs(len(coughed.heard) - len(greeting)) <= 2 * 160
+    if coughed.clears:  # the cough was taken for speech onset: the agent was held, then resumed
+        assert coughed.clears == 1
+    await assert_said(bytes(coughed.heard), "Hello and welcome to the Acme help line. We can help with orders, "
+                      "refunds and appointments. Please tell me what you need.", max_wer=0.2)
+
+
+async def test_a_caller_pausing_mid_sentence_is_answered_once_after_finishing(agents_dir: Path) -> None:
+    (agents_dir / "greeter.yaml").write_text(LONG_GREETING)
+    info: dict[str, float] = {}
+
+    async def caller(c: CallControl) -> None:
+        await greeting_heard(c)
+        speech = conversation_mulaw("refund_pause")  # "I am calling about, um," 0.9 s "the refund for my order."
+        c.speak(speech)
+        info["speech_end"] = now(c) + len(speech) / 8000 - 1.2  # realistic fixtures end with 1.2 s of line noise
+        await turn_heard(c, 2)
+        await asyncio.sleep(1.0)
+
+    async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
+        result = await TwilioEmulator(url).call(agent="greeter", script=caller, hold_s=0.2, max_s=60)
+        metrics = await get(f"{url}/metrics")
+    assert result.errors == []
+    starts = [m for m in result.marks_echoed if m.endswith("-start")]
+    assert starts == ["turn2-start"]  # one answer, not the fallback into the pause and then another
+    assert result.mark_times["turn2-start"] > info["speech_end"]
+    for stage in ("endpoint_wait", "recognition", "logic_first", "first_audio", "first_heard"):
+        assert f'voicegw_turn_stage_seconds_count{{agent="greeter",stage="{stage}"}} 1.0' in metrics

@@ -109,9 +109,7 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
             s = await session_of(services, c.call_sid)
             await wait_until(lambda: len(c.result.media_times) >= 40, within_s=60)  # 0.8 s into the greeting
             state["gone"] = await s.interrupt()
-            state["audio_at_clear"] = len(c.result.audio)
-            await asyncio.sleep(1.0)
-            state["audio_after_1s"] = len(c.result.audio)
+            await asyncio.sleep(1.0)  # room for a wrongly sent frame to show up (the check below is by order)
             assert s.ledger.cleared_marks() == ["greeting-1"] and s.ledger.heard() == []
             state["said_at"] = emu.clock() - c.t0
             reply = s.say("We are open from nine to five.")  # the next turn plays normally
@@ -123,9 +121,9 @@ async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -
         assert state["gone"] == ["greeting-1"]
         clear_at = result.clear_times[0]
         # Socket order is send order: no media of the interrupted turn arrived after `clear` (at most one frame).
+        # (Frames sent before `clear` but read after interrupt() returned arrive before it: not counted, rightly.)
         late_media = [t for t in result.media_times if clear_at < t < state["said_at"]]
         assert len(late_media) <= 1
-        assert state["audio_after_1s"] - state["audio_at_clear"] <= 160
         # Mid-sentence, the greeting's mark was still queued behind its audio: dropped here, never sent or echoed.
         assert "greeting-1" not in result.marks_echoed + result.marks_cleared
         assert state["ledger"] == (["sentence-2"], ["greeting-1"])
@@ -376,3 +374,59 @@ async def test_stream_status_callbacks_are_logged_by_event_and_junk_is_a_400(
     assert "call CA9 stream MZ9: unknown stream event 'stream-paused'" in lines
     assert sum(re.fullmatch(r"call CA\w+ stream MZ\w+: stream-(started|stopped)", m) is not None for m in lines) == 2
     assert not any("None" in m for m in lines)
+
+
+N_FORGED = 2000
+
+
+async def test_unknown_marks_and_digit_floods_are_bounded_and_counted(agents_dir: Path) -> None:
+    from gateway.call import MAX_DTMF_KEPT
+
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+
+        async def flood(c: CallControl) -> None:
+            s = await session_of(services, c.call_sid)
+            assert s.max_dtmf == MAX_DTMF_KEPT
+            s.max_dtmf = 1  # the same bound, small enough that the agent replies to one digit only
+            for i in range(N_FORGED):
+                await c.send({"event": "mark", "streamSid": c.stream_sid, "mark": {"name": f"forged-{i}"}})
+            for _ in range(4):
+                await c.dtmf("5")
+            await wait_until(lambda: counter(services, "voicegw_bounded_total", what="dtmf") == 3)
+            await wait_until(lambda: counter(services, "voicegw_bounded_total", what="unknown_mark") == N_FORGED)
+            assert s.unknown_marks == N_FORGED and all(not m.startswith("forged") for m in s.marks_echoed)
+            assert s.dtmf == ["5"]
+
+        result = await emu.call(agent="demo", script=flood, hold_s=0.0, max_s=120)
+        assert result.errors == []
+
+
+async def test_gateway_call_cap_and_pending_stream_cap(agents_dir: Path) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    env = env_for(agents_dir, VOICEGW_MAX_CALLS="1", VOICEGW_MAX_PENDING_STREAMS="2")
+    async with gateway_with_services(env) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+
+        async def while_live(c: CallControl) -> None:
+            await wait_until(lambda: services.active_calls == 1)
+            twiml, _ = await emu.fetch_twiml(agent="support")  # another agent, but the gateway is full
+            assert parse_stream(twiml) is None and "busy" in twiml
+
+        result = await emu.call(agent="demo", script=while_live, hold_s=0.0, max_s=60)
+        assert result.errors == []
+        assert counter(services, "voicegw_bounded_total", what="gateway_full") == 1
+        ws_url = url.replace("http", "ws") + "/twilio/media"
+        async with connect(ws_url) as a, connect(ws_url) as b:  # two sockets that never authenticate
+            await wait_until(lambda: services.twilio_edge().pending_streams == 2)
+            with pytest.raises(InvalidStatus):
+                async with connect(ws_url):
+                    pass
+            assert counter(services, "voicegw_bounded_total", what="pending_streams") == 1
+            await a.close()
+            await b.close()
+        await wait_until(lambda: services.twilio_edge().pending_streams == 0)
+        await wait_until(lambda: services.twilio_edge().calls_finished == 1)
+        assert parse_stream((await emu.fetch_twiml(agent="demo"))[0]) is not None

@@ -39,7 +39,7 @@ from audio.formats import AudioChunk
 from tts.base import SynthesisRequest, TTSEngine, TTSError
 from tts.breaker import BreakerRegistry
 from tts.metrics import TTSMetrics
-from tts.settings import TTSConfig
+from tts.registry import TTSConfigBase
 
 log = logging.getLogger("voicegw.tts")
 
@@ -120,7 +120,7 @@ class Speaker:
     def __init__(
         self,
         engines: Mapping[str, TTSEngine],
-        config: TTSConfig,
+        config: TTSConfigBase,
         metrics: TTSMetrics | None = None,
         breakers: BreakerRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -153,8 +153,10 @@ class Speaker:
     def apologize(self, text: str, *, language: str = "en", request_id: str = "apology") -> AsyncIterator[
         SpeechAudio | SpeechRestart
     ]:
-        """Last words when :meth:`speak` failed: Piper first, breakers ignored, then anything ready."""
-        chain = [p for p in ("piper", *self.config.chain()) if (e := self.engines.get(p)) is not None and e.ready]
+        """Last words when :meth:`speak` failed: the agent's ``last_resort`` first, breakers ignored, then
+        anything ready."""
+        first = [self.config.last_resort] if self.config.last_resort else []
+        chain = [p for p in (*first, *self.config.chain()) if (e := self.engines.get(p)) is not None and e.ready]
         return self._speak(text, list(dict.fromkeys(chain)), False, language, 0, request_id, "")
 
     # ---- the sentence loop -----------------------------------------------
@@ -180,7 +182,7 @@ class Speaker:
                     continue
                 deadline = None if name == last_provider else now + self.budget_s
                 request = SynthesisRequest(
-                    text=text, settings=getattr(self.config, name, None), language=language, priority=priority,
+                    text=text, settings=self.config.section(name), language=language, priority=priority,
                     deadline=deadline, request_id=request_id, meta=dict(meta),
                 )
                 attempt = _Attempt(name, now)
@@ -340,11 +342,15 @@ class Speaker:
         if self.metrics:
             self.metrics.tts_sentences.labels(owner.provider).inc()
             self.metrics.tts_processing.labels(owner.provider).observe(report.processing_s)
+        rtf = report.processing_s / report.audio_s if report.audio_s > 0 else 0.0
         log.info(
-            "tts sentence %s: provider=%s first_audio_ms=%.0f audio_ms=%.0f fallback=%s gap_ms=%.0f restarts=%d",
-            request_id or "-", owner.provider, report.first_audio_s * 1000, report.audio_s * 1000,
-            " | ".join(s.reasons) or "none", s.gap_s * 1000, s.restarts,
-            extra={"provider": owner.provider, "fallbacks": list(s.reasons), "gap_ms": round(s.gap_s * 1000)},
+            "tts sentence %s: provider=%s processing_ms=%.0f audio_ms=%.0f rtf=%.3f first_audio_ms=%.0f "
+            "fallback=%s gap_ms=%.0f restarts=%d",
+            request_id or "-", owner.provider, report.processing_s * 1000, report.audio_s * 1000, rtf,
+            report.first_audio_s * 1000, " | ".join(s.reasons) or "none", s.gap_s * 1000, s.restarts,
+            extra={"provider": owner.provider, "processing_ms": round(report.processing_s * 1000),
+                   "audio_ms": round(report.audio_s * 1000), "rtf": round(rtf, 3),
+                   "fallbacks": list(s.reasons), "gap_ms": round(s.gap_s * 1000)},
         )
 
     def _fallback(self, s: _Sentence, provider: str, kind: str, reason: str) -> None:

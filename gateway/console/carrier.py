@@ -35,6 +35,7 @@ from gateway.phrase_cache import fingerprint
 log = logging.getLogger("voicegw.console")
 
 START_TIMEOUT_S = 10.0
+MAX_MALFORMED = 50  # malformed messages after `start` before the call ends as protocol_error (as for Twilio)
 AUDIO_IN = wire.AudioFormat("pcm_s16le", CALL_SAMPLE_RATE)
 AUDIO_OUT = wire.AudioFormat("mulaw", CALL_SAMPLE_RATE)
 _PCM = AudioFormat(Encoding.PCM_S16, CALL_SAMPLE_RATE)
@@ -66,6 +67,7 @@ class ConsoleLink:
         self.metrics = metrics
         self._pending: deque[CallEvent] = deque()
         self._samples_in = 0  # caller audio received so far: the stream clock
+        self._errors = 0  # malformed messages so far
         self._send_lock = asyncio.Lock()  # the call's writers and the page monitor share the socket
 
     @property
@@ -96,6 +98,11 @@ class ConsoleLink:
                 events = await _read(self.ws, self.protocol)
             except wire.ConsoleProtocolError as exc:
                 self.metrics.protocol_errors.labels(exc.kind).inc()
+                self._errors += 1
+                if self._errors >= MAX_MALFORMED:
+                    log.error("console call %s: ending after %d malformed messages: %s", self._call_id,
+                              self._errors, exc)
+                    return HungUp("protocol_error")
                 log.warning("console call %s: ignoring malformed message: %s", self._call_id, exc)
                 continue
             if events is None:
@@ -171,8 +178,13 @@ async def console_call(ws: WebSocket) -> None:
     if start is None:
         return
     agent = services.store.get(start.agent)
+    cap = services.settings.max_calls
+    full = bool(cap) and services.active_calls >= cap
+    if full:
+        services.metrics.bounded.labels("gateway_full").inc()
     refusal = (f"no agent {start.agent!r}" if agent is None else
-               "the gateway is draining: no new calls" if services.draining else None)
+               "the gateway is draining: no new calls" if services.draining else
+               f"the gateway is full (VOICEGW_MAX_CALLS={cap})" if full else None)
     if refusal is not None or agent is None:
         await ws.send_json({"type": "error", "message": refusal})
         await ws.close(4404 if agent is None else 1013, reason=str(refusal)[:120])

@@ -38,6 +38,7 @@ class Edge:
     #: (agent, call sid) of the streams admitted here and not yet finished: the only slots the heartbeat refreshes.
     live_slots: set[tuple[str, str]] = field(default_factory=set)
     heartbeats: int = 0  # heartbeat rounds done (tests wait on it)
+    pending_streams: int = 0  # media sockets accepted and not yet authenticated (VOICEGW_MAX_PENDING_STREAMS)
     calls_finished: int = 0
     _heartbeat: asyncio.Task[None] | None = None
 

@@ -279,8 +279,7 @@ async function save(event) {
   link.href = URL.createObjectURL(new Blob([result.yaml], { type: "application/yaml" }));
   link.download = result.file_name;
   link.textContent = `Download ${result.file_name}`;
-  $("save-info").replaceChildren(p, link);
-  await loadAgents(id);
+  await loadAgents(id);  // the picker and the panel show the new version before the page says "Saved"
   $("save-info").replaceChildren(p, link);
 }
 
@@ -336,12 +335,12 @@ class Call {
     });
     this.node.port.onmessage = (e) => this.fromWorklet(e.data);
     this.node.connect(this.ctx.destination);
-    await this.setMic($("mic").checked);
-    document.body.dataset.callState = "in-call";
-    $("hangup-btn").disabled = false;
-    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
     this.callId = msg.call_id;
     document.body.dataset.callId = msg.call_id;
+    $("hangup-btn").disabled = false;
+    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
+    await this.setMic($("mic").checked);  // may fail (no device, permission refused): the call goes on
+    document.body.dataset.callState = "in-call";
   }
 
   async setMic(on) {
@@ -396,7 +395,12 @@ class Call {
     }
     const msg = JSON.parse(data);
     switch (msg.type) {
-      case "ready": this.ready(msg); break;
+      case "ready":
+        this.ready(msg).catch((err) => {
+          document.body.dataset.callState = "in-call";
+          setStatus(`microphone: ${err.message} (the call goes on without it)`, true);
+        });
+        break;
       case "mark": if (this.node) this.node.port.postMessage({ mark: msg.name }); break;
       case "clear":  // what the page holds is dropped, and so is what the gateway had not sent yet
         if (this.node) this.node.port.postMessage({ clear: true });
@@ -434,7 +438,8 @@ class Call {
     const row = body.querySelector(`tr[data-turn="${msg.turn}"]`) || body.appendChild(document.createElement("tr"));
     row.replaceChildren();
     row.dataset.turn = msg.turn;
-    const cells = [msg.turn, msg.cause || "", ms(msg.endpoint_wait_ms), ms(msg.recognition_ms),
+    const cause = (msg.cause || "") + (msg.why ? ` (${msg.why}${msg.speculative ? ", speculative" : ""})` : "");
+    const cells = [msg.turn, cause, ms(msg.endpoint_wait_ms), ms(msg.recognition_ms), ms(msg.logic_first_ms),
       ms(msg.first_audio_ms), ms(msg.first_heard_ms), (msg.providers || []).join(", ")];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; row.append(td); }
   }
@@ -523,8 +528,15 @@ async function main() {
   $("mic").addEventListener("change", (e) => state.call && state.call.setMic(e.target.checked)
     .catch((err) => setStatus(`microphone: ${err.message}`, true)));
   for (const b of $("keypad").querySelectorAll("button")) {
+    b.setAttribute("aria-keyshortcuts", b.textContent);
     b.addEventListener("click", () => state.call && state.call.send({ type: "dtmf", digit: b.textContent }));
   }
+  // during a call, the digit keys press the keypad (unless typing in a field)
+  document.addEventListener("keydown", (e) => {
+    if (!state.call || e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input[type=text], input[type=number], select, textarea")) return;
+    const button = [...$("keypad").querySelectorAll("button")].find((b) => b.textContent === e.key);
+    if (button) { e.preventDefault(); button.focus(); button.click(); }
+  });
   $("sample-btn").addEventListener("click", () => playSample().catch((err) => {
     $("sample-info").textContent = err.message; $("sample-info").className = "error";
   }));
