@@ -22,9 +22,12 @@ runner's decision, and :class:`SpeechResume` says the caller went on (discard
 the speculation).
 
 Adaptive noise floor: the RMS level of chunks the VAD calls non-speech is
-tracked (down fast, up slowly), and a chunk only counts as speech when it is
-also ``noise_margin_db`` above that floor, so steady hum or line noise that
-nudges the VAD probability neither starts an utterance nor prolongs one.
+tracked, and a chunk only starts an utterance when it is also
+``noise_margin_db`` above that floor; inside an utterance, a chunk in the
+hysteresis band (``threshold - 0.15`` ≤ p < ``threshold``) needs the same
+margin to count as voiced. So steady hum or line noise that nudges the VAD
+probability neither starts an utterance nor prolongs one, while the quiet
+edges of words the VAD is sure of still count.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class EndpointConfig:
     min_speech_s: float = 0.1
     max_utterance_s: float = 20.0
     pause_s: float | None = None  # emit SpeechPause at this silence (None: never)
-    noise_margin_db: float | None = 6.0  # speech must be this far above the noise floor (None: no floor)
+    noise_margin_db: float | None = 3.0  # speech must be this far above the noise floor (None: no floor)
     noise_floor_db: float = -60.0  # initial floor (dBFS)
 
     @classmethod
@@ -168,7 +171,7 @@ class Endpointer:
             return True
         level = 10.0 * float(np.log10(float(np.mean(np.square(chunk, dtype=np.float64))) + 1e-12))
         if prob < cfg.neg_threshold:  # the VAD calls it non-speech: it is what the line sounds like
-            rate = 0.3 if level < self.noise_db else 0.02  # follow drops at once, rises slowly
+            rate = 0.1 if level < self.noise_db else 0.05  # about the line's mean level; drops followed faster
             self.noise_db += rate * (level - self.noise_db)
             self.noise_db = min(self.noise_db, -20.0)  # never so high that normal speech is gated out
         return level >= self.noise_db + cfg.noise_margin_db
@@ -180,8 +183,8 @@ class Endpointer:
         self.samples += len(chunk)
         end = self.now
         events: list[EndpointEvent] = []
-        if not self._loud_enough(prob, chunk):
-            prob = 0.0
+        if not self._loud_enough(prob, chunk) and (self._utt is None or prob < cfg.threshold):
+            prob = 0.0  # at the line's own level: only a confident VAD keeps an utterance going through it
         if self._utt is None:
             if prob < cfg.threshold:
                 self._pre.append(chunk)

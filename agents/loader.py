@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.spec import AgentSpec
+from tts.registry import voice_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,11 @@ def load_agents(directory: Path) -> tuple[dict[str, AgentSpec], list[Problem]]:
                                         lines(["phone_numbers", i])))
                 clash = True
         if clash:
+            continue
+        voices = [Problem(path.name, key, message, lines(key.split(".")))
+                  for key, message in voice_problems(spec.tts, spec.language)]
+        if voices:  # a voice that cannot speak fails every call: refuse the agent like a schema error
+            problems.extend(voices)
             continue
         for num in spec.phone_numbers:
             numbers[num] = spec.id

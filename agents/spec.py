@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from tts.settings import Ranged, StrictModel, TTSConfig, within
+from tts.registry import TTSConfig
+from tts.settings import Ranged, StrictModel, within
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
@@ -70,14 +71,14 @@ class TurnTaking(StrictModel):
     """When the caller's turn ends and when the agent stops (issue 13; see docs/conversation.md)."""
 
     barge_in_min_speech_ms: Annotated[int, within(60, 2000), Ranged(60, 2000)] = Field(
-        default=250, description="Caller speech over the agent that confirms a barge-in without waiting for words "
+        default=600, description="Caller speech over the agent that confirms a barge-in without waiting for words "
         "(the agent pauses at speech onset and resumes where it stopped if it was only noise).")
     speculative_silence_ms: Annotated[int, within(100, 1000), Ranged(100, 1000)] = Field(
         default=200, description="Silence at which the caller's words are recognised and, when they look "
         "complete, the reply is prepared with its audio held until the turn ends.")
     end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
-        default=350, description="Silence that ends the turn when the caller's words look complete (a comma "
-        "pause is 0.2-0.35 s; words that end mid-clause wait for max_silence_ms).")
+        default=400, description="Silence that ends the turn when the caller's words look complete (a comma "
+        "pause is 0.2-0.4 s; words that end mid-clause wait for max_silence_ms).")
     max_silence_ms: Annotated[int, within(300, 5000), Ranged(300, 5000)] = Field(
         default=1500, description="Silence that always ends the turn (a caller pausing mid-sentence waits this long).")
     turn_model: Literal["off", "smart_turn"] = Field(
@@ -88,7 +89,7 @@ class TurnTaking(StrictModel):
         default=True, description="Start the reply at the speculative silence; its audio is released only once "
         "the turn is confirmed.")
     noise_margin_db: Annotated[float, within(0.0, 30.0), Ranged(0.0, 30.0)] = Field(
-        default=6.0, description="Speech must be this far above the adaptive noise floor (0 = VAD alone).")
+        default=3.0, description="Speech must be this far above the adaptive noise floor (0 = VAD alone).")
     vad_threshold: Annotated[float, within(0.1, 0.95), Ranged(0.1, 0.95)] = 0.5
     dtmf_interrupts: bool = True
     reprompt_after_s: Annotated[float, within(1.0, 120.0), Ranged(1.0, 120.0)] = 8.0

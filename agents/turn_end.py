@@ -14,9 +14,12 @@ The rule (issue 13, turn-taking notes):
   to ``max_silence_s``: a caller who pauses to think is never cut off.
 - Words that look complete → the turn is *likely* over: the runner starts the
   reply with its audio held; at ``complete_s`` the turn ends and the audio is
-  released (a comma pause is 0.2–0.35 s: the caller usually goes on before).
+  released (a comma pause is 0.2–0.4 s: the caller usually goes on before).
   If an audio turn model is in use and scores the audio below its threshold,
-  the turn ends at ``unsure_s`` instead.
+  the turn ends at ``unsure_s`` instead — and so do one- or two-word
+  statements ("No.", "Wait."): they open many longer sentences ("No, I said
+  the second option…", "Wait, stop, I have a question…"); a short question
+  ("Why?") still ends at ``complete_s``.
 - ``max_silence_s`` of silence always ends the turn.
 """
 
@@ -50,6 +53,7 @@ MID_CLAUSE = FILLERS | CONJUNCTIONS | PREPOSITIONS | DETERMINERS | AUXILIARIES
 # "please" ends many complete requests: never treat it as mid-clause.
 COMPLETE_LAST = frozenset({"please", "thanks", "you", "it", "that", "this", "yes", "no", "okay", "ok"})
 _WORD = re.compile(r"[a-z0-9']+")
+SHORT_WORDS = 2  # statements this short wait for unsure_s: the caller often goes on
 
 
 def last_word(text: str) -> str:
@@ -83,7 +87,7 @@ class Decision(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class TurnEndConfig:
     speculative_s: float = 0.2  # decode (and start the reply, audio held) at this much silence
-    complete_s: float = 0.35  # complete-looking words end the turn here
+    complete_s: float = 0.4  # complete-looking words end the turn here
     unsure_s: float = 0.8  # ... or here when the audio turn model is unsure
     max_silence_s: float = 1.5  # always end here (mid-clause pauses wait this long)
     model_threshold: float = 0.5  # audio turn model probability that counts as "complete"
@@ -125,6 +129,10 @@ def decide(cfg: TurnEndConfig, view: TurnEndView) -> tuple[Decision, str]:
         return Decision.WAIT, "no_words"  # noise: the runner drops it; a real pause waits for max_silence
     if ends_mid_clause(view.words):
         return Decision.WAIT, "mid_clause"
+    if len(_WORD.findall(view.words.lower())) <= SHORT_WORDS and not view.words.rstrip().endswith("?"):
+        if view.silence_s < cfg.unsure_s:
+            return Decision.LIKELY, "short"
+        return Decision.END, "short"
     if view.model_score is not None and view.model_score < cfg.model_threshold:
         if view.silence_s < cfg.unsure_s:
             return Decision.LIKELY, "model_unsure"

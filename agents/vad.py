@@ -231,7 +231,7 @@ class BatchedVadStream:
     async def infer(self, samples: F32) -> list[tuple[float, F32]]:
         """Feed, then wait for this stream's complete chunks to be answered (at most one tick)."""
         self.feed(samples)
-        if self.pending_samples >= CHUNK and not self.closed:
+        if len(self._pending) >= CHUNK and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -242,7 +242,7 @@ class BatchedVadStream:
 
     def _collect(self, prob: float, chunk: F32) -> None:
         self._results.append((prob, chunk))
-        if self.pending_samples < CHUNK:
+        if len(self._pending) < CHUNK:
             self._wake()
 
     def _wake(self) -> None:
@@ -294,7 +294,7 @@ class VadBatcher:
         self.runs = 0  # inferences run
         self.chunks = 0  # chunks inferred (sum of batch sizes)
         self.streams = 0  # open streams
-        self.busy_s = 0.0  # time spent inside inference (perf_counter)
+        self.busy_s = 0.0  # CPU time spent inside inference (this thread's)
 
     @property
     def capacity(self) -> int:
@@ -347,7 +347,7 @@ class VadBatcher:
             streams = list(self._ready_streams.values())
             chunks = [s._take_chunk() for s in streams]
             for stream in streams:
-                if stream.pending_samples < CHUNK:
+                if len(stream._pending) < CHUNK:
                     del self._ready_streams[stream.slot]
             stacked = np.stack(chunks)
             probs: list[float] = [0.0] * len(streams)
@@ -357,10 +357,10 @@ class VadBatcher:
                 windows = self._windows
                 windows[idx, CONTEXT:] = stacked[infer] if len(infer) < len(streams) else stacked
                 batch = windows[idx]
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # CPU time: onnxruntime runs on this thread (one intra-op thread)
                 out, new_state = self.model.session.run(
                     None, {"input": batch, "state": self._state[:, idx], "sr": self.model._sr})
-                self.busy_s += time.perf_counter() - t0
+                self.busy_s += time.thread_time() - t0
                 self._state[:, idx] = new_state
                 windows[idx, :CONTEXT] = batch[:, -CONTEXT:]
                 self.runs += 1

@@ -6,7 +6,8 @@ caller speaks the committed realistic fixtures (tests/fixtures/conversation: lin
 SNR, three utterances with a 0.8–1.0 s pause mid-sentence, a cough), and between utterances the line carries
 the same noise (never digital silence).
 
-Scripted call (a bench agent whose answers are fixed phrases, pre-rendered at startup) — the summary line:
+Scripted call (a bench agent whose answers are fixed phrases; a first, unmeasured call asks every question once so
+the phrase cache holds them, as pre-rendering at startup would) — the summary line:
 - a cough 0.8 s into the greeting: the greeting must still be heard in full (``lost_greetings``) and nothing
   cleared (a false barge-in);
 - every fixture spoken after the agent went quiet: mouth-to-ear = the reply turn's start mark echoed at playout
@@ -25,6 +26,7 @@ Speech onset/end come from the fixture audio itself (first/last 10 ms window abo
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import logging
 import os
@@ -117,7 +119,8 @@ class HeardLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("caller said") and record.args:
-            self.said.append(str(record.args[0]))  # type: ignore[index]
+            quoted = str(record.args[0])  # type: ignore[index]
+            self.said.append(str(ast.literal_eval(quoted)) if quoted[:1] in "'\"" else quoted)
 
 
 def now(c: CallControl) -> float:
@@ -144,6 +147,7 @@ class Line:
         tail = conversation_mulaw("address")
         self.noise = tail[-8000:]  # the last second: line noise + hum, no speech
         self.c = c
+        self.busy_until = 0.0  # the previous utterance is still being spoken until then (its own tail included)
 
     async def run(self) -> None:
         while True:
@@ -151,11 +155,15 @@ class Line:
                 self.c.inbound.extend(self.noise)
             await asyncio.sleep(0.05)
 
-    def speak(self, data: bytes) -> float:
-        """Replace the queued line noise by ``data`` (it starts with its own noise lead); returns its start time."""
+    async def speak(self, data: bytes) -> float:
+        """After the previous utterance has been spoken in full, replace the queued line noise by ``data`` (it
+        starts with its own noise lead); returns its start time."""
+        await asyncio.sleep(max(0.0, self.busy_until - now(self.c)))
         del self.c.inbound[:]
         self.c.speak(data)
-        return now(self.c)
+        start = now(self.c)
+        self.busy_until = start + len(data) / 8000
+        return start
 
 
 async def quiet(c: CallControl, hold_s: float = 0.6) -> None:
@@ -179,7 +187,7 @@ async def question(c: CallControl, line: Line, name: str, stats: Stats) -> None:
     data = conversation_mulaw(name)
     onset, end = speech_bounds(data)
     known = len(starts(c))
-    t = line.speak(data)
+    t = await line.speak(data)
     stopped = t + end
     if await until(lambda: len(starts(c)) > known, 20):
         first = c.result.mark_times[starts(c)[known]]
@@ -205,7 +213,7 @@ async def scripted_call(url: str, stats: Stats) -> None:
             await until(lambda: c.result.time_to_first_audio is not None)
             await asyncio.sleep(0.8)
             clears = c.result.clears
-            line.speak(conversation_mulaw("cough"))  # a noise burst over the greeting
+            await line.speak(conversation_mulaw("cough"))  # a noise burst over the greeting
             await until(lambda: "greeting-1" in c.result.marks_echoed, 30)
             if "greeting-1" in c.result.marks_cleared or "greeting-1" not in c.result.marks_echoed:
                 stats.lost_greetings += 1
@@ -217,11 +225,11 @@ async def scripted_call(url: str, stats: Stats) -> None:
                 await barge_in(c, line, long_q, over, stats)
             # a cough 1 s into a long answer: nothing may be lost
             known = len(starts(c))
-            line.speak(conversation_mulaw("hours"))
+            await line.speak(conversation_mulaw("hours"))
             await until(lambda: len(starts(c)) > known, 20)
             await asyncio.sleep(1.0)
             cleared = len(c.result.marks_cleared)
-            line.speak(conversation_mulaw("cough"))
+            await line.speak(conversation_mulaw("cough"))
             await quiet(c)
             if len(c.result.marks_cleared) > cleared:
                 stats.false_barge_ins += 1
@@ -232,14 +240,33 @@ async def scripted_call(url: str, stats: Stats) -> None:
     await TwilioEmulator(url).call(agent="benchscript", script=caller, hold_s=0.1, max_s=900)
 
 
+async def warm_call(url: str) -> None:
+    """Every scripted answer once, so its sentences come from the phrase cache in the measured call."""
+    async def caller(c: CallControl) -> None:
+        line = Line(c)
+        noise = asyncio.create_task(line.run())
+        try:
+            await until(lambda: "greeting-1" in c.result.marks_echoed)
+            await quiet(c)
+            for name in [*QUESTIONS, "interrupt"]:
+                known = len(starts(c))
+                await line.speak(conversation_mulaw(name))
+                await until(lambda k=known: len(starts(c)) > k, 20)  # type: ignore[misc]
+                await quiet(c)
+        finally:
+            noise.cancel()
+
+    await TwilioEmulator(url).call(agent="benchscript", script=caller, hold_s=0.1, max_s=900)
+
+
 async def barge_in(c: CallControl, line: Line, long_q: str, over: str, stats: Stats) -> None:
     known = len(starts(c))
-    line.speak(conversation_mulaw(long_q))
+    await line.speak(conversation_mulaw(long_q))
     await until(lambda: len(starts(c)) > known, 20)
     await asyncio.sleep(1.0)
     data = conversation_mulaw(over)
     onset, end = speech_bounds(data)
-    t = line.speak(data)
+    t = await line.speak(data)
     stop = await audio_stops(c, t + onset)
     if stop is None:
         stats.barge_ins_missed += 1
@@ -268,7 +295,7 @@ async def llm_call(url: str, stats: Stats) -> None:
                 data = conversation_mulaw(name)
                 onset, end = speech_bounds(data)
                 known = len(starts(c))
-                t = line.speak(data)
+                t = await line.speak(data)
                 if i > 0:  # spoken over the previous reply: a barge-in
                     stop = await audio_stops(c, t + onset)
                     if stop is None:
@@ -349,10 +376,13 @@ async def main(args: argparse.Namespace) -> None:
                 "tts: {provider: piper, fallback: []}\n"
                 "turn_taking: {reprompt_after_s: 60, hangup_after_s: 120}\n"
             )
-            async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents)}) as url:
+            async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents), "VOICEGW_LOG_TRANSCRIPTS": "1"}) as url:
                 await wait_ready(url)
+                if not args.no_warm:
+                    await warm_call(url)
+                warm_lines = len(heard.said)
                 await scripted_call(url, scripted)
-                said_scripted = list(heard.said)
+                said_scripted = heard.said[warm_lines:]
                 if not args.skip_llm:
                     await llm_call(url, llm)
     e, n = word_errors(said_scripted, QUESTIONS + [name for pair in BARGE_INS for name in pair])
@@ -364,7 +394,7 @@ async def main(args: argparse.Namespace) -> None:
     if not args.skip_llm:
         report("llm", llm)
         lm = llm.m2e()
-        le, ln = word_errors(heard.said[len(said_scripted):], QUESTIONS)
+        le, ln = word_errors(heard.said[warm_lines + len(said_scripted):], QUESTIONS)
         print(f"llm: mouth_to_ear_p50_ms={pct(lm, 50) * 1000:.0f} mouth_to_ear_p95_ms={pct(lm, 95) * 1000:.0f} "
               f"barge_in_stop_ms={pct(llm.barge_in_stop, 50) * 1000:.0f} premature_turn_ends={llm.premature} "
               f"unanswered={llm.unanswered} wer={le / max(1, ln):.3f} ({len(fake.requests)} LLM requests)")
@@ -376,4 +406,5 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-llm", action="store_true", help="only the scripted call")
+    parser.add_argument("--no-warm", action="store_true", help="no warm-up call (phrases synthesized on first use)")
     asyncio.run(main(parser.parse_args()))

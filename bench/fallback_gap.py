@@ -30,7 +30,7 @@ from tts.breaker import BreakerPolicy, BreakerRegistry  # noqa: E402
 from tts.cartesia import CartesiaEngine  # noqa: E402
 from tts.fallback import Speaker, SpeechRestart  # noqa: E402
 from tts.piper import PiperEngine  # noqa: E402
-from tts.settings import TTSConfig  # noqa: E402
+from tts.registry import TTSConfig  # noqa: E402
 
 SCENARIOS: dict[str, tuple[Fault, bool]] = {  # name → (chattts fault, cartesia drops mid-context)
     "healthy (no fallback)": (Fault(first_audio_delay=0.05), False),

@@ -23,6 +23,13 @@ Last line:
     load: max_calls_per_core=<n> media_only_max_calls_per_core=<m> p99_frame_lateness_ms=<x>
           underruns=<u> rss_per_call_mb=<r> vad_us_per_call_s=<v> stop=<reason>   (one line)
 The figures after the two maxima describe the highest held listening step (media-only if not measured).
+
+Columns besides pass/fail: gateway CPU per call-second (``ms/call·s``) and the calls per core it projects
+(``proj/core``; independent of other load on the machine, unlike lateness), VAD CPU per call-second, the
+batcher's mean batch and the share of chunks its pre-gate skipped, RSS at ready and per call, time to first
+audio, the driver's CPU and event-loop lag, and the gateway's startup time. ``--profile DIR`` writes a py-spy
+profile of each step's steady state (``python -m bench.profile_summary FILE`` summarizes it); ``--nice -10``
+raises the gateway's and callers' priority on a machine shared with other work.
 """
 
 from __future__ import annotations
@@ -97,6 +104,8 @@ class CallOutcome:
     ttfa_s: float = math.nan
     heard_s: float = 0.0
     send_lag_max_s: float = 0.0
+    talked: bool = False  # said the fixture sentence (--inbound speech)
+    next_mark_s: float = math.nan  # first mark after the greeting's, seconds after the greeting was heard
 
 
 async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str], speech: list[str], talk: bool,
@@ -104,7 +113,7 @@ async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str]
     from websockets.asyncio.client import connect
 
     await asyncio.sleep(rng.uniform(0, stagger))
-    out = CallOutcome()
+    out = CallOutcome(talked=talk and bool(speech))
     call_sid = "CA" + os.urandom(16).hex()
     form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100", "To": to,
             "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
@@ -178,6 +187,8 @@ async def _stream(ws: Any, call_sid: str, params: dict[str, str], idle: list[str
                 if name == "greeting-1":
                     out.greeting = True
                     greeting_heard_at.append(now)
+                elif greeting_heard_at and math.isnan(out.next_mark_s):
+                    out.next_mark_s = now - greeting_heard_at[0]
                 await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
             if now - t0 >= call_s:
                 break
@@ -245,6 +256,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
 def worker_main(args: argparse.Namespace) -> None:
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
+    if args.nice:
+        os.nice(args.nice)
     try:
         import uvloop
 
@@ -264,10 +277,11 @@ def bench_agents_dir(tmp: Path) -> tuple[Path, str]:
 
 
 @contextlib.contextmanager
-def production_gateway(agents_dir: Path, core: int | None, listen: bool) -> Iterator[tuple[Gateway, float]]:
+def production_gateway(agents_dir: Path, core: int | None, listen: bool, nice: int = 0
+                       ) -> Iterator[tuple[Gateway, float]]:
     port = free_port()
     cmd = [sys.executable, "-m", "bench.gateway_proc", "--port", str(port), "--agents-dir", str(agents_dir),
-           "--listen", "on" if listen else "off"]
+           "--listen", "on" if listen else "off", "--nice", str(nice)]
     if core is not None:
         cmd += ["--core", str(core)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -313,7 +327,14 @@ class Step:
     driver_lag_p99_ms: float
     vad_us_per_call_s: float
     vad_batch: float
+    vad_skipped_pct: float
+    cpu_ms_per_call_s: float  # gateway CPU per second of call, whatever the contention
     startup_s: float
+
+    @property
+    def projected_calls_per_core(self) -> float:
+        """At this cost, how many calls would fill one whole core (a projection, not a held step)."""
+        return 1000.0 / self.cpu_ms_per_call_s if self.cpu_ms_per_call_s > 0 else math.nan
 
     @property
     def client_bound(self) -> bool:
@@ -338,7 +359,7 @@ class Step:
 
 def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Sequence[int | None],
              args: argparse.Namespace, listen: bool, step_no: int) -> Step:
-    with production_gateway(agents_dir, gw_core, listen) as (gw, startup_s):
+    with production_gateway(agents_dir, gw_core, listen, args.nice) as (gw, startup_s):
         def scrape() -> str:
             return httpx.get(f"{gw.url}/metrics", timeout=60).text
 
@@ -353,7 +374,8 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
                 continue
             cmd = [sys.executable, "-m", "bench.load", "--worker", "--url", gw.url, "--calls", str(share),
                    "--to", to, "--stagger", str(args.stagger), "--call-s", str(args.call_s),
-                   "--inbound", args.inbound, "--talk-share", str(args.talk_share), "--seed", str(1000 * step_no + i)]
+                   "--inbound", args.inbound, "--talk-share", str(args.talk_share), "--seed", str(1000 * step_no + i),
+                   "--nice", str(args.nice)]
             if core is not None:
                 cmd += ["--core", str(core)]
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
@@ -391,6 +413,11 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     chunks = vad1.get("chunks", 0) - vad0.get("chunks", 0)
     runs = vad1.get("runs", 0) - vad0.get("runs", 0)
     busy = vad1.get("busy_s", 0.0) - vad0.get("busy_s", 0.0)
+    skipped = vad1.get("skipped", 0) - vad0.get("skipped", 0)
+    talkers = [c for c in placed if c["talked"]]
+    if talkers:  # an answer heard before the idle reprompt could come (8 s after the greeting) = heard and answered
+        answered = sum(1 for c in talkers if c["next_mark_s"] < 7.5)
+        print(f"  callers who talked: {len(talkers)}; answered before a reprompt could come: {answered}", flush=True)
     errors = sorted({c["error"] for c in calls if c["error"]})
     if errors:
         print(f"  call errors ({len(calls) - len(placed)}): {'; '.join(errors[:3])}", flush=True)
@@ -402,13 +429,16 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         gateway_cpu_pct=100 * cpu / wall, rss_base_mb=rss_base, rss_per_call_mb=(peak - rss_base) / n,
         ttfa_p50_ms=percentile(ttfa, 50), ttfa_p99_ms=percentile(ttfa, 99),
         client_cpu_pct=100 * max(o["cpu_busy"] for o in outs), driver_lag_p99_ms=1000 * lag_p99,
-        vad_us_per_call_s=(busy * 1e6 / (chunks * 256 / 8000)) if chunks else math.nan,
-        vad_batch=chunks / runs if runs else math.nan, startup_s=startup_s,
+        vad_us_per_call_s=(busy * 1e6 / ((chunks + skipped) * 256 / 8000)) if chunks + skipped else math.nan,
+        vad_batch=chunks / runs if runs else math.nan,
+        vad_skipped_pct=100 * skipped / (skipped + chunks) if skipped + chunks else math.nan,
+        cpu_ms_per_call_s=1000 * cpu / (n * args.call_s), startup_s=startup_s,
     )
 
 
 HEADER = (f"{'calls':>5} {'ok':>4} {'greet':>5} {'late p50':>8} {'late p99':>8} {'underr (gw)':>11} {'gw cpu':>6} "
-          f"{'rss0':>5} {'rss/call':>8} {'ttfa p50':>8} {'ttfa p99':>8} {'vad µs/s':>8} {'batch':>5} "
+          f"{'rss0':>5} {'rss/call':>8} {'ttfa p50':>8} {'ttfa p99':>8} {'vad µs/s':>8} {'batch':>5} {'gated':>5} "
+          f"{'ms/call·s':>9} {'proj/core':>9} "
           f"{'drv cpu':>7} {'drv lag':>7} {'start':>5}  result")
 
 
@@ -428,7 +458,8 @@ def ramp(agents_dir: Path, to: str, gw_core: int | None, workers: Sequence[int |
               f"{step.lateness_p99_ms:>6.2f}ms {step.underruns:>6} ({step.gw_underruns:>2}) "
               f"{step.gateway_cpu_pct:>5.0f}% {step.rss_base_mb:>5.0f} {step.rss_per_call_mb:>6.3f}MB "
               f"{step.ttfa_p50_ms:>6.0f}ms {step.ttfa_p99_ms:>6.0f}ms {step.vad_us_per_call_s:>8.0f} "
-              f"{step.vad_batch:>5.0f} {step.client_cpu_pct:>6.0f}% {step.driver_lag_p99_ms:>5.1f}ms "
+              f"{step.vad_batch:>5.0f} {step.vad_skipped_pct:>4.0f}% {step.cpu_ms_per_call_s:>9.2f} "
+              f"{step.projected_calls_per_core:>9.0f} {step.client_cpu_pct:>6.0f}% {step.driver_lag_p99_ms:>5.1f}ms "
               f"{step.startup_s:>4.1f}s  {verdict}", flush=True)
         if step.client_bound:
             return best, "client-bound"
@@ -458,6 +489,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop ramping after this long")
     parser.add_argument("--workers", type=int, help="caller processes (default: one per core but the gateway's)")
     parser.add_argument("--profile", help="directory: py-spy raw profile of the gateway during each step")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="priority change for the gateway and callers (e.g. -10 on a machine shared with others)")
     args = parser.parse_args()
     if args.worker:
         worker_main(args)

@@ -38,7 +38,8 @@ from tts.base import SynthesisRequest, TTSEngine  # noqa: E402
 from tts.breaker import BreakerPolicy, BreakerRegistry  # noqa: E402
 from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig  # noqa: E402
 from tts.fallback import Speaker, SpeechRestart  # noqa: E402
-from tts.settings import ChatTTSVoice, TTSConfig  # noqa: E402
+from tts.registry import TTSConfig  # noqa: E402
+from tts.settings import ChatTTSVoice  # noqa: E402
 
 SENTENCES = ["Hello, and thanks for calling.", "We are open from nine to five.", "Monday to Friday.",
              "Is there anything else I can help with?"]

@@ -19,6 +19,7 @@ from gateway.auth import bearer_ok, open_api_refusal
 from gateway.call import CallSession
 from gateway.console.routes import console_routes
 from gateway.conversation import make_conversation
+from gateway.errors import ALL_METHODS, json_error, unauthorized
 from gateway.http_limits import BodyError, read_form
 from gateway.ops import logs
 from gateway.services import Services
@@ -31,6 +32,7 @@ from gateway.twilio.events import Start
 from gateway.twilio.link import Closed, TwilioLink, receive_events
 from gateway.twilio.protocol import RemoteProtocolError, TwilioProtocol
 from gateway.twilio.security import TOKEN_PARAMETER, SignatureError, TokenError, public_endpoint
+from tts.registry import voice_problems
 
 log = logging.getLogger("voicegw.app")
 
@@ -287,6 +289,11 @@ async def readyz(request: Request) -> Response:
         not_ready.append("draining")
     store_ok = bool(services.store.healthy)
     services.metrics.redis_up.set(1 if store_ok else 0)
+    # An agent pushed with a voice that cannot speak fails each of its calls. Degraded rather than not
+    # ready: every pod shares the store, so unready would take the agents that work out of service too.
+    voices = {a.id: [f"{key}: {msg}" for key, msg in voice_problems(a.tts, a.language)]
+              for a in services.store.snapshot.agents.values()}
+    degraded += [f"agent {agent}: cannot speak: {p}" for agent, problems in voices.items() for p in problems]
     body = {
         "ready": not not_ready,
         "not_ready": not_ready,
@@ -347,13 +354,13 @@ def _authorized(request: Request, key: str | None) -> bool:
 async def metrics(request: Request) -> Response:
     services = _services(request)
     if services.settings.metrics_port:
-        return JSONResponse({"error": f"metrics are served on port {services.settings.metrics_port}"}, 404)
+        return json_error(404, f"metrics are served on port {services.settings.metrics_port}")
     settings = services.settings
     refusal = open_api_refusal(settings.host, settings.api_key, settings.allow_open_api)
     if refusal is not None:
-        return JSONResponse({"error": refusal}, status_code=403)
+        return json_error(403, refusal, type="permission_error")
     if not _authorized(request, settings.api_key):
-        return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+        return unauthorized()
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -366,7 +373,7 @@ async def admin_drain(request: Request) -> Response:
     key = services.settings.api_key
     client = request.client.host if request.client else ""
     if not _authorized(request, key) or (not key and client not in ("127.0.0.1", "::1")):
-        return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+        return unauthorized()
     if services.drain.begin(time.monotonic()):
         log.warning("drain requested over HTTP: refusing new calls, %d active", services.active_calls)
     return JSONResponse({**services.drain.status(time.monotonic()), "active_calls": services.active_calls})
@@ -420,8 +427,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/health", health),
         Route("/metrics", metrics),
         Route("/admin/drain", admin_drain, methods=["POST"]),
-        Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=["POST"]),
-        Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=["GET"]),
+        # every method reaches the speech handlers: they answer a wrong one with a JSON 405 and Allow
+        Route("/v1/audio/speech", _speech_endpoint("/v1/audio/speech"), methods=ALL_METHODS),
+        Route("/v1/voices", _speech_endpoint("/v1/voices"), methods=ALL_METHODS),
         *console_routes(),
     ]
     # VOICEGW_ROLE=speech: a GPU speech server for telephony pods, no Twilio routes (docs/scaling.md).

@@ -134,6 +134,8 @@ class CallSession:
         self.providers: list[str] = []  # one entry per sentence spoken, the provider that spoke it
         self.fallbacks = 0
         self.first_audio_s: list[float] = []  # sentence queued → its first audio from TTS
+        self.first_frame_at: dict[str, float] = {}  # start mark → when its sentence's first frame was queued
+        self.turn_latency: list[logs.TurnLatency] = []  # one per answered caller turn (the conversation fills it)
         self.mouth_to_ear_s: list[float] = []
         # Stream clock (the carrier's caller-audio times) ↔ monotonic: t=0 is when the call started. Fixed for
         # the call, so agent audio stays contiguous in the recording; the error is the carrier's start-up delay.
@@ -211,6 +213,9 @@ class CallSession:
                 if current is not None and current.cancelling():
                     raise  # the loop itself is being cancelled (call ending)
                 # only this sentence was cancelled (interrupt): go on with the next one
+            except Exception:  # a bug in one sentence's path must not silence the rest of the call
+                log.exception("call %s: sentence %s failed", self.call_id, sentence.name)
+                self._end_sentence(sentence, [])  # its marks still settle: the conversation waits for them
             finally:
                 self._speaking = None
 
@@ -220,6 +225,7 @@ class CallSession:
         if frames and not started:
             started.append(True)
             if sentence.start_mark:
+                self.first_frame_at[sentence.start_mark] = time.monotonic()
                 self.outbound.put_mark(sentence.start_mark)
         self.outbound.put_frames(frames)
 
@@ -270,8 +276,11 @@ class CallSession:
         phrases = self.services.phrases if cache is not None else None
         outcome = "hit"
         if cached is None and phrases is not None:
-            flight = phrases.join(self.agent, self._version, sentence.text)
-            if flight is not None:  # another call is synthesizing this very phrase: use its audio
+            # Another call is synthesizing this very phrase: use its audio. When that rendering fails, every
+            # call that waited wakes at once: one of them leads the next attempt and the others wait for it.
+            # (A pre-render in flight is not waited on: lowest priority, whole phrase first.)
+            while cached is None and (flight := phrases.join(self.agent, self._version, sentence.text,
+                                                             prerenders=False)) is not None:
                 cached, outcome = await flight, "coalesced"
         if cache is not None:
             self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()
@@ -332,6 +341,35 @@ class CallSession:
         self.providers.append("apology")
         self.note(SentenceSpoken(sentence.name, "apology", True, None))
 
+    async def hold(self) -> None:
+        """Caller speech started over the agent: stop the agent at once without losing anything. What the
+        carrier has not played yet is taken back (and cleared there); :meth:`release` plays on from exactly
+        where the caller stopped hearing, :meth:`interrupt` drops it all."""
+        buffered = self.outbound.buffered_at_twilio() > 0
+        for mark in self.outbound.hold():
+            self.ledger.resend(mark)  # its echo provoked by the clear is not playout; it is sent again
+        if buffered and self.link.open:
+            await self.link.clear()
+
+    def hold_new(self) -> None:
+        """Queue audio without sending it (a speculative reply, before the caller's turn is confirmed)."""
+        self.outbound.pause()
+
+    def release(self) -> None:
+        """Send held audio (the turn was confirmed, or the caller's sound was not a barge-in)."""
+        self.outbound.resume()
+
+    def discard(self) -> None:
+        """Drop a held reply the caller never heard, without a word to the carrier (nothing of it was sent)."""
+        self.turn += 1
+        while not self._speech.empty():
+            self._speech.get_nowait()
+        if self._speaking is not None:
+            self._speaking.cancel()
+        self.outbound.clear()
+        self.ledger.cleared()
+        self._marks_changed.set()
+
     async def interrupt(self) -> list[str]:
         """Barge-in: cancel synthesis, drop queued sentences and audio here and at the carrier (``clear``).
 
@@ -344,10 +382,12 @@ class CallSession:
             dropped.append(self._speech.get_nowait().name)
         if self._speaking is not None:
             self._speaking.cancel()  # the engine stream closes as the cancellation unwinds
+        held = self.outbound.paused and self.outbound.buffered_at_twilio() == 0  # hold() already cleared it
         dropped += self.outbound.clear()
         self.ledger.cleared()
         self._marks_changed.set()
-        await self.link.clear()
+        if not held:
+            await self.link.clear()
         return dropped
 
     async def wait_heard(self, mark: str, timeout_s: float = 30.0) -> bool:
@@ -481,6 +521,7 @@ class CallSession:
             turns=self.turns, providers=self.providers, fallbacks=self.fallbacks,
             first_audio_s=self.first_audio_s, mouth_to_ear_s=self.mouth_to_ear_s,
             underruns=self.outbound.underruns, frames_sent=self.outbound.frames_sent,
+            turn_latency=self.turn_latency,
         )
 
 

@@ -12,11 +12,28 @@ each followed by a mark; the call's playout ledger
 (:class:`gateway.playout.Ledger`, shared, tagged with this loop's turn numbers)
 turns mark echoes into what the caller heard.
 
-On barge-in the reply is cancelled (LLM stream closed, queued sentences and
-synthesis dropped, the carrier's buffer cleared) and the logic's history is cut
-to the sentences whose marks were echoed. Mouth-to-ear: each turn starts with a
-mark sent just before its first frame; its echo minus the moment the caller
-stopped speaking is observed in ``voicegw_mouth_to_ear_seconds``.
+Listening is :class:`gateway.listener.Listener` (issue 13): the utterance is
+decoded speculatively at ``speculative_silence_ms`` and the turn ends on the
+words (complete ones after ``end_of_utterance_silence_ms``, mid-clause ones
+only at ``max_silence_ms``), so recognition is done when the turn ends.
+
+- Speculative reply: when the words look complete and the agent is quiet, the
+  reply starts at once (logic and synthesis) with its audio held in the call's
+  queue; confirmed → released; the caller goes on → cancelled without a trace
+  (nothing was sent, the logic rolled back to its checkpoint, the turn not
+  counted). Only for logics that are :class:`agents.logic.Rewindable`.
+- Barge-in: at the caller's speech onset over the agent, the agent is held at
+  once (:meth:`CallPort.hold`: what the carrier had not played is taken back and
+  cleared there). Words that are not a backchannel, or
+  ``barge_in_min_speech_ms`` of speech, confirm it: the reply is cancelled (LLM
+  stream closed, queued sentences and synthesis dropped) and the logic's
+  history is cut to the sentences whose marks were echoed. A cough, a door, an
+  "mm-hm" → the agent resumes from exactly where the caller stopped hearing it.
+- Latency: each answered turn gets a :class:`gateway.ops.logs.TurnLatency`
+  (endpoint wait, recognition, logic first output, first audio, first heard)
+  in the call summary and ``voicegw_turn_stage_seconds``; mouth-to-ear (the
+  turn's start mark echoed, minus the moment the caller stopped speaking) is
+  also observed in ``voicegw_mouth_to_ear_seconds``.
 """
 
 from __future__ import annotations
@@ -29,12 +46,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agents import smart_turn
 from agents.chunker import SentenceChunker
-from agents.endpointing import BargeIn, EndpointConfig, Endpointer, SpeechEnd, SpeechStart
 from agents.factory import make_logic
-from agents.logic import AgentLogic, CallEnding, CallStarted, Hangup, LogicEvent, Phrase, Transfer
+from agents.logic import (
+    AgentLogic,
+    CallEnding,
+    CallStarted,
+    Hangup,
+    LogicEvent,
+    Phrase,
+    Rewindable,
+    Transfer,
+    Utterance,
+)
 from agents.spec import AgentSpec
-from agents.stt import STTError, Transcriber
+from agents.stt import Transcriber, Transcript
+from agents.turn_end import is_backchannel
 from agents.turns import (
     CallerBargeIn,
     CallerSpeechDropped,
@@ -60,8 +88,10 @@ from agents.vad import SileroModel
 from audio.codec import to_float
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.carrier import CallerAudio, CallEvent, Digit, MarkHeard
+from gateway.listener import EnoughSpeech, Likely, Listener, ListenEvent, NoWords, Onset, Resumed, TurnEnd
 from gateway.notes import AgentTurn, BargedIn, CallerSaid, CallNote, TurnHeard
 from gateway.ops import logs
+from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
 from gateway.tasks import TaskGroup
@@ -77,12 +107,22 @@ class CallPort(Protocol):
 
     turns: int  # for the call's summary line
     mouth_to_ear_s: list[float]
+    turn_latency: list[TurnLatency]  # one record per answered caller turn, for the summary
+    first_frame_at: dict[str, float]  # start mark → when its turn's first frame was queued (monotonic)
     ledger: Ledger  # the call's playout ledger: the call records each mark echo before the conversation hears it
 
     def say(self, text: str, kind: str = "sentence", *, start_mark: str | None = None, phrase: bool = False,
             first: bool | None = None, turn: int | None = None) -> str: ...
 
     async def interrupt(self) -> list[str]: ...
+
+    async def hold(self) -> None: ...
+
+    def hold_new(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def discard(self) -> None: ...
 
     def hangup(self, outcome: str = "agent_hangup") -> None: ...
 
@@ -104,6 +144,26 @@ class TurnRecord:
 _CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "SilenceTimeout": "silence"}
 
 
+@dataclass
+class _Timing:
+    """What is known about an answered turn's latency, until its first frame is heard."""
+
+    end: TurnEnd
+    speculative: bool = False
+    logic_first_at: float | None = None
+    released_at: float | None = None
+
+
+@dataclass
+class _Speculation:
+    """A reply started before the caller's turn was confirmed; its audio is held."""
+
+    event: Utterance
+    checkpoint: object
+    turn: int = 0  # set when the brain starts it
+    logic_first_at: float | None = None
+
+
 class Conversation:
     """One call's agent side; a :class:`gateway.carrier.CallListener`."""
 
@@ -119,10 +179,14 @@ class Conversation:
         self.transcriber = transcriber
         self.metrics = metrics
         self.clock = clock
-        self.listening = transcriber is not None and vad is not None
-        # the event loop's shared batcher: one Silero inference per tick for every call (at most a tick late)
-        self.vad = vad.batcher().stream() if vad is not None else None
-        self.endpointer = Endpointer(EndpointConfig.from_turn_taking(agent.turn_taking))
+        self.tt = agent.turn_taking
+        self.listener: Listener | None = None
+        # VAD through the event loop's shared batcher: one Silero inference per tick for every call
+        if transcriber is not None and vad is not None:
+            model = smart_turn.load() if self.tt.turn_model == "smart_turn" else None
+            self.listener = Listener(self.tt, vad.batcher().stream(), transcriber, self._on_listen, clock, model,
+                                     self._recognised)
+        self.listening = self.listener is not None
         self.policy = TurnPolicy(TurnConfig.from_agent(agent), clock())
         self.ledger = call.ledger
         self.turn = 0
@@ -134,6 +198,11 @@ class Conversation:
         self._lock = asyncio.Lock()
         self._turn_origin: dict[int, float] = {}  # turn → wall time the caller stopped speaking
         self._start_marks: dict[str, int] = {}
+        self._held = False  # the agent is held at the caller's speech onset (barge-in not confirmed yet)
+        self._spec: _Speculation | None = None
+        self._timing: dict[int, _Timing] = {}  # answered turn → its latency so far
+        self._turn_ended: TurnEnd | None = None  # the caller turn the next Respond answers
+        self._abandoned: list[LogicEvent] = []  # speculative events abandoned before the brain took them
         self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
@@ -143,8 +212,8 @@ class Conversation:
         await self._events.put(Respond(CallStarted()))
 
     async def aclose(self) -> None:
-        if self.vad is not None:
-            self.vad.close()
+        if self.listener is not None:
+            await self.listener.aclose()
         await self._tasks.aclose()
         with contextlib.suppress(Exception):
             async for _ in self.logic.respond(CallEnding()):
@@ -170,6 +239,12 @@ class Conversation:
         if isinstance(action, Interrupt):
             await self._interrupt(action.why)
         elif isinstance(action, Respond):
+            spec = self._spec
+            if spec is not None and action.event == spec.event:
+                await self._confirm_speculation(spec)
+                return
+            if spec is not None:
+                await self._abandon_speculation("the words changed")
             await self._events.put(action)
         elif isinstance(action, Ignore):
             log.info("ignoring %s: %s", logs.transcript(action.text, self.log_transcripts), action.why)
@@ -190,22 +265,66 @@ class Conversation:
             await self._feed(DigitPressed(event.digit))
 
     async def _on_audio(self, chunk: AudioChunk) -> None:
-        if not self.listening or self.vad is None:
-            return
-        for prob, pcm in await self.vad.infer(to_float(chunk)):
-            for ev in self.endpointer.feed(prob, pcm):
-                if isinstance(ev, SpeechStart):
-                    await self._feed(CallerSpeechStarted())
-                elif isinstance(ev, BargeIn):
-                    await self._feed(CallerBargeIn())
-                elif isinstance(ev, SpeechEnd):
-                    lag = self.endpointer.now - ev.ended_at  # the caller stopped this long ago
-                    endpointed_at = self.clock()
-                    stopped_at = endpointed_at - lag
-                    await self._feed(CallerSpeechEnded(stopped_at))
-                    self._tasks.spawn(self._transcribe(ev, stopped_at, endpointed_at), "stt")
-                else:
-                    await self._feed(CallerSpeechDropped())
+        if self.listener is not None:
+            await self.listener.feed(to_float(chunk))
+
+    def _recognised(self, result: Transcript) -> None:
+        if self.metrics is not None:
+            self.metrics.stt_seconds.observe(result.processing_s)
+
+    async def _on_listen(self, ev: ListenEvent) -> None:
+        if isinstance(ev, Onset):
+            await self._feed(CallerSpeechStarted())
+            if self.agent_speaking and self._spec is None and not self.policy.ending and not self._held:
+                self._held = True
+                await self.call.hold()  # the agent stops at once; a false alarm resumes it
+        elif isinstance(ev, EnoughSpeech):
+            await self._feed(CallerBargeIn())  # enough speech over the agent: a barge-in, words or not
+        elif isinstance(ev, NoWords):
+            if ev.dropped:
+                await self._feed(CallerSpeechDropped())
+            self._resume_after_noise()
+        elif isinstance(ev, Likely):
+            if self._held:
+                if not is_backchannel(ev.words):
+                    await self._feed(CallerBargeIn())  # words over the agent confirm the barge-in
+            elif (self.tt.speculative_reply and self._spec is None and not self.agent_speaking
+                  and not self.policy.ending and isinstance(self.logic, Rewindable)):
+                await self._speculate(ev)
+        elif isinstance(ev, Resumed):
+            if self._spec is not None:
+                await self._abandon_speculation("the caller went on")
+        else:
+            await self._turn_end(ev)
+
+    def _resume_after_noise(self) -> None:
+        if self._held:
+            self._held = False
+            self.call.release()
+            log.info("caller noise over the agent: resumed where the caller stopped hearing it")
+
+    async def _turn_end(self, ev: TurnEnd) -> None:
+        text = ev.words
+        log.info("caller said %s (turn end: %s, %.0f ms after speech, %.2fs stt)",
+                 logs.transcript(text, self.log_transcripts), ev.why,
+                 (ev.decided_at - ev.stopped_at) * 1000, ev.recognition_s)
+        if text:
+            self.transcripts.append(text)
+            self._note(CallerSaid(text, ev.stopped_at, ev.decided_at, ev.decided_at))
+        if self._held:
+            if text and not is_backchannel(text):
+                await self._feed(CallerBargeIn())
+            self._resume_after_noise()
+        spec = self._spec
+        await self._feed(CallerSpeechEnded(ev.stopped_at))
+        self._turn_ended = ev
+        playback = None
+        if spec is not None:  # the policy judges the words as if the held reply did not exist
+            unheard = self.ledger.outstanding() - self.ledger.outstanding(spec.turn)
+            playback = Playback(replying=False, unheard=unheard)
+        await self._feed(Transcribed(text, ev.stopped_at), playback)
+        if self._spec is not None and self._spec is spec:  # not answered (noise, ending): never release it
+            await self._abandon_speculation("the turn was not answered")
 
     async def _on_mark(self, name: str) -> None:
         heard = self.ledger.state(name) is SentenceState.HEARD
@@ -217,35 +336,89 @@ class Conversation:
             self.call.mouth_to_ear_s.append(latency)
             if self.metrics is not None:
                 self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
+            self._record_latency(turn, name, now)
         await self._feed(PlayoutProgress(heard))
 
     def _note(self, note: CallNote) -> None:
         for watch in self.notes:
             watch(note)
 
-    async def _transcribe(self, end: SpeechEnd, stopped_at: float, endpointed_at: float) -> None:
-        assert self.transcriber is not None
-        text = ""
-        try:
-            result = await self.transcriber.transcribe(AudioChunk(end.pcm, PCM_8K))
-        except STTError as exc:
-            log.error("speech recognition failed: %s", exc)
-        else:
-            if self.metrics is not None:
-                self.metrics.stt_seconds.observe(result.processing_s)
-            text = result.text.strip()
-            log.info("caller said %s (%.2fs audio, %.2fs stt)", logs.transcript(text, self.log_transcripts),
-                     result.audio_s, result.processing_s)
-            if text:
-                self.transcripts.append(text)
-                self._note(CallerSaid(text, stopped_at, endpointed_at, self.clock()))
-        await self._feed(Transcribed(text, stopped_at))
+    def _record_latency(self, turn: int, start_mark: str, heard_at: float) -> None:
+        timing = self._timing.pop(turn, None)
+        if timing is None:
+            return
+        origin = timing.end.stopped_at
+
+        def ms(at: float | None) -> float | None:
+            return None if at is None else round((at - origin) * 1000.0, 1)
+
+        # first frame queued (monotonic, like the default clock); a held reply's audio left at its release
+        queued = self.call.first_frame_at.pop(start_mark, None)
+        first_audio = None if queued is None else max(queued, timing.released_at or queued)
+        record = TurnLatency(
+            turn=turn, why=timing.end.why, speculative=timing.speculative,
+            endpoint_wait_ms=round((timing.end.decided_at - origin) * 1000.0, 1),
+            recognition_ms=round(timing.end.recognition_s * 1000.0, 1),
+            logic_first_ms=ms(timing.logic_first_at), first_audio_ms=ms(first_audio), first_heard_ms=ms(heard_at),
+        )
+        self.call.turn_latency.append(record)
+        self._note(record)
+        if self.metrics is not None:
+            for stage in TURN_STAGES:
+                value = record.stage_ms(stage)
+                if value is not None:
+                    self.metrics.turn_stage.labels(self.agent.id, stage).observe(max(0.0, value) / 1000.0)
+
+    # ---- speculative replies -----------------------------------------------------------------------------------
+    async def _speculate(self, ev: Likely) -> None:
+        assert isinstance(self.logic, Rewindable)
+        spec = _Speculation(Utterance(ev.words), self.logic.checkpoint())
+        self._spec = spec
+        self.call.hold_new()
+        log.info("speculative reply to %s (audio held until the turn is confirmed)",
+                 logs.transcript(ev.words, self.log_transcripts))
+        await self._events.put(Respond(spec.event, ev.stopped_at))
+
+    async def _confirm_speculation(self, spec: _Speculation) -> None:
+        self._spec = None
+        self.call.release()
+        ended = self._turn_ended
+        if ended is not None and spec.turn:
+            self._turn_origin[spec.turn] = ended.stopped_at
+            self._timing[spec.turn] = _Timing(ended, True, spec.logic_first_at, self.clock())
+        log.info("turn confirmed: speculative reply %d released", spec.turn)
+
+    async def _abandon_speculation(self, why: str) -> None:
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        if not spec.turn:
+            self._abandoned = [*self._abandoned[-3:], spec.event]  # still queued: the brain skips it
+        async with self._lock:
+            reply = self._reply
+            if reply is not None and not reply.done():
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reply
+            self.call.discard()  # nothing of it was sent: the caller never knows
+            self.call.release()
+            assert isinstance(self.logic, Rewindable)
+            self.logic.rollback(spec.checkpoint)
+            if self.turns and self.turns[-1].turn == spec.turn:
+                self.turns.pop()
+                self.call.turns -= 1
+            self._turn_origin.pop(spec.turn, None)
+            self._timing.pop(spec.turn, None)
+            for mark in [m for m, t in self._start_marks.items() if t == spec.turn]:
+                del self._start_marks[mark]
+                self.call.first_frame_at.pop(mark, None)
+        log.info("speculative reply %d abandoned: %s", spec.turn, why)
 
     # ---- thinking and speaking ---------------------------------------------------------------------------------
     async def _brain(self) -> None:
         while True:
             respond = await self._events.get()
-            if self.policy.ending:
+            if self.policy.ending or any(respond.event is e for e in self._abandoned):
                 continue
             async with self._lock:
                 if self._reply is not None and not self._reply.done():
@@ -255,6 +428,12 @@ class Conversation:
                 self.ledger.forget_before(self.turn - 1)
                 if respond.origin is not None:
                     self._turn_origin = {self.turn: respond.origin}
+                spec = self._spec
+                if spec is not None and respond.event is spec.event:
+                    spec.turn = self.turn  # held: its timing is recorded when the turn is confirmed
+                    self._turn_origin.pop(self.turn, None)
+                elif self._turn_ended is not None and respond.origin == self._turn_ended.stopped_at:
+                    self._timing = {self.turn: _Timing(self._turn_ended)}
                 await self._feed(TurnStarted(self.turn, respond.event))
                 self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
                 self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn), f"turn-{self.turn}")
@@ -285,6 +464,7 @@ class Conversation:
             record.sentences.append(sentence)
 
         async for out in self.logic.respond(event):
+            self._logic_output(turn)
             if isinstance(out, str):
                 for s in chunker.feed(out):
                     say(s, False)
@@ -303,6 +483,14 @@ class Conversation:
             say(s, False)
         await self._feed(ReplyFinished(turn, action), self._playback(replying=False))
 
+    def _logic_output(self, turn: int) -> None:
+        timing = self._timing.get(turn)
+        if timing is not None and timing.logic_first_at is None:
+            timing.logic_first_at = self.clock()
+        spec = self._spec
+        if spec is not None and spec.turn == turn and spec.logic_first_at is None:
+            spec.logic_first_at = self.clock()
+
     async def _interrupt(self, why: str) -> None:
         async with self._lock:
             await self._interrupt_locked(why)
@@ -315,7 +503,8 @@ class Conversation:
             reply.cancel()  # closes the logic's stream: the partial reply is kept, then truncated below
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reply
-        await self.call.interrupt()  # marks every pending sentence cleared in the shared ledger
+        self._held = False
+        await self.call.interrupt()  # marks every pending sentence cleared in the shared ledger (and un-holds)
         heard = self.ledger.heard_text(self.turn)
         self.logic.truncate_to_heard(heard)
         await self._feed(Interrupted())

@@ -30,6 +30,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -69,7 +70,7 @@ class EnoughSpeech:
 
 @dataclass(frozen=True, slots=True)
 class NoWords:
-    pass
+    dropped: bool  # True: the endpointer dropped it (too short); False: recognised as no words
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,12 @@ class TurnEnd:
 
 
 ListenEvent = Onset | EnoughSpeech | NoWords | Likely | Resumed | TurnEnd
+
+
+class VadSource(Protocol):
+    """A call's VAD: :class:`agents.vad.VadStream` (inline) or :class:`agents.vad.BatchedVadStream` (batched)."""
+
+    async def infer(self, samples: F32) -> list[tuple[float, F32]]: ...
 
 
 class Listener:
@@ -134,6 +141,9 @@ class Listener:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        close = getattr(self.vad, "close", None)
+        if close is not None:
+            close()  # a batched stream frees its row
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -160,7 +170,7 @@ class Listener:
             await self._ended(ev)
         elif isinstance(ev, SpeechDropped):
             self._new_words()
-            await self.emit(NoWords())
+            await self.emit(NoWords(dropped=True))
 
     def _new_words(self) -> None:
         self._gen += 1
@@ -179,6 +189,9 @@ class Listener:
         except STTError as exc:
             log.error("speech recognition failed: %s", exc)
             return "", 0.0
+        except Exception:  # a recogniser bug must not stop listening (the turn still ends, with no words)
+            log.exception("speech recognition failed")
+            return "", 0.0
         if self.on_recognised is not None:
             self.on_recognised(result)
         return result.text.strip(), result.processing_s
@@ -195,7 +208,7 @@ class Listener:
             return  # the caller went on meanwhile: stale
         self._words, self._score, self._recognition_s = words, score, took
         if not words:
-            await self.emit(NoWords())
+            await self.emit(NoWords(dropped=False))
         await self._evaluate()
 
     async def _evaluate(self) -> None:
@@ -212,8 +225,9 @@ class Listener:
 
     async def _ended(self, end: SpeechEnd) -> None:
         why, self._why = self._why, "max_silence"
-        stopped_at = self.clock() - (self.endpointer.now - end.ended_at)
         words, took = self._words, self._recognition_s
+        # the same instant the speculation used (the caller has been silent since): Likely and TurnEnd agree
+        stopped_at = self._stopped_at if words is not None else self.clock() - (self.endpointer.now - end.ended_at)
         self._likely = False
         self._new_words()
         if words is not None:

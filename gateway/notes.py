@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.ops.logs import TurnLatency
+
 
 @dataclass(frozen=True, slots=True)
 class SentenceQueued:
@@ -67,4 +69,6 @@ class BargedIn:
     cause: str
 
 
-CallNote = SentenceQueued | SentenceSpoken | CallerSaid | AgentTurn | TurnHeard | BargedIn
+# One answered caller turn's latency breakdown (endpoint wait, recognition, logic, first audio, first heard),
+# sent when its first frame is heard: :class:`gateway.ops.logs.TurnLatency` (also in the call summary).
+CallNote = SentenceQueued | SentenceSpoken | CallerSaid | AgentTurn | TurnHeard | BargedIn | TurnLatency

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from agents.loader import load_agents_strict
 from agents.spec import AgentSpec
@@ -25,71 +24,30 @@ from gateway.services import Listening, Services
 from gateway.settings import Settings
 from gateway.twilio.edge import Edge
 from tts.breaker import BreakerRegistry
-from tts.cartesia import CartesiaEngine
-from tts.piper import PiperEngine
+from tts.registry import build_engines
 
 log = logging.getLogger("voicegw")
 
 
-def _chattts_unavailable(services: Services, reason: str) -> None:
-    """One line, at the level the situation deserves: ERROR when the operator asked for ChatTTS (CHATTTS_MODEL_DIR,
-    the speech role), INFO when it is merely optional (the embedded defaults on a host without weights, a GPU or
-    the ``chattts`` extra: every agent that lists it falls back to its next provider, as the demo needs none)."""
-    settings = services.settings
-    users = sorted(a.id for a in services.store.snapshot.agents.values() if "chattts" in a.tts.chain())
-    if settings.chattts_model_dir is not None or settings.role == "speech":
-        log.error("ChatTTS unavailable, agents fall back: %s", reason)
-    else:
-        log.info("ChatTTS not loaded (optional: agent(s) %s use their next provider): %s",
-                 ", ".join(users) or "none", reason)
+async def _engines(services: Services, agents: Mapping[str, AgentSpec], used: set[str]) -> None:
+    """The engine registry (:data:`tts.registry.ENGINES`) says which engines to build and how to start them."""
 
-
-async def _chattts(services: Services) -> None:
-    """Start loading ChatTTS in its inference thread; calls fall back until it is ready (readiness waits)."""
-    settings = services.settings
-    try:
-        from tts.chattts import ChatTTSConfig, ChatTTSEngine
-    except ImportError as exc:  # the [chattts] extra is not installed
-        _chattts_unavailable(services, f"not installed ({exc}): pip install 'voicegw[chattts]'")
-        return
-    override = None
-    if settings.chattts_sha256_file is not None:
-        try:
-            override = json.loads(settings.chattts_sha256_file.read_text())
-        except (OSError, ValueError) as exc:
-            log.error("CHATTTS_SHA256_FILE %s is unreadable (%s): ChatTTS disabled", settings.chattts_sha256_file, exc)
-            return
-    config = ChatTTSConfig.from_settings(settings)
-    config = dataclasses.replace(config, sha256_override=override, allow_download=settings.chattts_model_dir is None)
-    engine = ChatTTSEngine(config, services.metrics)
-    services.engines["chattts"] = engine
-
-    async def load() -> None:
-        await engine.start()
-        if engine.load_error:
-            _chattts_unavailable(services, engine.load_error)
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+        # ChatTTS is the one engine that loads in the background; readiness and pre-rendering wait for it
+        task = asyncio.create_task(coro, name=name)
+        if name == "chattts-load":
+            services.chattts_loading = task
         else:
-            log.info("ChatTTS loaded and warmed up")
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
-    services.chattts_loading = asyncio.create_task(load(), name="chattts-load")
+    assert services.breakers is not None
+    users = {name: tuple(sorted(a.id for a in agents.values() if name in a.tts.engines_used())) for name in used}
+    services.engines.update(
+        await build_engines(services.settings, services.metrics, used, services.breakers, spawn, users))
 
 
-async def _remote_chattts(services: Services) -> None:
-    """CHATTTS_API_URL: the `chattts` provider is a speech server over HTTP; no model in this process."""
-    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
-
-    settings = services.settings
-    assert settings.chattts_api_url is not None
-    breakers = services.breakers
-    engine = RemoteChatTTSEngine(RemoteConfig(url=settings.chattts_api_url, api_key=settings.chattts_api_key),
-                                 name="chattts", breakers=breakers)
-    await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
-    services.engines["chattts"] = engine
-    if engine.ready:
-        log.info("ChatTTS served by %s", settings.chattts_api_url)
-    else:
-        log.error("ChatTTS speech server %s: %s; agents fall back until it is healthy", settings.chattts_api_url,
-                  engine.load_error)
+_background: set[asyncio.Task[None]] = set()
 
 
 async def _speech_services(settings: Settings, metrics: Metrics | None) -> Services:
@@ -100,13 +58,7 @@ async def _speech_services(settings: Settings, metrics: Metrics | None) -> Servi
     services = Services(settings=settings, store=MemoryStore({}), metrics=metrics or Metrics(),
                         drain=Drain(settings.drain_timeout_s, settings.drain_redirect_url))
     services.breakers = BreakerRegistry()
-    piper = PiperEngine()
-    await piper.start()
-    services.engines["piper"] = piper
-    if settings.cartesia_api_key:
-        services.engines["cartesia"] = CartesiaEngine.from_settings(settings.cartesia_api_key,
-                                                                    settings.cartesia_base_url)
-    await _chattts(services)
+    await _engines(services, {}, {"chattts"})
     log.info("speech role: serving /v1/audio/speech for telephony pods (no Twilio routes)")
     return services
 
@@ -133,27 +85,10 @@ async def build_services(settings: Settings, metrics: Metrics | None = None, *, 
     services.metrics.redis_up.set(1 if store.healthy else 0)
     if calls:
         services.edge = Edge.build(settings)
-    used = {p for a in agents.values() for p in a.tts.chain()}
-    # Piper is the embedded default and the last resort: always loaded.
-    piper = PiperEngine()
-    await piper.start()
-    services.engines["piper"] = piper
+    used = {p for a in agents.values() for p in a.tts.engines_used()}
     # One breaker registry per process: one call's provider failures spare the next call the wait.
     services.breakers = BreakerRegistry()
-    if settings.cartesia_api_key:  # also serves /v1/audio/speech fallbacks, so loaded whenever configured
-        cartesia = CartesiaEngine.from_settings(settings.cartesia_api_key, settings.cartesia_base_url)
-        if "cartesia" in used:
-            await cartesia.start()  # opens the shared WebSocket now rather than on the first sentence
-        services.engines["cartesia"] = cartesia
-    elif "cartesia" in used:
-        log.warning("some agents list cartesia but CARTESIA_API_KEY is not set: those agents skip it")
-    if "chattts" in used:
-        if settings.chattts_api_url:
-            await _remote_chattts(services)
-        elif settings.role == "telephony":  # a telephony pod never loads torch
-            log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
-        else:
-            await _chattts(services)
+    await _engines(services, agents, used)
     if calls:
         _listening(services)
         _prerender(services)

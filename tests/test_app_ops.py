@@ -183,3 +183,21 @@ async def test_every_call_log_line_carries_its_context_and_ends_with_a_summary(a
         mine = [r for r in records if r.get("call_sid") == sid]
         assert len(mine) >= 3
         assert len({r["stream_sid"] for r in mine}) == 1
+
+
+async def test_readyz_names_an_agent_whose_voice_cannot_speak(agents_dir: Path) -> None:
+    from tests.helpers import gateway_with_services
+
+    (agents_dir / "support.yaml").unlink()
+    async with gateway_with_services({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as (url, services), \
+            httpx.AsyncClient() as client:
+        assert not [d for d in (await client.get(f"{url}/readyz")).json()["degraded"] if "cannot speak" in d]
+        demo = services.store.get("demo")
+        assert demo is not None
+        # what a push that skipped `voicegw agents validate` (an older CLI, a script) would deliver
+        data = demo.model_dump()
+        data["tts"]["piper"]["voice"] = "amy"
+        services.store.replace({"demo": type(demo).model_validate(data)})
+        body = (await client.get(f"{url}/readyz")).json()
+        assert any(d.startswith("agent demo: cannot speak: tts.piper.voice: unknown Piper voice 'amy'")
+                   for d in body["degraded"]), body

@@ -29,6 +29,14 @@ async def test_speech_endpoint_served_by_gateway(agents_dir: Path) -> None:
         assert bad.status_code in (400, 422) and "speed" in bad.text
         voices = await client.get("/v1/voices", headers=auth)
         assert voices.status_code == 200 and "female_1" in voices.text
+        wrong = await client.get("/v1/audio/speech", headers=auth)
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST" and wrong.json()["error"]["message"]
+        # every 401 has the API's JSON error shape and the Bearer challenge, /metrics included
+        for resp in (denied, await client.get("/metrics"), await client.post("/admin/drain")):
+            assert resp.status_code == 401
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+            assert resp.json()["error"]["type"] == "authentication_error"
+        assert (await client.get("/metrics", headers={"Authorization": "bearer sekret"})).status_code == 200
 
 
 async def test_an_open_bind_without_a_key_refuses_the_api_and_says_so(

@@ -20,8 +20,11 @@ from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.call import CallSession
 from gateway.carrier import CallerAudio, CallEvent, Digit, HungUp
 from gateway.conversation import Conversation, make_conversation
+from gateway.phrase_cache import PhraseCache
+from gateway.phrases import Phrases
 from gateway.services import Services
 from gateway.settings import Settings
+from tests.fake_engines import Fault, ScriptedEngine
 from tests.helpers import wait_until
 from tests.loopback_carrier import LoopbackLink
 from tests.speech_fixtures import mulaw
@@ -153,3 +156,31 @@ def test_caller_audio_must_be_8_khz() -> None:
 def test_digits_are_validated() -> None:
     with pytest.raises(ValueError, match="digit must be one of"):
         Digit("x")
+
+
+async def test_calls_waiting_on_a_failed_phrase_rendering_retry_one_at_a_time() -> None:
+    """Three calls want the same greeting; the first call's rendering fails after the other two joined it.
+    One of them renders it again and the last one waits for that (none of them crashes)."""
+    agent = menu()
+    engine = ScriptedEngine("piper", faults={0: Fault(raise_before_audio="down", first_audio_delay=0.3)})
+    cache = PhraseCache()
+    phrases = Phrases(cache, {"piper": engine})
+    services = Services(settings=Settings(), store=MemoryStore({agent.id: agent}), engines={"piper": engine},
+                        phrase_cache=cache, phrases=phrases)
+    links = [LoopbackLink(f"loop-{i}") for i in range(3)]
+    sessions = [CallSession(link, services, agent) for link in links]
+    runs = [asyncio.create_task(sessions[0].run())]
+    try:
+        await wait_until(lambda: phrases.in_flight == 1)  # the first call leads the rendering
+        runs += [asyncio.create_task(s.run()) for s in sessions[1:]]
+        await wait_until(lambda: phrases.coalesced >= 2)  # the others joined it
+        for session in sessions:
+            await wait_until(lambda s=session: s.ledger.heard() == ["greeting-1"])
+    finally:
+        for link in links:
+            link.push(HungUp("completed"))
+        await asyncio.gather(*runs)
+    assert sessions[0].providers == ["apology"]  # its own rendering failed: the apology instead
+    assert engine.calls.count("Welcome.") == 2  # the failed rendering and one retry for both waiting calls
+    assert [s.providers for s in sessions[1:]] == [["piper"], ["piper"]]
+    assert services.call_tasks.live == 0

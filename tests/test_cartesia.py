@@ -15,8 +15,9 @@ from tts.base import SynthesisRequest, TTSError
 from tts.cartesia import CartesiaEngine, status_reason, ws_url_for
 from tts.settings import CartesiaVoice
 
-WS = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12")
-HTTP = CartesiaVoice(voice_id="voice-123", model_id="sonic-3-2026-01-12", transport="http", speed=1.2)
+VOICE = "0f1e2d3c-4b5a-4697-8889-aabbccddeeff"
+WS = CartesiaVoice(voice_id=VOICE, model_id="sonic-3-2026-01-12")
+HTTP = CartesiaVoice(voice_id=VOICE, model_id="sonic-3-2026-01-12", transport="http", speed=1.2)
 
 
 @pytest.fixture
@@ -60,9 +61,20 @@ async def test_websocket_context_per_turn_one_socket(fake: FakeCartesia, engine:
     for m in (m1, m2, m3):
         assert m["continue"] is True and m["flush"] is True
         assert m["output_format"] == {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}
-        assert m["model_id"] == "sonic-3-2026-01-12" and m["voice"] == {"mode": "id", "id": "voice-123"}
+        assert m["model_id"] == "sonic-3-2026-01-12" and m["voice"] == {"mode": "id", "id": VOICE}
     headers = fake.recorded.ws_headers[0]
     assert headers["authorization"] == f"Bearer {API_KEY}" and headers["cartesia-version"]
+
+
+async def test_agent_language_reaches_cartesia(fake: FakeCartesia, engine: CartesiaEngine) -> None:
+    for settings in (WS, HTTP):
+        spanish = SynthesisRequest(text="Hola.", settings=settings, language="es-MX", meta={"turn_id": "t"})
+        await collect(engine, spanish)
+        pinned = settings.model_copy(update={"language": "fr"})  # tts.cartesia.language overrides for Cartesia
+        await collect(engine, SynthesisRequest(text="Salut.", settings=pinned, language="es", meta={"turn_id": "u"}))
+    ws = gen_messages(fake)
+    assert [m["language"] for m in ws] == ["es", "fr"]
+    assert [body["language"] for _, body in fake.recorded.http] == ["es", "fr"]
 
 
 async def test_concurrent_turns_share_the_socket(fake: FakeCartesia, engine: CartesiaEngine) -> None:
@@ -130,7 +142,7 @@ async def test_http_bytes_path(fake: FakeCartesia, engine: CartesiaEngine) -> No
     assert headers["authorization"] == f"Bearer {API_KEY}" and headers["cartesia-version"]
     assert body["output_format"] == {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}
     assert body["transcript"] == "Over HTTP." and body["model_id"] == "sonic-3-2026-01-12"
-    assert body["voice"] == {"id": "voice-123"} and body["generation_config"] == {"speed": 1.2}
+    assert body["voice"] == {"id": VOICE} and body["generation_config"] == {"speed": 1.2}
     assert fake.recorded.connections == 0  # no socket for the HTTP transport
 
 

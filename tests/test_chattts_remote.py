@@ -21,8 +21,9 @@ from tts.base import SynthesisRequest, TTSError
 from tts.breaker import BreakerRegistry, State
 from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
 from tts.fallback import Speaker, SpeechAudio, SpeechRestart
+from tts.registry import TTSConfig
 from tts.render import to_float
-from tts.settings import ChatTTSVoice, TTSConfig
+from tts.settings import ChatTTSVoice
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ async def engine(server: FakeChatTTSServer) -> AsyncIterator[RemoteChatTTSEngine
     await eng.aclose()
 
 
-async def collect(engine: RemoteChatTTSEngine, text: str, settings: object = None) -> np.ndarray:
+async def collect(engine: RemoteChatTTSEngine, text: str, settings: ChatTTSVoice | None = None) -> np.ndarray:
     chunks = [c async for c in engine.synthesize(SynthesisRequest(text, settings=settings))]
     assert chunks
     return np.concatenate([np.asarray(c.data) for c in chunks])

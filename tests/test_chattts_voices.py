@@ -40,7 +40,7 @@ def test_presets_are_exactly_what_the_committed_script_generates() -> None:
 def test_resolve_speaker_custom_wins_and_errors_are_clear() -> None:
     presets = load_presets()
     assert resolve_speaker(ChatTTSVoice(voice="male_2"), presets, 768) == presets["male_2"]
-    assert resolve_speaker(None, presets, 768) == presets["female_1"]
+    assert resolve_speaker(ChatTTSVoice(), presets, 768) == presets["female_1"]
     custom = presets["neutral_2"]
     assert resolve_speaker(ChatTTSVoice(voice="male_2", speaker=custom), presets, 768) == custom
     with pytest.raises(VoiceError, match="not a ChatTTS speaker string"):

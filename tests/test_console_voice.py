@@ -8,7 +8,7 @@ from agents.loader import parse_agent
 from agents.spec import AgentSpec
 from gateway.console.voice import Saved, apply_tts, patch_tts, tts_block, voice_schema
 from tests.helpers import AGENTS_DIR
-from tts.settings import TTSConfig
+from tts.registry import TTSConfig
 
 DEMO_TEXT = (AGENTS_DIR / "demo.yaml").read_text()
 

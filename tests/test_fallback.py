@@ -23,7 +23,8 @@ from tts.breaker import BreakerPolicy, BreakerRegistry
 from tts.cartesia import CartesiaEngine
 from tts.fallback import SentenceReport, Speaker, SpeechAudio, SpeechRestart
 from tts.piper import PiperEngine
-from tts.settings import CartesiaVoice, TTSConfig
+from tts.registry import TTSConfig
+from tts.settings import CartesiaVoice, ChatTTSVoice, PiperVoice
 
 SLACK = 2.0  # generous: a loaded 2-core machine
 
@@ -203,6 +204,25 @@ async def test_all_down_raises_with_every_reason_and_piper_apologizes() -> None:
     es["piper"] = ScriptedEngine("piper", default=Fault(raise_before_audio="gone"))
     with pytest.raises(TTSError):
         [p async for p in speaker.apologize("Sorry.")]
+
+
+async def test_apology_starts_with_the_configured_last_resort() -> None:
+    es = engines()
+    for last_resort, first in (("cartesia", "cartesia"), ("piper", "piper"), (None, "chattts")):
+        cfg = TTSConfig.model_validate({**config().model_dump(), "last_resort": last_resort})
+        parts = [p async for p in Speaker(es, cfg).apologize("Sorry.")]
+        assert {p.provider for p in parts if isinstance(p, SpeechAudio)} == {first}
+
+
+async def test_each_engine_gets_its_own_settings_typed() -> None:
+    es = engines(chattts=ScriptedEngine("chattts", default=Fault(raise_before_audio="down")),
+                 cartesia=ScriptedEngine("cartesia", default=Fault(raise_before_audio="down")))
+    cfg = TTSConfig.model_validate({**config().model_dump(), "piper": {"voice": "joe", "speed": 1.5}})
+    await hear(Speaker(es, cfg), "Typed.")
+    got = {name: eng(es, name).requests[0].settings for name in ("chattts", "cartesia", "piper")}
+    assert got == {name: cfg.section(name) for name in got}
+    assert got["piper"] == PiperVoice(voice="joe", speed=1.5)
+    assert isinstance(got["chattts"], ChatTTSVoice) and isinstance(got["cartesia"], CartesiaVoice)
 
 
 async def test_no_ready_provider() -> None:

@@ -115,3 +115,31 @@ def test_cli_schema_is_json_schema_with_ranges() -> None:
     assert (speed["minimum"], speed["maximum"], speed["default"]) == (0.5, 2.0, 1.0)
     assert "female_1" in json.dumps(schema["$defs"]["ChatTTSVoice"]["properties"]["voice"])
     assert set(schema["required"]) >= {"id", "name", "greeting", "logic"}
+
+
+DEMO = (AGENTS_DIR / "demo.yaml").read_text()
+
+
+def test_unknown_voice_fails_validation_startup_and_push(tmp_path: Path) -> None:
+    amy = DEMO.replace("    voice: joe", "    voice: amy")
+    assert amy != DEMO
+    (tmp_path / "demo.yaml").write_text(amy)
+    agents, problems = load_agents(tmp_path)
+    assert agents == {}
+    assert [p.path for p in problems] == ["tts.piper.voice"]
+    assert "unknown Piper voice 'amy'" in problems[0].message
+    validate = run_cli("agents", "validate", str(tmp_path))
+    assert validate.returncode == 1 and "demo.yaml:22: tts.piper.voice: unknown Piper voice 'amy'" in validate.stdout
+    push = run_cli("agents", "push", str(tmp_path))  # refused before any Redis connection
+    assert push.returncode != 0 and "tts.piper.voice" in push.stdout + push.stderr
+    serve = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port", "1"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                       "VOICEGW_AGENTS_DIR": str(tmp_path)})
+    assert serve.returncode != 0 and "tts.piper.voice" in serve.stdout + serve.stderr
+
+
+def test_malformed_cartesia_voice_id_fails_validation() -> None:
+    bad = GOOD.replace('voice_id: "694f9389-aac1-45b6-b726-9d9369183238"', "voice_id: amy")
+    got = problems_for(bad)
+    want = "support.yaml:29: tts.cartesia.voice_id: 'amy' is not a Cartesia voice id"
+    assert any(p.startswith(want) for p in got), got

@@ -125,6 +125,23 @@ def test_summary_from_observations() -> None:
     assert "sentences=cartesia:1,chattts:3" in line and "mouth_to_ear_ms_p50=-" in line
     assert "first_audio_ms_p95=385" in line and "underruns=2" in line and "outcome=caller_hangup" in line
     assert json.loads(json.dumps(s.as_dict()))["sentences"] == {"cartesia": 1, "chattts": 3}
+    assert "turn_ms_p50=endpoint_wait:-,recognition:-" in line
+
+
+def test_summary_carries_the_per_turn_latency_records() -> None:
+    turns = [
+        logs.TurnLatency(1, "complete", True, 380.0, 120.0, 240.0, 390.0, 450.0),
+        logs.TurnLatency(2, "max_silence", False, 1500.0, 180.0, 1510.0, 1600.0, None),  # interrupted unheard
+        logs.TurnLatency(3, "complete", True, 360.0, 140.0, 250.0, 370.0, 430.0),
+    ]
+    s = logs.CallSummary.build(call_sid="CA1", agent_id="demo", outcome="completed", duration_s=9, turns=4,
+                               turn_latency=turns)
+    assert s.stage_p50_ms("endpoint_wait") == 380.0 and s.stage_p50_ms("first_heard") == 440.0
+    assert "turn_ms_p50=endpoint_wait:380,recognition:140,logic_first:250,first_audio:390,first_heard:440" in s.line()
+    record = json.loads(json.dumps(s.as_dict()))["turn_latency"]
+    assert record[1] == {"turn": 2, "why": "max_silence", "speculative": False, "endpoint_wait_ms": 1500.0,
+                         "recognition_ms": 180.0, "logic_first_ms": 1510.0, "first_audio_ms": 1600.0,
+                         "first_heard_ms": None}
 
 
 def test_summary_logs_one_line_with_fields_in_json() -> None:

@@ -58,3 +58,13 @@ def test_say_falls_back_to_cartesia(tmp_path: Path, cartesia_server: FakeCartesi
 def test_say_unknown_agent(tmp_path: Path) -> None:
     proc = run(["--agent", "nope", "x", "--out", str(tmp_path / "x.wav")])
     assert proc.returncode == 2 and "unknown agent 'nope'" in proc.stderr
+
+
+def test_say_reports_a_preset_the_offline_voice_cannot_honour(tmp_path: Path, agents_dir: Path) -> None:
+    out = tmp_path / "support.wav"
+    proc = run(["--agent", "support", "Thanks for calling.", "--out", str(out)], VOICEGW_AGENTS_DIR=str(agents_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "providers piper" in proc.stdout  # no ChatTTS weights, no Cartesia key here
+    assert "note: piper has no female voice here: female_2 is spoken by joe (male)" in proc.stdout
+    demo = run(["--agent", "demo", "Hello.", "--out", str(tmp_path / "demo.wav")])
+    assert demo.returncode == 0 and "note:" not in demo.stdout  # piper is what demo asks for

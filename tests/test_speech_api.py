@@ -10,6 +10,7 @@ import asyncio
 import gc
 import io
 import json
+import logging
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -26,13 +27,15 @@ from agents.store import MemoryStore
 from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.speech_api import load_voice_map, speech_routes
+from gateway.speech_api import speech_routes
 from tests.fake_cartesia import API_KEY, FakeCartesia
 from tests.fake_engines import Fault, ScriptedEngine
 from tests.helpers import free_port
 from tts.cartesia import CartesiaEngine
 from tts.piper import PiperEngine
+from tts.presets import load_voice_map
 from tts.render import API_PRIORITY, OUTPUT_RATE, split_sentences
+from tts.settings import ChatTTSVoice
 
 KEY = "gw-secret"
 SEED = {"text": "Hello world", "voice": "female_1", "speed": 1.0, "temperature": 0.3, "top_p": 0.7, "top_k": 20,
@@ -95,6 +98,7 @@ async def test_seed_request_wav_from_primary(api: Api) -> None:
     assert len(samples) / rate == pytest.approx(0.4, abs=0.02)  # 4 chunks of 100 ms from the test provider
     req = api.engine("chattts").requests[0]
     assert req.text == "Hello world"
+    assert isinstance(req.settings, ChatTTSVoice)
     assert req.settings.voice == "female_1" and req.settings.top_k == 20 and req.settings.temperature == 0.3
 
 
@@ -120,7 +124,7 @@ async def test_fallback_to_cartesia_with_voice_map(api: Api) -> None:
     assert resp.headers["x-tts-provider"] == "cartesia"
     assert "CUDA out of memory" in resp.headers["x-tts-fallback"]
     _, body = api.fake.recorded.http[0]
-    assert body["voice"] == {"id": load_voice_map()["neutral_2"]["cartesia"]}
+    assert body["voice"] == {"id": load_voice_map()["neutral_2"].cartesia}
     assert body["generation_config"] == {"speed": 1.5}  # clipped to Cartesia's range
 
 
@@ -146,7 +150,7 @@ async def test_every_provider_down_is_503(api: Api, piper: PiperEngine) -> None:
 
 
 @pytest.mark.parametrize(("patch", "field", "words"), [
-    ({"voice": "robot_9"}, "voice", "unknown voice 'robot_9'"),
+    ({"voice": "robot_9"}, "voice", 'unknown voice "robot_9"'),
     ({"speed": 5.0}, "speed", "speed"),
     ({"speed": 0.1}, "speed", "speed"),
     ({"top_k": 0}, "top_k", "top_k"),
@@ -165,7 +169,8 @@ async def test_invalid_input_names_the_field(api: Api, patch: dict[str, Any], fi
 
 async def test_input_missing_and_bad_json(api: Api) -> None:
     resp = await api.client.post("/v1/audio/speech", json={"voice": "female_1"})
-    assert resp.status_code == 400 and resp.json()["error"]["field"] == "input"
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "text"
+    assert "required" in resp.json()["error"]["message"]
     resp = await api.client.post("/v1/audio/speech", content=b"{nope", headers={"content-type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"]["field"] == "body"
     resp = await api.client.post("/v1/audio/speech", json=["a"])
@@ -178,6 +183,86 @@ async def test_bearer_required_when_key_set(api: Api) -> None:
         assert (await anon.get("/v1/voices")).status_code == 401
         bad = await anon.post("/v1/audio/speech", json=SEED, headers={"authorization": "Bearer wrong"})
         assert bad.status_code == 401
+        assert bad.headers["www-authenticate"].startswith("Bearer")
+        assert bad.json()["error"]["type"] == "authentication_error" and "bearer" in bad.json()["error"]["message"]
+        lower = await anon.post("/v1/audio/speech", json=SEED, headers={"authorization": f"bearer {KEY}"})
+        assert lower.status_code == 200, lower.text
+
+
+async def test_every_error_reported_with_its_field(api: Api) -> None:
+    body = b'{"voice": null, "speed": NaN, "top_k": "20", "temperature": true, "temprature": 0.5}'
+    resp = await api.client.post("/v1/audio/speech", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    err = resp.json()["error"]
+    fields = {e["field"]: e["message"] for e in err["errors"]}
+    assert set(fields) == {"text", "voice", "speed", "top_k", "temperature", "temprature"}, fields
+    assert "required" in fields["text"]
+    assert fields["voice"].startswith("unknown voice null;") and "None" not in fields["voice"]
+    assert "not NaN" in fields["speed"] and "less than" not in fields["speed"]
+    assert fields["top_k"] == 'must be an integer, not a string ("20")'
+    assert fields["temperature"] == "must be a number, not a boolean (true)"
+    assert fields["temprature"] == "unknown field; did you mean temperature?"
+    assert err["field"] in fields and all(f"{f}: {m}" in err["message"] for f, m in fields.items())
+    assert api.engine("chattts").calls == []
+
+
+async def test_openai_aliases_and_integers_accepted(api: Api) -> None:
+    resp = await api.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "speed": 1,
+                                                            "temperature": 1})
+    assert resp.status_code == 200, resp.text
+    both = await api.client.post("/v1/audio/speech", json={"text": "Hi.", "input": "Ho."})
+    assert both.status_code == 400 and both.json()["error"]["field"] == "text"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_json_body_needs_json_content_type(api: Api, ctype: str | None) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    resp = await api.client.post("/v1/audio/speech", content=json.dumps(SEED).encode(), headers=headers)
+    assert resp.status_code == 415, resp.text
+    assert resp.json()["error"]["field"] == "body" and "application/json" in resp.json()["error"]["message"]
+    ok = await api.client.post("/v1/audio/speech", content=json.dumps(SEED).encode(),
+                               headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+async def test_wrong_method_is_json_405_with_allow(api: Api) -> None:
+    resp = await api.client.get("/v1/audio/speech")
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert "GET" in resp.json()["error"]["message"]
+    resp = await api.client.delete("/v1/voices")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize("text", ["...", " ?! ", "—", "…"])
+async def test_punctuation_only_is_400_not_503(api: Api, text: str) -> None:
+    resp = await api.client.post("/v1/audio/speech", json={**SEED, "text": text})
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["field"] == "text" and "nothing to say" in err["message"]
+    assert api.engine("chattts").calls == []
+
+
+async def test_one_log_line_per_request_with_rtf(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    resp = await api.client.post("/v1/audio/speech", json={**SEED, "text": "One. Two."})
+    assert resp.status_code == 200
+    lines = [r for r in caplog.records if r.name == "voicegw.tts.api" and "rtf=" in r.getMessage()]
+    assert len(lines) == 1
+    msg = lines[0].getMessage()
+    assert "provider=chattts" in msg and "processing_s=" in msg and "audio_s=0.800" in msg
+    sentences = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tts sentence")]
+    assert len(sentences) == 2 and all("processing_ms=" in m and "rtf=" in m and "audio_ms=400" in m
+                                       for m in sentences)
+
+
+async def test_preset_that_cannot_be_honoured_says_so(api: Api) -> None:
+    api.engine("chattts").default = Fault(raise_before_audio="down")
+    api.fake.behaviour.http_status = 500
+    female = await api.client.post("/v1/audio/speech", json={**SEED, "voice": "female_2"})
+    assert female.status_code == 200 and female.headers["x-tts-provider"] == "piper"
+    assert "no female voice" in female.headers["x-tts-voice-caveat"]
+    male = await api.client.post("/v1/audio/speech", json={**SEED, "voice": "male_1"})
+    assert male.status_code == 200 and "x-tts-voice-caveat" not in male.headers
 
 
 async def test_voices(api: Api) -> None:
@@ -187,6 +272,8 @@ async def test_voices(api: Api) -> None:
     ids = [v["id"] for v in body["voices"]]
     assert ids[0] == "female_1" and len(ids) == 8
     assert body["voices"][0]["providers"]["piper"] == "joe"
+    caveats = {v["id"]: v["caveats"] for v in body["voices"]}
+    assert "piper" in caveats["female_1"] and "piper" in caveats["neutral_2"] and "piper" not in caveats["male_3"]
     assert body["providers"] == {"chattts": True, "cartesia": True, "piper": True}
     assert "mp3" in body["formats"]
 

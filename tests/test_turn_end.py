@@ -52,6 +52,10 @@ def test_decide_table() -> None:
         (TurnEndView(0.8, "Where is your office?", 0.2), Decision.END, "model_unsure"),
         (TurnEndView(0.2, "Where is your office?", 0.9), Decision.LIKELY, "complete"),
         (TurnEndView(0.4, "Where is your office?", 0.9), Decision.END, "complete"),
+        (TurnEndView(0.5, "No.", None), Decision.LIKELY, "short"),
+        (TurnEndView(0.8, "Wait.", None), Decision.END, "short"),
+        (TurnEndView(0.4, "Why?", None), Decision.END, "complete"),
+        (TurnEndView(0.4, "Yes, please.", None), Decision.LIKELY, "short"),
     ]
     for view, verdict, why in cases:
         assert decide(CFG, view) == (verdict, why), view
@@ -67,7 +71,7 @@ def test_wait_left_names_the_next_moment_that_can_change_the_answer() -> None:
 
 def test_config_from_turn_taking() -> None:
     cfg = TurnEndConfig.from_turn_taking(TurnTaking())
-    assert (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (0.2, 0.35, 0.8, 1.5)
+    assert (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (0.2, 0.4, 0.8, 1.5)
     cfg = TurnEndConfig.from_turn_taking(TurnTaking(end_of_utterance_silence_ms=1000, max_silence_ms=1200))
     assert (cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (1.0, 1.0, 1.2)
 

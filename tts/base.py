@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from audio.formats import AudioChunk
+from tts.settings import EngineSettings
+
+S = TypeVar("S", bound=EngineSettings)
 
 
 class TTSError(Exception):
@@ -30,20 +33,31 @@ class TTSError(Exception):
 class SynthesisRequest:
     """One sentence to speak.
 
-    ``settings`` is the provider-specific section of the agent's ``tts`` config
-    (e.g. ``ChatTTSVoice``), or None for the provider's defaults.
+    ``settings`` is the engine's own settings model (its section of the agent's
+    ``tts`` config, e.g. ``ChatTTSVoice``), or None for the engine's defaults;
+    engines read it with :meth:`settings_as`. ``language`` is the agent's
+    language (ISO 639-1, optionally with a region): every engine that can
+    speak more than one language uses it.
     ``priority`` 0 is most urgent (first sentence of a turn).
     ``deadline`` is an absolute ``time.monotonic()`` by which first audio is
     useful; engines with queues fail fast when they cannot meet it.
     """
 
     text: str
-    settings: Any = None
+    settings: EngineSettings | None = None
     language: str = "en"
     priority: int = 1
     deadline: float | None = None
     request_id: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+
+    def settings_as(self, model: type[S]) -> S:
+        """The settings as ``model`` (its defaults when None); another engine's settings are a bug: TypeError."""
+        if self.settings is None:
+            return model()
+        if not isinstance(self.settings, model):
+            raise TypeError(f"expected {model.__name__} settings, got {type(self.settings).__name__}")
+        return self.settings
 
 
 @runtime_checkable

@@ -148,7 +148,9 @@ class CartesiaEngine:
 
     # ---- synthesis -----------------------------------------------------------
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
-        settings = request.settings if isinstance(request.settings, CartesiaVoice) else CartesiaVoice()
+        settings = request.settings_as(CartesiaVoice)
+        if settings.language is None:  # the agent's language, unless the agent set one for Cartesia only
+            settings = settings.model_copy(update={"language": request.language.split("-")[0].lower()})
         if not self.ready:
             raise TTSError(self.name, "not configured (CARTESIA_API_KEY is not set)")
         inner = self._http(request, settings) if settings.transport == "http" else self._websocket(request, settings)

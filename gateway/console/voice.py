@@ -1,7 +1,7 @@
 """The console's voice panel: the settings schema it renders, and saving a new ``tts`` section.
 
 Rules of this file: pure, no I/O (text in, text out). The panel's ranges, defaults, presets and
-descriptions are :class:`tts.settings.TTSConfig`'s JSON Schema, served as is: nothing about a
+descriptions are :data:`tts.registry.TTSConfig`'s JSON Schema, served as is: nothing about a
 setting is typed twice. A save is validated by the same loader as ``voicegw agents validate``
 (same messages), on the running agent with its ``tts`` section replaced. The operator's YAML stays
 their source: :func:`patch_tts` rewrites only the file's top-level ``tts:`` block, so comments and
@@ -19,7 +19,7 @@ import yaml
 
 from agents.loader import Problem, parse_agent
 from agents.spec import AgentSpec
-from tts.settings import TTSConfig
+from tts.registry import TTSConfig
 
 _TOP_KEY = re.compile(r"^[^\s#]")
 _TTS_LINE = re.compile(r"^tts\s*:(\s|$)")

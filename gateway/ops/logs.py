@@ -179,6 +179,32 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000.0, 1)
 
 
+TURN_STAGES = ("endpoint_wait", "recognition", "logic_first", "first_audio", "first_heard")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnLatency:
+    """Where the time went in one answered caller turn (issue 13): the typed per-turn record.
+
+    Every field but ``recognition_ms`` is milliseconds after the moment the caller stopped speaking, so
+    stages read as a timeline; a speculative reply can have ``logic_first_ms`` before ``endpoint_wait_ms``.
+    None: the stage never happened (no audio: the reply was empty or interrupted first).
+    """
+
+    turn: int
+    why: str  # the turn-end rule that fired: complete, model_unsure, max_silence
+    speculative: bool  # the reply was prepared before the turn was confirmed (audio held until then)
+    endpoint_wait_ms: float  # caller stopped → the turn was declared over
+    recognition_ms: float  # recogniser compute time for the words answered (done before the turn ended if speculative)
+    logic_first_ms: float | None = None  # → the agent logic's first output (token or phrase)
+    first_audio_ms: float | None = None  # → the reply's first frame ready to send (released, if held)
+    first_heard_ms: float | None = None  # → the reply's first frame played at the caller (mouth-to-ear)
+
+    def stage_ms(self, stage: str) -> float | None:
+        value: float | None = getattr(self, f"{stage}_ms")
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class CallSummary:
     call_sid: str
@@ -194,6 +220,7 @@ class CallSummary:
     mouth_to_ear_p95_ms: float | None = None
     underruns: int = 0
     frames_sent: int = 0
+    turn_latency: tuple[TurnLatency, ...] = ()
 
     @classmethod
     def build(
@@ -210,6 +237,7 @@ class CallSummary:
         mouth_to_ear_s: Sequence[float] = (),
         underruns: int = 0,
         frames_sent: int = 0,
+        turn_latency: Sequence[TurnLatency] = (),
     ) -> CallSummary:
         """From raw per-call observations: ``providers`` has one entry per sentence spoken."""
         counts: dict[str, int] = {}
@@ -222,12 +250,19 @@ class CallSummary:
             first_audio_p95_ms=_ms(percentile(first_audio_s, 95)),
             mouth_to_ear_p50_ms=_ms(percentile(mouth_to_ear_s, 50)),
             mouth_to_ear_p95_ms=_ms(percentile(mouth_to_ear_s, 95)),
-            underruns=underruns, frames_sent=frames_sent,
+            underruns=underruns, frames_sent=frames_sent, turn_latency=tuple(turn_latency),
         )
+
+    def stage_p50_ms(self, stage: str) -> float | None:
+        """Median of one :data:`TURN_STAGES` stage over the call's answered turns."""
+        values = [v for t in self.turn_latency if (v := t.stage_ms(stage)) is not None]
+        p = percentile(values, 50)
+        return None if p is None else round(p, 1)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["sentences"] = dict(self.sentences)
+        out["turn_latency"] = [asdict(t) for t in self.turn_latency]
         return out
 
     def line(self) -> str:
@@ -240,7 +275,8 @@ class CallSummary:
             f"sentences={sentences} fallbacks={self.fallbacks} "
             f"first_audio_ms_p50={ms(self.first_audio_p50_ms)} first_audio_ms_p95={ms(self.first_audio_p95_ms)} "
             f"mouth_to_ear_ms_p50={ms(self.mouth_to_ear_p50_ms)} mouth_to_ear_ms_p95={ms(self.mouth_to_ear_p95_ms)} "
-            f"underruns={self.underruns} frames_sent={self.frames_sent}"
+            f"underruns={self.underruns} frames_sent={self.frames_sent} "
+            f"turn_ms_p50={','.join(f'{st}:{ms(self.stage_p50_ms(st))}' for st in TURN_STAGES)}"
         )
 
     def log(self, logger: logging.Logger) -> None:

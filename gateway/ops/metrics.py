@@ -53,6 +53,11 @@ class Metrics(TTSMetrics):
             "voicegw_phrase_cache_total", "Fixed-phrase sentences served from the cache (hit) or synthesized (miss)",
             ["result"], registry=r,
         )
+        self.turn_stage = Histogram(
+            "voicegw_turn_stage_seconds", "Per answered turn, seconds after the caller stopped speaking: "
+            "endpoint_wait, recognition (compute), logic_first, first_audio, first_heard",
+            ["agent", "stage"], buckets=_LAT, registry=r,
+        )
         self.bounded = Counter(
             "voicegw_bounded_total", "Inputs dropped or refused by a bound (unknown_mark, dtmf, recording_jump, "
             "gateway_full, pending_streams)", ["what"], registry=r,

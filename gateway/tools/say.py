@@ -15,6 +15,7 @@ from gateway.settings import Settings
 from gateway.startup import build_services
 from tts.base import TTSError
 from tts.fallback import Speaker
+from tts.presets import agent_caveat
 from tts.render import encode, render
 
 
@@ -39,6 +40,9 @@ async def say(settings: Settings, agent_id: str, text: str, out: Path) -> int:
         print(f"wrote {out}: {rendered.duration_s:.2f} s, providers {', '.join(rendered.providers)}, "
               f"processing {rendered.processing_s:.2f} s (RTF {rendered.rtf:.2f})"
               + (f"; fallbacks: {'; '.join(rendered.fallbacks)}" if rendered.fallbacks else ""))
+        for provider in dict.fromkeys(rendered.providers):
+            if (why := agent_caveat(agent.tts, provider)) is not None:
+                print(f"voicegw: note: {why}")
         return 0
     finally:
         await services.aclose()
