@@ -422,7 +422,16 @@ class Call {
         li.append(b);
         break;
       }
-      case "caller": line("caller", msg.text, { turn: msg.turn ?? "" }); break;
+      case "caller": {
+        // a reply prepared while the caller was finishing (speculative) is queued before its transcript:
+        // show the words before that reply
+        const li = line("caller", msg.text);
+        const agent = [...$("transcript").querySelectorAll("li[data-role='agent']")];
+        const last = agent.length ? agent[agent.length - 1].dataset.turn : undefined;
+        const reply = agent.find((a) => a.dataset.turn === last && a.dataset.state === "queued");
+        if (reply) reply.before(li);
+        break;
+      }
       case "dtmf": line("event", `keypad ${msg.digit}`, { digit: msg.digit }); break;
       case "barge_in": line("event", `barge-in (${msg.cause || "speech"})`, { bargeIn: "1" }); break;
       case "turn": this.turnRow(msg); break;
