@@ -56,7 +56,8 @@ async def first_audio(engine: TTSEngine, text: str) -> tuple[float, int]:
     t0 = time.monotonic()
     first = None
     samples = 0
-    async for chunk in engine.synthesize(SynthesisRequest(text, settings=ChatTTSVoice(seed=1))):
+    settings = ChatTTSVoice(seed=1) if engine.name.startswith("chattts") else None
+    async for chunk in engine.synthesize(SynthesisRequest(text, settings=settings)):
         if first is None:
             first = time.monotonic() - t0
         samples += chunk.num_samples
