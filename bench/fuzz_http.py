@@ -185,7 +185,9 @@ async def fuzz(url: str, surface: str, inputs: int, seed: int, concurrency: int 
                 tally.statuses[0] += 1
                 continue
             except httpx.HTTPError as exc:
-                tally.transport_errors.append(f"{item.method} {item.path}: {type(exc).__name__} {exc}"[:300])
+                tally.transport_errors.append(f"{item.method} {item.path} ({len(item.body)} bytes, "
+                                              f"{dict(item.headers).get(b'content-type')!r}): "
+                                              f"{type(exc).__name__} {exc}"[:300])
                 continue
             tally.statuses[resp.status_code] += 1
             if resp.status_code >= 500:
@@ -215,7 +217,11 @@ async def run(surfaces: list[str], inputs: int, seed: int, concurrency: int) -> 
             while not done.is_set():
                 result = await emu.call(agent="bench", hold_s=0.0, max_s=60)
                 marks += len(result.marks_echoed)
-                calls_ok = calls_ok and not result.errors and bool(result.marks_echoed) and not result.odd_frames
+                ok = not result.errors and bool(result.marks_echoed) and not result.odd_frames
+                if not ok and calls_ok:
+                    print(f"  call failed: errors={result.errors[:3]} marks={result.marks_echoed} "
+                          f"odd_frames={result.odd_frames} close={result.close_code}", flush=True)
+                calls_ok = calls_ok and ok
             return calls_ok
 
         done = asyncio.Event()

@@ -104,6 +104,8 @@ class CallOutcome:
     ttfa_s: float = math.nan
     heard_s: float = 0.0
     send_lag_max_s: float = 0.0
+    talked: bool = False  # said the fixture sentence (--inbound speech)
+    next_mark_s: float = math.nan  # first mark after the greeting's, seconds after the greeting was heard
 
 
 async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str], speech: list[str], talk: bool,
@@ -111,7 +113,7 @@ async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str]
     from websockets.asyncio.client import connect
 
     await asyncio.sleep(rng.uniform(0, stagger))
-    out = CallOutcome()
+    out = CallOutcome(talked=talk and bool(speech))
     call_sid = "CA" + os.urandom(16).hex()
     form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100", "To": to,
             "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
@@ -185,6 +187,8 @@ async def _stream(ws: Any, call_sid: str, params: dict[str, str], idle: list[str
                 if name == "greeting-1":
                     out.greeting = True
                     greeting_heard_at.append(now)
+                elif greeting_heard_at and math.isnan(out.next_mark_s):
+                    out.next_mark_s = now - greeting_heard_at[0]
                 await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
             if now - t0 >= call_s:
                 break
@@ -410,6 +414,10 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     runs = vad1.get("runs", 0) - vad0.get("runs", 0)
     busy = vad1.get("busy_s", 0.0) - vad0.get("busy_s", 0.0)
     skipped = vad1.get("skipped", 0) - vad0.get("skipped", 0)
+    talkers = [c for c in placed if c["talked"]]
+    if talkers:  # an answer heard before the idle reprompt could come (8 s after the greeting) = heard and answered
+        answered = sum(1 for c in talkers if c["next_mark_s"] < 7.5)
+        print(f"  callers who talked: {len(talkers)}; answered before a reprompt could come: {answered}", flush=True)
     errors = sorted({c["error"] for c in calls if c["error"]})
     if errors:
         print(f"  call errors ({len(calls) - len(placed)}): {'; '.join(errors[:3])}", flush=True)

@@ -304,6 +304,7 @@ async def readyz(request: Request) -> Response:
         "listening": listening,
         **services.drain.status(time.monotonic()),
         "active_calls": services.active_calls,
+        "agents_version": services.store.version,  # the live version (a push goes live once pre-rendered)
         "signatures_enforced": services.settings.signatures_enforced,
     }
     return JSONResponse(body, status_code=503 if not_ready else 200)

@@ -278,7 +278,9 @@ class CallSession:
         if cached is None and phrases is not None:
             # Another call is synthesizing this very phrase: use its audio. When that rendering fails, every
             # call that waited wakes at once: one of them leads the next attempt and the others wait for it.
-            while cached is None and (flight := phrases.join(self.agent, self._version, sentence.text)) is not None:
+            # (A pre-render in flight is not waited on: lowest priority, whole phrase first.)
+            while cached is None and (flight := phrases.join(self.agent, self._version, sentence.text,
+                                                             prerenders=False)) is not None:
                 cached, outcome = await flight, "coalesced"
         if cache is not None:
             self.metrics.phrase_cache.labels(outcome if cached is not None else "miss").inc()

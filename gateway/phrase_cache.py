@@ -2,8 +2,9 @@
 
 Rules of this file: pure, in-memory, no clock. Entries are the final 160-byte
 mu-law frames (after resampling and the agent's gain), keyed by agent id, a
-fingerprint of the agent's whole spec (voice settings, gain, language and the
-phrase texts: any YAML change gives a new fingerprint) and the sentence text.
+fingerprint of what shapes the agent's audio (its whole ``tts`` section: providers,
+voice settings, gain; and its language) and the sentence text: a push that only
+changes texts keeps every unchanged phrase's audio, a voice change renders all anew.
 Two versions per agent are kept (the one live and the one being pre-rendered
 for a push, or the one calls that started before the push still use): ``put``
 of a third drops the oldest one's entries (``get`` never evicts). Only audio from the agent's primary provider
@@ -14,15 +15,17 @@ single-flight live in :mod:`gateway.phrases`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 
 from agents.spec import AgentSpec
-from agents.store import spec_version
 
 
 def fingerprint(agent: AgentSpec) -> str:
-    """The version the cache keys an agent's audio by (:func:`agents.store.spec_version`)."""
-    return spec_version(agent)
+    """The version the cache keys an agent's audio by: its voice (``tts`` and language), not its texts."""
+    blob = json.dumps({"tts": agent.tts.model_dump(mode="json"), "language": agent.language}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 VERSIONS_KEPT = 2

@@ -12,7 +12,8 @@ identical in-flight syntheses coalesced (I/O shell around :class:`gateway.phrase
 * Single-flight: :meth:`Phrases.join` returns the in-flight rendering of the same (agent, version,
   text) if there is one; :meth:`Phrases.lead` registers the caller as the one who renders it.
   Followers get the leader's frames when it finishes, or ``None`` (it failed, fell back to another
-  voice, or was cancelled) and then synthesize for themselves.
+  voice, or was cancelled) and then synthesize for themselves. A call does not wait on a pre-render
+  (lowest priority, whole phrase first): before readiness it may synthesize the same phrase itself.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Lead:
     key: Key
     future: asyncio.Future[Frames | None]
     owner: Phrases
+    prerender: bool = False  # a pre-render (lowest priority, whole phrase before any audio): calls do not wait on it
 
     def done(self, frames: Iterable[bytes] | None) -> None:
         self.owner._finish(self, tuple(frames) if frames is not None else None)
@@ -93,19 +95,25 @@ class Phrases:
         self.ready = False  # the startup set is rendered (readiness waits for it)
 
     # ---- single-flight ---------------------------------------------------
-    def join(self, agent: AgentSpec, version: str, text: str) -> asyncio.Future[Frames | None] | None:
-        """The rendering of this phrase already in flight (await it), or None."""
+    def join(self, agent: AgentSpec, version: str, text: str, *, prerenders: bool = True
+             ) -> asyncio.Future[Frames | None] | None:
+        """The rendering of this phrase already in flight (await it), or None.
+
+        ``prerenders=False`` (a call): a pre-render in flight is not joined — it runs at the voice's lowest
+        priority and hands its audio over only when complete, so a caller would wait longer than for its own.
+        """
         lead = self._flights.get((agent.id, version, text))
-        if lead is None:
+        if lead is None or (lead.prerender and not prerenders):
             return None
         self.coalesced += 1
         return asyncio.shield(lead.future)
 
-    def lead(self, agent: AgentSpec, version: str, text: str) -> Lead:
+    def lead(self, agent: AgentSpec, version: str, text: str, *, prerender: bool = False) -> Lead | None:
+        """Register as the one rendering this phrase (others join); None when someone already is."""
         key = (agent.id, version, text)
         if key in self._flights:
-            raise RuntimeError(f"phrase {text[:40]!r} of agent {agent.id} is already being rendered")
-        lead = Lead(key, asyncio.get_running_loop().create_future(), self)
+            return None
+        lead = Lead(key, asyncio.get_running_loop().create_future(), self, prerender)
         self._flights[key] = lead
         return lead
 
@@ -120,7 +128,7 @@ class Phrases:
         return len(self._flights)
 
     # ---- rendering -------------------------------------------------------
-    async def render(self, agent: AgentSpec, version: str, text: str) -> Frames | None:
+    async def render(self, agent: AgentSpec, version: str, text: str, *, prerender: bool = False) -> Frames | None:
         """This phrase's frames: cached, joined, or synthesized now with the primary voice (then cached)."""
         cached = self.cache.get(agent, version, text)
         if cached is not None:
@@ -128,14 +136,15 @@ class Phrases:
         flight = self.join(agent, version, text)
         if flight is not None:
             return await flight
-        lead = self.lead(agent, version, text)
+        lead = self.lead(agent, version, text, prerender=prerender)
         frames: list[bytes] | None = None
         try:
             frames = await self._synthesize(agent, text)
             if frames is not None:
                 self.cache.put(agent, version, text, frames)
         finally:
-            lead.done(frames)
+            if lead is not None:
+                lead.done(frames)
         return tuple(frames) if frames is not None else None
 
     async def _synthesize(self, agent: AgentSpec, text: str) -> list[bytes] | None:
@@ -179,7 +188,7 @@ class Phrases:
                 report.cached += 1
                 return
             async with gate:
-                frames = await self.render(agent, version, text)
+                frames = await self.render(agent, version, text, prerender=True)
             if frames is None:
                 report.failed.append(f"{agent.id}: {text[:40]}")
             else:

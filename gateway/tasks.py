@@ -2,7 +2,9 @@
 
 A :class:`TaskGroup` tracks every task it spawns until the task finishes;
 :meth:`TaskGroup.aclose` cancels those still running and waits for all of them,
-swallowing their errors (ending must not fail half-way). A group may count its
+swallowing their errors (ending must not fail half-way). A task that fails on
+its own is noted in the log when it finishes (its error is never left
+unretrieved), whether or not someone awaits it. A group may count its
 tasks in a parent too: the process-wide group (``Services.call_tasks``) sees
 every call's tasks, so a leak shows in its :attr:`TaskGroup.live`.
 
@@ -14,10 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("voicegw.tasks")
+
+
+def _note_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("task %s ended with %r", task.get_name(), exc)
 
 
 class TaskGroup:
@@ -28,7 +38,7 @@ class TaskGroup:
     @property
     def live(self) -> int:
         """Tasks spawned here (and in child groups) that have not finished."""
-        return len(self._tasks)
+        return sum(1 for task in self._tasks if not task.done())  # done callbacks run one loop turn later
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         task = asyncio.create_task(coro, name=name)
@@ -40,6 +50,8 @@ class TaskGroup:
         task.add_done_callback(self._tasks.discard)
         if self._parent is not None:
             self._parent._track(task)
+        else:
+            task.add_done_callback(_note_failure)  # once, by the outermost group
 
     async def aclose(self) -> None:
         """Cancel every task still running and wait until all have finished."""

@@ -32,7 +32,7 @@ async def main(out: Path) -> None:
         async with gateway_with_services({"VOICEGW_AGENTS_DIR": str(patient(agents))}) as (url, _), \
                 chromium(mic) as browser:
             page = await browser.new_page()
-            await page.set_viewport_size({"width": 1280, "height": 820})
+            await page.set_viewport_size({"width": 1280, "height": 800})
             await page.goto(f"{url}/console")
             await page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
             await page.select_option("#agent", "demo")
@@ -46,7 +46,8 @@ async def main(out: Path) -> None:
             await page.locator(heard, has_text="nine to five").wait_for(timeout=WAIT_MS)
             await page.click("#keypad button:text-is('0')")
             await page.locator(heard, has_text="Transferring").wait_for(timeout=WAIT_MS)
-            await page.screenshot(path=str(out))
+            await page.evaluate("window.scrollTo(0, 0)")
+            await page.screenshot(path=str(out), full_page=True)
             await page.click("#hangup-btn")
             await page.wait_for_selector("body[data-call-state='ended']", timeout=WAIT_MS)
 

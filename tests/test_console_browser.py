@@ -31,8 +31,15 @@ async def test_the_page_loads_offline_and_the_voice_panel_follows_the_schema(age
     async with gateway_with_services(env) as (url, services), chromium(password=KEY) as browser:
         page = await browser.new_page()
         errors = collect_errors(page)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
         await page.goto(f"{url}/console")
         await page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+        assert requested and all(u.startswith(url) for u in requested), requested  # offline: nothing from elsewhere
+        # narrow window: one column, nothing wider than the screen
+        await page.set_viewport_size({"width": 360, "height": 740})
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+        await page.set_viewport_size({"width": 1280, "height": 900})
         # ranges and defaults come from the agent schema, not from the page
         schema = TTSConfig.model_json_schema()["$defs"]
         for provider, model in (("chattts", "ChatTTSVoice"), ("piper", "PiperVoice"), ("cartesia", "CartesiaVoice")):

@@ -162,7 +162,7 @@ async def test_all_providers_down_but_piper_the_apology_is_heard(tmp_path: Path)
             state["heard_text"], state["outcome"] = s.ledger.heard_text(), s.outcome
 
         result = await emu.call(agent="fb", script=script, hold_s=0.2, max_s=90)
-    assert down.calls == [GREETING]
+    assert GREETING in down.calls  # asked by the call (and by the startup pre-render, which failed too)
     assert state == {"heard_text": APOLOGY, "outcome": "completed"}  # the call goes on
     words = await transcribe(bytes(result.heard))
     assert "sorry" in words and "problem" in words, words

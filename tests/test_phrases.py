@@ -106,3 +106,20 @@ async def test_agents_whose_primary_voice_is_not_loaded_are_skipped() -> None:
     report = await phrases.prerender([agent, other])
     assert report.skipped == ["gpu"] and report.rendered == len(fixed_phrases(agent))
     assert "Hi." not in engine.calls  # never synthesized with a voice that would not be cached
+
+
+async def test_a_call_does_not_wait_on_a_pre_render_but_a_pre_render_joins_a_call() -> None:
+    engine = ScriptedEngine("piper", chunks=2, chunk_delay=0.02)
+    agent = scripted_agent()
+    phrases = Phrases(PhraseCache(), {"piper": engine})
+    pre = asyncio.create_task(phrases.render(agent, "v1", "Please hold.", prerender=True))
+    await asyncio.sleep(0)
+    assert phrases.join(agent, "v1", "Please hold.", prerenders=False) is None  # a caller synthesizes itself
+    assert phrases.lead(agent, "v1", "Please hold.") is None  # ... without leading: the pre-render leads
+    assert await pre is not None
+    lead = phrases.lead(agent, "v1", "Another.")  # a call leads
+    assert lead is not None
+    joined = phrases.join(agent, "v1", "Another.")  # what a pre-render does
+    assert joined is not None
+    lead.done([b"\\x01" * 160])
+    assert await joined == (b"\\x01" * 160,)

@@ -198,13 +198,14 @@ def _first_loud(x: npt.NDArray[np.int16]) -> int:
 
 async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.twilio.emulator import TwilioEmulator
-    from tests.helpers import run_gateway
+    from tests.helpers import run_gateway, wait_until
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"
     caller = b"\xff" * 8000 + tone(0.5, 300)  # silence for 1 s, then a 0.5 s tone from the caller
     env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
     async with run_gateway(env) as url:
+        await wait_until(lambda: _ready(url), 120)  # fixed phrases pre-rendered: the greeting starts at once
         result = await TwilioEmulator(url).call(agent="demo", inbound=caller, hold_s=0.2, max_s=30)
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{url}/metrics")).text
@@ -228,9 +229,16 @@ async def test_call_recording_is_aligned_stereo(tmp_path: Path, agents_dir: Path
         assert np.count_nonzero(data[:, 1]) >= 0.95 * np.count_nonzero(heard)
 
 
+async def _ready(url: str) -> bool:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        return (await client.get(f"{url}/readyz")).status_code == 200
+
+
 async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agents_dir: Path) -> None:
     from gateway.twilio.emulator import CallControl, TwilioEmulator
-    from tests.helpers import run_gateway
+    from tests.helpers import run_gateway, wait_until
 
     _recording_agents(agents_dir)
     rec_dir = tmp_path / "rec"
@@ -241,6 +249,7 @@ async def test_recording_is_playable_after_an_abrupt_hangup(tmp_path: Path, agen
 
     env = {"VOICEGW_AGENTS_DIR": str(agents_dir), "VOICEGW_RECORDINGS_DIR": str(rec_dir)}
     async with run_gateway(env) as url:
+        await wait_until(lambda: _ready(url), 120)  # fixed phrases pre-rendered: the greeting starts at once
         result = await TwilioEmulator(url).call(agent="demo", max_s=30, script=vanish)
         for _ in range(100):  # the gateway notices the disconnect and closes the file
             if list((rec_dir / "demo").glob("CA*.wav")) and header_consistent(

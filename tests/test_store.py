@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from agents.loader import load_agents_strict
 from agents.store import MemoryStore, RedisStore, version_of
 from gateway.twilio.emulator import TwilioEmulator
@@ -104,6 +106,8 @@ async def test_edited_yaml_pushed_from_shell_takes_effect_on_next_call(
     async with run_gateway(env) as url:
         emu = TwilioEmulator(url)
         first = await emu.call(agent="demo", hold_s=0.1)
+        async with httpx.AsyncClient(timeout=10) as client:
+            before = (await client.get(f"{url}/readyz")).json()["agents_version"]
         demo = agents_dir / "demo.yaml"
         text = demo.read_text()
         start = text.index("greeting:")
@@ -116,7 +120,11 @@ async def test_edited_yaml_pushed_from_shell_takes_effect_on_next_call(
         )
         assert proc.returncode == 0, proc.stderr
         assert "pushed 2 agent(s)" in proc.stdout
-        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def swapped() -> bool:  # live once the new greeting is pre-rendered
+                return bool((await client.get(f"{url}/readyz")).json()["agents_version"] != before)
+
+            await wait_until(swapped, 30)
         second = await emu.call(agent="demo", hold_s=0.1)
     assert first.seconds > 3.0
     assert 0.1 < second.seconds < 1.5  # the new, one-word greeting, without a restart

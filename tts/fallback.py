@@ -21,6 +21,12 @@ The sentence is the unit of work. Per sentence:
 * **Stickiness** (``sticky_fallback``): once a fallback provider has spoken a
   sentence, this Speaker (one per call) starts with it from then on.
 
+The decisions are :class:`tts.race.Race`'s (pure: events in, actions out, time
+passed in); this module is the asyncio runner that carries them out: it runs
+each attempt as a task, feeds the race what the tasks deliver and when its
+timer is due, and turns its actions into task starts and cancellations,
+yielded audio and restarts, logs and metrics.
+
 Every sentence is logged with the provider that spoke it, why any fallback
 happened and the gap it caused; ``voicegw_tts_*`` metrics are updated.
 """
@@ -32,13 +38,28 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 from audio.formats import AudioChunk
 from tts.base import SynthesisRequest, TTSEngine, TTSError
 from tts.breaker import BreakerRegistry
 from tts.metrics import TTSMetrics
+from tts.race import (
+    Action,
+    Cancel,
+    CircuitOpened,
+    Emit,
+    Failed,
+    Fallback,
+    Finished,
+    FirstAudio,
+    Gap,
+    Hedge,
+    Race,
+    Restart,
+    Start,
+)
 from tts.registry import TTSConfigBase
 
 log = logging.getLogger("voicegw.tts")
@@ -76,42 +97,6 @@ class SentenceReport:
 
 
 _END = object()
-
-
-@dataclass(eq=False, slots=True)
-class _Attempt:
-    provider: str
-    started: float
-    task: asyncio.Task[None] | None = None
-    live: bool = True
-    first_audio: float | None = None
-    last_audio: float = 0.0
-    audio_s: float = 0.0
-
-    def horizon(self) -> float:
-        """When the audio delivered so far has played out, if playout began at first audio."""
-        assert self.first_audio is not None
-        return max(self.first_audio + self.audio_s, self.last_audio)
-
-
-@dataclass(slots=True)
-class _Sentence:
-    """Book-keeping for one ``speak`` call."""
-
-    t0: float
-    pending: collections.deque[str]
-    skipped: list[str] = field(default_factory=list)
-    forced: bool = False
-    attempts: list[_Attempt] = field(default_factory=list)
-    owner: _Attempt | None = None
-    reasons: list[str] = field(default_factory=list)
-    restarts: int = 0
-    silence_from: float | None = None  # start of the silence a fallback is causing
-    gap_s: float = 0.0
-    first_audio_s: float | None = None
-
-    def live(self) -> list[_Attempt]:
-        return [a for a in self.attempts if a.live]
 
 
 class Speaker:
@@ -159,7 +144,7 @@ class Speaker:
         chain = [p for p in (*first, *self.config.chain()) if (e := self.engines.get(p)) is not None and e.ready]
         return self._speak(text, list(dict.fromkeys(chain)), False, language, 0, request_id, "")
 
-    # ---- the sentence loop -----------------------------------------------
+    # ---- the sentence loop: an asyncio runner for tts.race.Race ------------------------------
     async def _speak(
         self, text: str, order: list[str], use_breakers: bool, language: str, priority: int,
         request_id: str, turn_id: str,
@@ -168,201 +153,126 @@ class Speaker:
             return
         if not order:
             raise TTSError("all", "no TTS provider is configured and ready")
-        s = _Sentence(t0=self.clock(), pending=collections.deque(order))
-        events: asyncio.Queue[tuple[_Attempt, object]] = asyncio.Queue()
+        race = Race(order, self.clock(), self.budget_s, self.give_up_s, self.breakers if use_breakers else None)
+        events: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+        tasks: dict[int, asyncio.Task[None]] = {}
         meta = {"turn_id": turn_id or request_id}
-        last_provider = order[-1]
 
-        def start_next(now: float) -> None:
-            while s.pending:
-                name = s.pending.popleft()
-                if use_breakers and not s.forced and not self.breakers.get(name).allow(now):
-                    s.skipped.append(name)
-                    self._fallback(s, name, "circuit_open", "circuit open")
-                    continue
-                deadline = None if name == last_provider else now + self.budget_s
-                request = SynthesisRequest(
-                    text=text, settings=self.config.section(name), language=language, priority=priority,
-                    deadline=deadline, request_id=request_id, meta=dict(meta),
-                )
-                attempt = _Attempt(name, now)
-                attempt.task = asyncio.create_task(self._pump(attempt, self.engines[name], request, events))
-                s.attempts.append(attempt)
-                return
-            if s.skipped and not s.forced and not s.live() and s.owner is None:
-                s.forced = True  # every remaining provider is behind an open breaker: try them anyway
-                s.pending.extend(s.skipped)
-                start_next(now)
+        def run(actions: list[Action]) -> Iterator[SpeechAudio | SpeechRestart | Finished]:
+            """Carry out the race's actions; yields what the consumer must get (and the end)."""
+            for action in actions:
+                if isinstance(action, Start):
+                    request = SynthesisRequest(
+                        text=text, settings=self.config.section(action.provider), language=language,
+                        priority=priority, deadline=action.deadline, request_id=request_id, meta=dict(meta),
+                    )
+                    engine = self.engines[action.provider]
+                    tasks[action.attempt] = asyncio.create_task(
+                        self._pump(action.attempt, action.provider, engine, request, events))
+                elif isinstance(action, Cancel):
+                    tasks[action.attempt].cancel()
+                elif isinstance(action, Emit):
+                    assert isinstance(chunk, AudioChunk)
+                    yield SpeechAudio(chunk, action.provider)
+                elif isinstance(action, Restart):
+                    yield SpeechRestart(action.provider, action.reason)
+                elif isinstance(action, Finished):
+                    self._done(action, request_id)
+                    yield action
+                elif isinstance(action, Failed):
+                    raise TTSError("all", action.reason)
+                else:
+                    self._observe(action)
 
-        def fail(attempt: _Attempt, now: float, kind: str, reason: str) -> None:
-            attempt.live = False
-            if attempt.task is not None:
-                attempt.task.cancel()
-            if use_breakers and self.breakers.get(attempt.provider).record_failure(now, reason):
-                log.warning("tts %s: circuit opened after repeated failures (%s)", attempt.provider, reason)
-            self._fallback(s, attempt.provider, kind, reason)
-
+        chunk: object = None
         try:
-            start_next(s.t0)
+            for out in run(race.start()):
+                if isinstance(out, Finished):
+                    return
+                yield out
             while True:
-                if not s.live():
-                    if s.pending or (s.skipped and not s.forced):
-                        start_next(self.clock())
-                    if not s.live():
-                        raise TTSError("all", "; ".join(s.reasons) or "no TTS provider is available")
                 if events.empty():  # queued events go before timers: audio that arrived is not a stall
+                    wake = race.next_wake()
+                    assert wake is not None
                     try:
-                        wait = max(0.0, self._next_wake(s) - self.clock())
-                        attempt, item = await asyncio.wait_for(events.get(), wait)
+                        attempt, chunk = await asyncio.wait_for(events.get(), max(0.0, wake - self.clock()))
                     except TimeoutError:
-                        restart = self._on_timer(s, self.clock(), start_next, fail)
-                        if restart is not None:
-                            yield restart
-                        continue
+                        actions = race.timer(self.clock())
+                        chunk = None
+                    else:
+                        actions = self._feed(race, attempt, chunk)
                 else:
-                    attempt, item = events.get_nowait()
-                now = self.clock()
-                if not attempt.live:
-                    continue  # a cancelled loser's late event
-                if isinstance(item, AudioChunk):
-                    if s.owner is None:
-                        self._take_ownership(s, attempt, now, use_breakers)
-                    attempt.audio_s += item.duration
-                    attempt.last_audio = now
-                    yield SpeechAudio(item, attempt.provider)
-                elif item is _END:
-                    if attempt is s.owner:
-                        self._done(s, attempt, now, request_id, use_breakers)
+                    attempt, chunk = events.get_nowait()
+                    actions = self._feed(race, attempt, chunk)
+                for out in run(actions):
+                    if isinstance(out, Finished):
                         return
-                    fail(attempt, now, "no_audio", "finished without audio")
-                else:
-                    assert isinstance(item, TTSError)
-                    was_owner = attempt is s.owner
-                    fail(attempt, now, "error", item.reason)
-                    if was_owner:
-                        s.owner, s.silence_from = None, now
-                        s.restarts += 1
-                        yield SpeechRestart(attempt.provider, item.reason)
+                    yield out
         finally:
-            leftovers = [a for a in s.attempts if a.live and a is not s.owner] + (
-                [s.owner] if s.owner is not None and s.owner.live else []
-            )
-            for a in leftovers:
-                a.live = False
-                if a.task is not None:
-                    a.task.cancel()
-                if use_breakers:
-                    self.breakers.get(a.provider).release(self.clock())
-            tasks = [a.task for a in s.attempts if a.task is not None]
+            for action in race.abandon(self.clock()):
+                if isinstance(action, Cancel):
+                    tasks[action.attempt].cancel()
             if tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await asyncio.gather(*tasks.values(), return_exceptions=True)
 
-    # ---- pieces of the loop ------------------------------------------------
-    def _next_wake(self, s: _Sentence) -> float:
-        if s.owner is not None:  # stall watch: silence beyond the audio delivered so far
-            return s.owner.horizon() + self.budget_s
-        live = s.live()
-        wakes = [a.started + self.give_up_s for a in live]
-        if s.pending and live:
-            wakes.append(max(a.started for a in live) + self.budget_s)  # hedge timer
-        return min(wakes)
+    def _feed(self, race: Race, attempt: int, item: object) -> list[Action]:
+        now = self.clock()
+        if isinstance(item, AudioChunk):
+            return race.audio(attempt, item.duration, now)
+        if item is _END:
+            return race.end(attempt, now)
+        assert isinstance(item, TTSError)
+        return race.error(attempt, item.reason, now)
 
-    def _on_timer(
-        self, s: _Sentence, now: float, start_next: Callable[[float], None],
-        fail: Callable[[_Attempt, float, str, str], None],
-    ) -> SpeechRestart | None:
-        owner = s.owner
-        if owner is not None:
-            if now < owner.horizon() + self.budget_s:
-                return None
-            reason = f"stalled mid-sentence ({now - owner.last_audio:.2f} s without audio)"
-            horizon = owner.horizon()
-            fail(owner, now, "stall", reason)
-            s.owner, s.silence_from = None, horizon
-            s.restarts += 1
-            start_next(now)
-            return SpeechRestart(owner.provider, reason)
-        for a in s.live():
-            if now >= a.started + self.give_up_s:
-                fail(a, now, "timeout", f"no audio within {self.give_up_s:.1f} s")
-        live = s.live()
-        if s.pending and (not live or now >= max(a.started for a in live) + self.budget_s):
-            if live:
-                slow = max(live, key=lambda a: a.started)
-                s.reasons.append(f"{slow.provider}: no audio within {self.budget_s * 1000:.0f} ms, hedging")
-                log.info("tts %s: no audio within %.0f ms, hedging with the next provider",
-                         slow.provider, self.budget_s * 1000)
-            start_next(now)
-        return None
+    def _observe(self, action: Action) -> None:
+        """Logs and metrics for the race's reports."""
+        m = self.metrics
+        if isinstance(action, Fallback):
+            log.warning("tts %s: %s", action.provider, action.reason)
+            if m:
+                m.fallbacks.labels(action.provider, action.kind).inc()
+        elif isinstance(action, Hedge):
+            log.info("tts %s: no audio within %.0f ms, hedging with the next provider",
+                     action.provider, action.budget_s * 1000)
+        elif isinstance(action, CircuitOpened):
+            log.warning("tts %s: circuit opened after repeated failures (%s)", action.provider, action.reason)
+        elif isinstance(action, FirstAudio):
+            if m:
+                m.sentence_first_audio.labels(action.provider).observe(action.seconds)
+        elif isinstance(action, Gap):
+            if m:
+                m.tts_fallback_gap.labels(action.provider).observe(action.seconds)
 
-    def _take_ownership(self, s: _Sentence, attempt: _Attempt, now: float, use_breakers: bool) -> None:
-        s.owner = attempt
-        attempt.first_audio = now
-        if s.first_audio_s is None:
-            s.first_audio_s = now - s.t0
-            if self.metrics:
-                self.metrics.sentence_first_audio.labels(attempt.provider).observe(now - s.t0)
-        silence_from = s.silence_from if s.silence_from is not None else (s.t0 if s.reasons else None)
-        if silence_from is not None:
-            gap = max(0.0, now - silence_from)
-            s.gap_s += gap
-            if self.metrics:
-                self.metrics.tts_fallback_gap.labels(attempt.provider).observe(gap)
-            s.silence_from = None
-        for loser in s.live():
-            if loser is attempt:
-                continue
-            loser.live = False
-            if loser.task is not None:
-                loser.task.cancel()
-            if use_breakers:
-                breaker = self.breakers.get(loser.provider)
-                if loser.started < attempt.started and now - loser.started >= self.budget_s:
-                    reason = f"slow (no audio in {self.budget_s * 1000:.0f} ms, lost to {attempt.provider})"
-                    breaker.record_failure(now, reason)
-                    self._fallback(s, loser.provider, "slow", reason)
-                else:
-                    breaker.release(now)
-
-    def _done(self, s: _Sentence, owner: _Attempt, now: float, request_id: str, use_breakers: bool) -> None:
-        owner.live = False
-        if use_breakers:
-            self.breakers.get(owner.provider).record_success(now)
+    def _done(self, f: Finished, request_id: str) -> None:
         chain = self.config.chain()
-        if self.config.sticky_fallback and chain and owner.provider != chain[0] and self.sticky != owner.provider:
-            self.sticky = owner.provider
-            log.info("tts: staying on %s for the rest of the call (sticky_fallback)", owner.provider)
+        if self.config.sticky_fallback and chain and f.provider != chain[0] and self.sticky != f.provider:
+            self.sticky = f.provider
+            log.info("tts: staying on %s for the rest of the call (sticky_fallback)", f.provider)
         report = SentenceReport(
-            request_id=request_id, provider=owner.provider, first_audio_s=s.first_audio_s or 0.0,
-            processing_s=now - s.t0, audio_s=owner.audio_s, fallbacks=tuple(s.reasons), restarts=s.restarts,
-            gap_s=s.gap_s,
+            request_id=request_id, provider=f.provider, first_audio_s=f.first_audio_s,
+            processing_s=f.processing_s, audio_s=f.audio_s, fallbacks=f.fallbacks, restarts=f.restarts,
+            gap_s=f.gap_s,
         )
         self.reports.append(report)
         if self.metrics:
-            self.metrics.tts_sentences.labels(owner.provider).inc()
-            self.metrics.tts_processing.labels(owner.provider).observe(report.processing_s)
+            self.metrics.tts_sentences.labels(f.provider).inc()
+            self.metrics.tts_processing.labels(f.provider).observe(report.processing_s)
         rtf = report.processing_s / report.audio_s if report.audio_s > 0 else 0.0
         log.info(
             "tts sentence %s: provider=%s processing_ms=%.0f audio_ms=%.0f rtf=%.3f first_audio_ms=%.0f "
             "fallback=%s gap_ms=%.0f restarts=%d",
-            request_id or "-", owner.provider, report.processing_s * 1000, report.audio_s * 1000, rtf,
-            report.first_audio_s * 1000, " | ".join(s.reasons) or "none", s.gap_s * 1000, s.restarts,
-            extra={"provider": owner.provider, "processing_ms": round(report.processing_s * 1000),
+            request_id or "-", f.provider, report.processing_s * 1000, report.audio_s * 1000, rtf,
+            report.first_audio_s * 1000, " | ".join(f.fallbacks) or "none", f.gap_s * 1000, f.restarts,
+            extra={"provider": f.provider, "processing_ms": round(report.processing_s * 1000),
                    "audio_ms": round(report.audio_s * 1000), "rtf": round(rtf, 3),
-                   "fallbacks": list(s.reasons), "gap_ms": round(s.gap_s * 1000)},
+                   "fallbacks": list(f.fallbacks), "gap_ms": round(f.gap_s * 1000)},
         )
-
-    def _fallback(self, s: _Sentence, provider: str, kind: str, reason: str) -> None:
-        s.reasons.append(f"{provider}: {reason}")
-        log.warning("tts %s: %s", provider, reason)
-        if self.metrics:
-            self.metrics.fallbacks.labels(provider, kind).inc()
 
     @staticmethod
     async def _pump(
-        attempt: _Attempt, engine: TTSEngine, request: SynthesisRequest,
-        events: asyncio.Queue[tuple[_Attempt, object]],
+        attempt: int, provider: str, engine: TTSEngine, request: SynthesisRequest,
+        events: asyncio.Queue[tuple[int, object]],
     ) -> None:
         try:
             async for chunk in engine.synthesize(request):
@@ -372,5 +282,5 @@ class Speaker:
         except TTSError as exc:
             events.put_nowait((attempt, exc))
         except Exception as exc:  # an engine bug must not end the call: it becomes a fallback reason
-            log.exception("tts %s: unexpected engine error", attempt.provider)
-            events.put_nowait((attempt, TTSError(attempt.provider, f"engine error: {exc!r}")))
+            log.exception("tts %s: unexpected engine error", provider)
+            events.put_nowait((attempt, TTSError(provider, f"engine error: {exc!r}")))

@@ -178,8 +178,13 @@ async def console_call(ws: WebSocket) -> None:
     if start is None:
         return
     agent = services.store.get(start.agent)
+    cap = services.settings.max_calls
+    full = bool(cap) and services.active_calls >= cap
+    if full:
+        services.metrics.bounded.labels("gateway_full").inc()
     refusal = (f"no agent {start.agent!r}" if agent is None else
-               "the gateway is draining: no new calls" if services.draining else None)
+               "the gateway is draining: no new calls" if services.draining else
+               f"the gateway is full (VOICEGW_MAX_CALLS={cap})" if full else None)
     if refusal is not None or agent is None:
         await ws.send_json({"type": "error", "message": refusal})
         await ws.close(4404 if agent is None else 1013, reason=str(refusal)[:120])

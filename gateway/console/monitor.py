@@ -2,10 +2,11 @@
 
 I/O shell around :mod:`gateway.notes`: callbacks queue JSON messages on the call's
 :class:`gateway.console.protocol.ConsoleProtocol` (never blocking the call) and one task sends them.
-Per turn it assembles the latency breakdown from what the call core reports: endpoint wait (caller
-stopped speaking → end of utterance decided), recognition (→ transcript), first audio (the turn's
-first sentence queued → its first audio from the engine) and first frame heard (caller stopped
-speaking, or key pressed → the turn's first frame played).
+Each agent turn gets one row in the page's table, sent again as its figures arrive: for an answered
+caller turn, the conversation's :class:`gateway.ops.logs.TurnLatency` (milliseconds after the caller
+stopped speaking: turn declared over, logic's first output, first frame ready, first frame heard; and
+the recognizer's compute time); for other turns (greeting, keypad, silence) what the call reports:
+the first sentence's first audio and, for a key press, the first frame heard after it.
 """
 
 from __future__ import annotations
@@ -39,11 +40,21 @@ class _Turn:
     first_audio_s: float | None = None
     first_heard_s: float | None = None
     providers: list[str] = field(default_factory=list)
+    latency: TurnLatency | None = None  # the conversation's own breakdown of an answered caller turn
 
     def as_json(self) -> dict[str, Any]:
-        return {"turn": self.turn, "cause": self.cause, "endpoint_wait_ms": _ms(self.endpoint_wait_s),
-                "recognition_ms": _ms(self.recognition_s), "first_audio_ms": _ms(self.first_audio_s),
-                "first_heard_ms": _ms(self.first_heard_s), "providers": self.providers}
+        out: dict[str, Any] = {
+            "turn": self.turn, "cause": self.cause, "endpoint_wait_ms": _ms(self.endpoint_wait_s),
+            "recognition_ms": _ms(self.recognition_s), "logic_first_ms": None,
+            "first_audio_ms": _ms(self.first_audio_s), "first_heard_ms": _ms(self.first_heard_s),
+            "providers": self.providers, "why": None, "speculative": False,
+        }
+        if self.latency is not None:
+            t = self.latency
+            out.update(endpoint_wait_ms=t.endpoint_wait_ms, recognition_ms=t.recognition_ms,
+                       logic_first_ms=t.logic_first_ms, first_audio_ms=t.first_audio_ms,
+                       first_heard_ms=t.first_heard_ms, why=t.why, speculative=t.speculative)
+        return out
 
 
 class PageMonitor:
@@ -123,6 +134,11 @@ class PageMonitor:
                 self._send("turn", **turn.as_json())
         elif isinstance(note, BargedIn):
             self._send("barge_in", turn=note.turn, cause=note.cause)
+        elif isinstance(note, TurnLatency):
+            turn = self._turns.get(note.turn)
+            if turn is not None:
+                turn.latency = note
+                self._send("turn", **turn.as_json())
         elif isinstance(note, TurnLatency):  # the conversation's own breakdown (issue 13), when the turn is heard
             turn = self._turns.get(note.turn)
             if turn is not None:

@@ -87,6 +87,7 @@ class TwilioLink:
         self.rest = rest  # None: no account sid / auth token, REST hang-up and transfer unavailable
         self.metrics = metrics
         self._pending: deque[CallEvent] = deque()
+        self._gone = False  # a send found the socket closed: the read side reports the hang-up
 
     @property
     def call_id(self) -> str:
@@ -94,7 +95,7 @@ class TwilioLink:
 
     @property
     def open(self) -> bool:
-        return self.protocol.state is State.STREAMING
+        return self.protocol.state is State.STREAMING and not self._gone
 
     async def receive(self) -> CallEvent:
         while not self._pending:
@@ -118,8 +119,11 @@ class TwilioLink:
         return self._pending.popleft()
 
     async def _flush(self) -> None:
-        for text in self.protocol.data_to_send():
-            await self.ws.send_text(text)
+        try:
+            for text in self.protocol.data_to_send():
+                await self.ws.send_text(text)
+        except WebSocketDisconnect:
+            self._gone = True  # the caller went away mid-send; receive() returns the HungUp
 
     async def send_audio(self, frame: bytes) -> None:
         if self.open:  # after `stop` nothing more may be sent

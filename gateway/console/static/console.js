@@ -279,8 +279,7 @@ async function save(event) {
   link.href = URL.createObjectURL(new Blob([result.yaml], { type: "application/yaml" }));
   link.download = result.file_name;
   link.textContent = `Download ${result.file_name}`;
-  $("save-info").replaceChildren(p, link);
-  await loadAgents(id);
+  await loadAgents(id);  // the picker and the panel show the new version before the page says "Saved"
   $("save-info").replaceChildren(p, link);
 }
 
@@ -336,12 +335,12 @@ class Call {
     });
     this.node.port.onmessage = (e) => this.fromWorklet(e.data);
     this.node.connect(this.ctx.destination);
-    await this.setMic($("mic").checked);
-    document.body.dataset.callState = "in-call";
-    $("hangup-btn").disabled = false;
-    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
     this.callId = msg.call_id;
     document.body.dataset.callId = msg.call_id;
+    $("hangup-btn").disabled = false;
+    setStatus(`in call with ${msg.agent.id} (version ${msg.agent.version})`);
+    await this.setMic($("mic").checked);  // may fail (no device, permission refused): the call goes on
+    document.body.dataset.callState = "in-call";
   }
 
   async setMic(on) {
@@ -396,7 +395,12 @@ class Call {
     }
     const msg = JSON.parse(data);
     switch (msg.type) {
-      case "ready": this.ready(msg); break;
+      case "ready":
+        this.ready(msg).catch((err) => {
+          document.body.dataset.callState = "in-call";
+          setStatus(`microphone: ${err.message} (the call goes on without it)`, true);
+        });
+        break;
       case "mark": if (this.node) this.node.port.postMessage({ mark: msg.name }); break;
       case "clear":  // what the page holds is dropped, and so is what the gateway had not sent yet
         if (this.node) this.node.port.postMessage({ clear: true });
@@ -418,7 +422,16 @@ class Call {
         li.append(b);
         break;
       }
-      case "caller": line("caller", msg.text, { turn: msg.turn ?? "" }); break;
+      case "caller": {
+        // a reply prepared while the caller was finishing (speculative) is queued before its transcript:
+        // show the words before that reply
+        const li = line("caller", msg.text);
+        const agent = [...$("transcript").querySelectorAll("li[data-role='agent']")];
+        const last = agent.length ? agent[agent.length - 1].dataset.turn : undefined;
+        const reply = agent.find((a) => a.dataset.turn === last && a.dataset.state === "queued");
+        if (reply) reply.before(li);
+        break;
+      }
       case "dtmf": line("event", `keypad ${msg.digit}`, { digit: msg.digit }); break;
       case "barge_in": line("event", `barge-in (${msg.cause || "speech"})`, { bargeIn: "1" }); break;
       case "turn": this.turnRow(msg); break;
@@ -434,7 +447,8 @@ class Call {
     const row = body.querySelector(`tr[data-turn="${msg.turn}"]`) || body.appendChild(document.createElement("tr"));
     row.replaceChildren();
     row.dataset.turn = msg.turn;
-    const cells = [msg.turn, msg.cause || "", ms(msg.endpoint_wait_ms), ms(msg.recognition_ms),
+    const cause = (msg.cause || "") + (msg.why ? ` (${msg.why}${msg.speculative ? ", speculative" : ""})` : "");
+    const cells = [msg.turn, cause, ms(msg.endpoint_wait_ms), ms(msg.recognition_ms), ms(msg.logic_first_ms),
       ms(msg.first_audio_ms), ms(msg.first_heard_ms), (msg.providers || []).join(", ")];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; row.append(td); }
   }
