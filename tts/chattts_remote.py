@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import httpx
@@ -101,7 +101,6 @@ class RemoteStats:
 class _Health:
     error: str | None = "not checked yet"
     checked: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RemoteChatTTSEngine:
@@ -128,6 +127,8 @@ class RemoteChatTTSEngine:
         self._client: httpx.AsyncClient | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._closed = False
+        self._warned_speaker = False
+        self._wake = asyncio.Event()
 
     # ---- state ---------------------------------------------------------------
     @property
@@ -171,15 +172,13 @@ class RemoteChatTTSEngine:
 
     # ---- health ----------------------------------------------------------------
     async def _watch(self) -> None:
-        while True:
-            waits = [asyncio.create_task(h.wake.wait()) for h in self._health.values()]
+        while not self._closed:
             failing = any(h.error for h in self._health.values())
-            await asyncio.wait(waits, timeout=1.0 if failing else self.config.health_interval_s,
-                               return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            for h in self._health.values():
-                h.wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that meets a set event.
+            with contextlib.suppress(TimeoutError):  # woken early by a request that found the server gone
+                async with asyncio.timeout(1.0 if failing else self.config.health_interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
             await asyncio.gather(*(self._probe(url) for url in self._urls))
 
     async def _probe(self, url: str) -> None:
@@ -210,8 +209,7 @@ class RemoteChatTTSEngine:
     def _suspect(self, url: str, reason: str) -> None:
         """A request could not connect: mark the server down now and re-probe at once."""
         self._set_health(url, reason)
-        if url in self._health:
-            self._health[url].wake.set()
+        self._wake.set()
 
     # ---- synthesis ---------------------------------------------------------------
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
@@ -222,6 +220,10 @@ class RemoteChatTTSEngine:
         health = self._health.get(url)
         if health is not None and health.error is not None and health.checked:
             raise TTSError(self.name, f"speech server unhealthy: {health.error}")
+        if getattr(s, "speaker", None) and not self._warned_speaker:
+            self._warned_speaker = True  # the seed's protocol has no field for it
+            log.warning("%s: a custom ChatTTS speaker string cannot be sent to a speech server; it speaks the "
+                        "preset %r instead", self.name, getattr(s, "voice", "female_1"))
         text = chattts_text(request.text, request.language)
         if not text.strip(" ,.，。、"):
             return  # nothing ChatTTS could say
@@ -279,8 +281,7 @@ class RemoteChatTTSEngine:
             raise TTSError(self.name, _describe(exc)) from None
         except httpx.HTTPError as exc:  # RemoteProtocolError, ReadError: the answer broke off
             self.stats.failures += 1
-            if url in self._health:
-                self._health[url].wake.set()  # is the server gone? The next probe says so at once
+            self._wake.set()  # is the server gone? The next probe says so at once
             raise TTSError(self.name, f"connection lost mid-sentence: {_describe(exc)}") from None
         except TTSError:
             self.stats.failures += 1
