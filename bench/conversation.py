@@ -81,7 +81,7 @@ logic:
     - when: ["bill", "stop", "wait", "question"]
       say: "Sure, what would you like to know about your bill?"
 tts: {{provider: piper, fallback: []}}
-turn_taking: {{reprompt_after_s: 60, hangup_after_s: 120}}
+turn_taking: {{reprompt_after_s: 60, hangup_after_s: 120@EXTRA@}}
 """
 QUESTIONS = ["hours", "human", "refund_pause", "address", "account_pause", "second_option", "appointment_pause",
              "opening"]
@@ -116,8 +116,12 @@ class HeardLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.said: list[str] = []
+        self.summaries: list[str] = []  # the gateway's call summary lines (per-turn latency medians)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "voicegw.call" and record.getMessage().startswith("call summary"):
+            self.summaries.append(record.getMessage())
+            return
         if record.msg.startswith("caller said") and record.args:
             quoted = str(record.args[0])  # type: ignore[index]
             self.said.append(str(ast.literal_eval(quoted)) if quoted[:1] in "'\"" else quoted)
@@ -363,12 +367,16 @@ async def main(args: argparse.Namespace) -> None:
     conv_log = logging.getLogger("voicegw.conversation")
     conv_log.setLevel(logging.INFO)
     conv_log.addHandler(heard)
+    call_log = logging.getLogger("voicegw.call")
+    call_log.setLevel(logging.INFO)
+    call_log.addHandler(heard)
     fake = FakeLLM(default=FakeReply(LONG, token_delay_s=0.005))
     scripted, llm = Stats(), Stats()
     with tempfile.TemporaryDirectory() as tmp:
         agents = Path(tmp) / "agents"
         shutil.copytree(ROOT / "config" / "agents", agents)
-        (agents / "benchscript.yaml").write_text(SCRIPTED)
+        extra = f", end_of_utterance_silence_ms: {args.eou_ms}" if args.eou_ms else ""
+        (agents / "benchscript.yaml").write_text(SCRIPTED.replace("@EXTRA@", extra))
         async with run_fake_llm(fake) as llm_url:
             (agents / "benchllm.yaml").write_text(
                 f'id: benchllm\nname: Bench\ngreeting: "Hello."\n'
@@ -386,6 +394,8 @@ async def main(args: argparse.Namespace) -> None:
                 if not args.skip_llm:
                     await llm_call(url, llm)
     e, n = word_errors(said_scripted, QUESTIONS + [name for pair in BARGE_INS for name in pair])
+    for line in heard.summaries:  # warm-up, scripted, LLM call
+        print("  gateway " + " ".join(f for f in line.split() if f.startswith(("turns=", "turn_ms_p50="))))
     report("scripted", scripted)
     m2e = scripted.m2e()
     print(f"scripted: {len(m2e)} answers, {scripted.unanswered} unanswered, lost_greetings={scripted.lost_greetings}, "
@@ -406,5 +416,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-llm", action="store_true", help="only the scripted call")
+    parser.add_argument("--eou-ms", type=int, default=0,
+                        help="scripted agent's end_of_utterance_silence_ms (default: the agent default)")
     parser.add_argument("--no-warm", action="store_true", help="no warm-up call (phrases synthesized on first use)")
     asyncio.run(main(parser.parse_args()))

@@ -11,6 +11,8 @@ Two configurations:
   measured. The 24 kHz float source goes through the same soxr resampler and mu-law encoder as
   ChatTTS audio would.
 
+``BENCH_GC_FREEZE=1`` (experiment): ``gc.freeze()`` right after the production startup.
+
 One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
 class, the batched VAD's counters when there is one, and (synthetic voice) per call sid the monotonic
 time its first sentence's audio was ready (``time.monotonic`` is CLOCK_MONOTONIC, shared by processes
@@ -113,6 +115,9 @@ def build_production(agents_dir: str, listen: bool) -> Any:
             while stt is not None and not stt.ready and not stt.load_error:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             services.listening = None  # calls get no VAD and no recognizer: the media path alone
+        if os.environ.get("BENCH_GC_FREEZE") == "1":  # experiment: startup objects out of every GC pass
+            gc.collect()
+            gc.freeze()
         holder["services"] = services
         return services
 

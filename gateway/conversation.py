@@ -305,9 +305,10 @@ class Conversation:
 
     async def _turn_end(self, ev: TurnEnd) -> None:
         text = ev.words
-        log.info("caller said %s (turn end: %s, %.0f ms after speech, %.2fs stt)",
+        lag = self.listener.ingest_lag_s if self.listener is not None else 0.0
+        log.info("caller said %s (turn end: %s, %.0f ms after speech, %.2fs stt, listening %.0f ms behind)",
                  logs.transcript(text, self.log_transcripts), ev.why,
-                 (ev.decided_at - ev.stopped_at) * 1000, ev.recognition_s)
+                 (ev.decided_at - ev.stopped_at) * 1000, ev.recognition_s, lag * 1000)
         if text:
             self.transcripts.append(text)
             self._note(CallerSaid(text, ev.stopped_at, ev.decided_at, ev.decided_at))

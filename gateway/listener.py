@@ -20,7 +20,11 @@ what it means comes out, in order, through the ``emit`` callback:
   recognition is already done when the turn ends — and its timing.
 
 Time: stream time (samples fed) drives every decision; wall times (``clock``)
-are only recorded for latency.
+are only recorded for latency. Caller audio arrives in real time, so the wall
+time of stream time 0 is estimated as the earliest ``arrival - samples
+received``: the moment the caller stopped is that origin plus the stream time
+of their last voiced chunk, so audio that queued up on a busy event loop
+(:attr:`Listener.ingest_lag_s`) counts in the endpoint wait instead of hiding.
 """
 
 from __future__ import annotations
@@ -122,13 +126,25 @@ class Listener:
         self._stopped_at = 0.0
         self._likely = False  # a Likely went out for the current pause
         self._why = "max_silence"  # the rule that ended the current utterance (set just before end_now)
+        self._received = 0  # samples received
+        self._origin = float("inf")  # wall time of stream time 0 (earliest arrival minus audio before it)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def caller_speaking(self) -> bool:
         return self.endpointer.in_speech
 
+    @property
+    def ingest_lag_s(self) -> float:
+        """How far listening is behind the caller's audio (queueing before and inside the VAD)."""
+        return max(0.0, self.clock() - (self._origin + self.endpointer.now))
+
+    def _wall(self, stream_s: float) -> float:
+        return self._origin + stream_s
+
     async def feed(self, pcm: F32) -> None:
+        self._received += len(pcm)
+        self._origin = min(self._origin, self.clock() - self._received / 8000)
         for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
             for ev in self.endpointer.feed(prob, chunk):
                 await self._on(ev)
@@ -159,7 +175,7 @@ class Listener:
             await self.emit(EnoughSpeech())
         elif isinstance(ev, SpeechPause):
             self._new_words()
-            self._stopped_at = self.clock() - (self.endpointer.now - ev.ended_at)
+            self._stopped_at = self._wall(ev.ended_at)
             self._spawn(self._decode(ev.pcm, self._gen))
         elif isinstance(ev, SpeechResume):
             self._new_words()
@@ -227,7 +243,7 @@ class Listener:
         why, self._why = self._why, "max_silence"
         words, took = self._words, self._recognition_s
         # the same instant the speculation used (the caller has been silent since): Likely and TurnEnd agree
-        stopped_at = self._stopped_at if words is not None else self.clock() - (self.endpointer.now - end.ended_at)
+        stopped_at = self._stopped_at if words is not None else self._wall(end.ended_at)
         self._likely = False
         self._new_words()
         if words is not None:
