@@ -125,6 +125,15 @@ CASES: list[tuple[str, list[str], list[tuple[Event, list[Action]]]]] = [
         (Error(1, 0.2, "gone"), [Cancel(1), Fallback("b", "error", "gone"), Failed("a: down; b: gone")]),
         (Audio(1, 0.3), []),
     ]),
+    ("the last provider slow mid-sentence (starved CPU) is given until give_up_s, then restarted", ["a"], [
+        (Audio(0, 0.1, seconds=0.2), [FirstAudio("a", 0.1), Emit(0, "a")]),
+        (Timer(0.75), []),  # past what it delivered plus the budget, but nobody else could speak it
+        (Audio(0, 3.0, seconds=0.2), [Emit(0, "a")]),  # 2.7 s of silence, then it goes on
+        (Timer(3.0 + GIVE_UP - 0.01), []),  # horizon: its last chunk at 3.0 s
+        (Timer(3.0 + GIVE_UP + 0.01), [Cancel(0), Fallback("a", "stall", "stalled mid-sentence (8.01 s without audio)"),
+                                       Restart("a", "stalled mid-sentence (8.01 s without audio)"),
+                                       Failed("a: stalled mid-sentence (8.01 s without audio)")]),
+    ]),
     ("no audio at all after give_up_s, even from the last provider", ["a"], [
         (Timer(GIVE_UP), [Cancel(0), Fallback("a", "timeout", "no audio within 8.0 s"),
                           Failed("a: no audio within 8.0 s")]),
@@ -148,7 +157,7 @@ def test_next_wake_follows_the_policy() -> None:
     race.timer(0.8)
     assert race.next_wake() == GIVE_UP  # nothing left to hedge with: the give-up of the first attempt
     race.audio(2, 0.5, 1.0)
-    assert race.next_wake() == pytest.approx(1.0 + 0.5 + BUDGET)  # stall watch
+    assert race.next_wake() == pytest.approx(1.0 + 0.5 + GIVE_UP)  # stall watch: no provider left to take over
     race.end(2, 1.2)
     assert race.next_wake() is None and race.finished
 

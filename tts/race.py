@@ -20,7 +20,9 @@ The policy, per sentence (docs/tts-fallback.md):
 * an attempt that fails before any audio hands over at once;
 * **restart, never splice**: if the owner fails or stalls (no new audio by the
   time what it delivered has played out, plus the budget) the consumer is told
-  to restart and the next provider speaks the whole sentence;
+  to restart and the next provider speaks the whole sentence; with no provider
+  left to take over, the owner is given until ``give_up_s`` before it counts as
+  stalled;
 * an attempt with no audio at all after ``give_up_s`` is abandoned.
 """
 
@@ -228,7 +230,7 @@ class Race:
         out: list[Action] = []
         owner = self.owner
         if owner is not None:
-            if now < owner.horizon() + self.budget_s:
+            if now < owner.horizon() + self._stall_grace():
                 return out
             reason = f"stalled mid-sentence ({now - owner.last_audio:.2f} s without audio)"
             horizon = owner.horizon()
@@ -271,7 +273,7 @@ class Race:
         if self.finished:
             return None
         if self.owner is not None:  # stall watch: silence beyond the audio delivered so far
-            return self.owner.horizon() + self.budget_s
+            return self.owner.horizon() + self._stall_grace()
         live = self._live()
         if not live:
             return None
@@ -281,6 +283,15 @@ class Race:
         return min(wakes)
 
     # ---- pieces ---------------------------------------------------------------------------------
+    def _stall_grace(self) -> float:
+        """Silence past the owner's delivered audio that counts as a stall.
+
+        While another provider could take over, the first-audio budget. With none left, a restart could only
+        end in the apology (spoken by the same last voice, if any): a slow last voice, such as Piper on a
+        starved CPU, is given until ``give_up_s`` instead.
+        """
+        return self.budget_s if self.pending else max(self.budget_s, self.give_up_s)
+
     def _live(self) -> list[_Attempt]:
         return [a for a in self.attempts.values() if a.live]
 
