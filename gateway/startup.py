@@ -43,8 +43,10 @@ async def _engines(services: Services, agents: Mapping[str, AgentSpec], used: se
 
     assert services.breakers is not None
     users = {name: tuple(sorted(a.id for a in agents.values() if name in a.tts.engines_used())) for name in used}
+    sections = {name: tuple(a.tts.section(name) for a in agents.values() if name in a.tts.engines_used())
+                for name in used}
     services.engines.update(
-        await build_engines(services.settings, services.metrics, used, services.breakers, spawn, users))
+        await build_engines(services.settings, services.metrics, used, services.breakers, spawn, users, sections))
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -191,3 +191,53 @@ async def test_speaker_restarts_nothing_when_the_remote_speaks(engine: RemoteCha
     parts = [p async for p in speaker.speak("All good.")]
     assert parts and not any(isinstance(p, SpeechRestart) for p in parts)
     assert speaker.reports[-1].provider == "chattts" and speaker.reports[-1].fallbacks == ()
+
+
+async def test_chattts_remote_provider_speaks_to_the_url_an_agent_names(
+    server: FakeChatTTSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``provider: chattts_remote`` with ``tts.chattts_remote.url``: no CHATTTS_API_URL needed, the URL is
+    health-checked at startup and each sentence goes to its agent's server."""
+    from gateway.ops.metrics import Metrics
+    from gateway.settings import Settings
+    from tts.registry import build_engines
+    from tts.settings import ChatTTSRemoteVoice
+
+    server.reset()
+    config = TTSConfig.model_validate({"provider": "chattts_remote", "fallback": ["piper"],
+                                       "chattts_remote": {"url": server.url + "/", "voice": "male_2"}})
+    settings = config.section("chattts_remote")
+    assert isinstance(settings, ChatTTSRemoteVoice) and settings.url == server.url  # trailing slash dropped
+    engines = await build_engines(Settings(), Metrics(), {"chattts_remote"},
+                                  sections={"chattts_remote": (settings,)})
+    try:
+        remote = engines["chattts_remote"]
+        assert isinstance(remote, RemoteChatTTSEngine) and remote.ready
+        assert remote.health() == {server.url: "ok"}
+        chunks = [c async for c in remote.synthesize(SynthesisRequest("Hello there.", settings=settings))]
+        assert chunks and server.recorded.bodies[-1]["voice"] == "male_2"
+        assert set(server.recorded.bodies[-1]) == set(SEED_FIELDS)  # the URL is ours, not a protocol field
+    finally:
+        for e in engines.values():
+            await e.aclose()
+    # named by nobody: not built, and the log says why
+    with caplog.at_level(logging.ERROR, logger="voicegw"):
+        none = await build_engines(Settings(), Metrics(), {"chattts_remote"},
+                                   users={"chattts_remote": ("support",)},
+                                   sections={"chattts_remote": (ChatTTSRemoteVoice(),)})
+    try:
+        assert "chattts_remote" not in none
+        assert "neither tts.chattts_remote.url nor CHATTTS_API_URL is set" in caplog.text
+    finally:
+        for e in none.values():
+            await e.aclose()
+
+
+def test_a_remote_url_must_be_http() -> None:
+    from pydantic import ValidationError
+
+    from tts.settings import ChatTTSRemoteVoice
+
+    with pytest.raises(ValidationError, match="is not an http"):
+        ChatTTSRemoteVoice(url="ftp://chattts.internal")
+    assert ChatTTSRemoteVoice(url="https://tts.example.com:8443/api").url == "https://tts.example.com:8443/api"

@@ -14,7 +14,7 @@ from tts.settings import CHATTTS_PRESETS, CartesiaVoice, ChatTTSVoice, EngineSet
 
 
 def test_one_section_and_one_provider_name_per_engine() -> None:
-    assert NAMES == ("chattts", "cartesia", "piper")
+    assert NAMES == ("chattts", "chattts_remote", "cartesia", "piper")
     config = TTSConfig()
     for spec in ENGINES:
         section = config.section(spec.name)
@@ -22,7 +22,8 @@ def test_one_section_and_one_provider_name_per_engine() -> None:
     schema = TTSConfig.model_json_schema()
     assert schema["properties"]["provider"]["enum"] == list(NAMES)
     assert set(NAMES) <= set(schema["properties"])
-    with pytest.raises(ValidationError, match="'espeak' is not one of 'chattts', 'cartesia', 'piper'"):
+    with pytest.raises(ValidationError,
+                       match="'espeak' is not one of 'chattts', 'chattts_remote', 'cartesia', 'piper'"):
         TTSConfig.model_validate({"fallback": ["espeak"]})
     with pytest.raises(KeyError):
         config.section("provider")

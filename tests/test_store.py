@@ -137,4 +137,5 @@ def test_push_refuses_invalid_yaml(tmp_path: Path, redis_server: RedisServer) ->
         text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "REDIS_URL": redis_server.url},
     )
     assert proc.returncode == 1
-    assert "x.yaml:5: tts.provider: 'nope' is not one of 'chattts', 'cartesia', 'piper'" in proc.stdout
+    assert ("x.yaml:5: tts.provider: 'nope' is not one of 'chattts', 'chattts_remote', 'cartesia', 'piper'"
+            in proc.stdout)

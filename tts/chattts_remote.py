@@ -216,7 +216,7 @@ class RemoteChatTTSEngine:
         if self._client is None or self._closed:
             raise TTSError(self.name, "not started")
         s = request.settings_as(ChatTTSVoice)
-        url = self.config.url.rstrip("/")
+        url = (getattr(s, "url", None) or self.config.url).rstrip("/")  # tts.chattts_remote.url, per agent
         health = self._health.get(url)
         if health is not None and health.error is not None and health.checked:
             raise TTSError(self.name, f"speech server unhealthy: {health.error}")

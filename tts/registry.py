@@ -32,6 +32,7 @@ from tts.breaker import BreakerRegistry
 from tts.metrics import TTSMetrics
 from tts.settings import (
     CartesiaVoice,
+    ChatTTSRemoteVoice,
     ChatTTSVoice,
     EngineSettings,
     PiperVoice,
@@ -79,6 +80,8 @@ class BuildContext:
     spawn: Callable[[Coroutine[Any, Any, None], str], None]
     #: The agents that use this engine (for messages).
     users: tuple[str, ...] = ()
+    #: Those agents' settings for this engine (e.g. the speech server URLs to health-check).
+    sections: tuple[EngineSettings, ...] = ()
 
 
 Builder = Callable[[BuildContext], Awaitable[TTSEngine | None]]
@@ -163,6 +166,30 @@ async def _build_chattts_remote(ctx: BuildContext, url: str) -> TTSEngine:
     return engine
 
 
+async def _build_chattts_remote_provider(ctx: BuildContext) -> TTSEngine | None:
+    """``provider: chattts_remote``: ChatTTS on speech servers named per agent (``tts.chattts_remote.url``)
+    or by ``CHATTTS_API_URL``. One engine, one connection pool; every URL known at startup is health-checked."""
+    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
+
+    urls = [u for u in (getattr(s, "url", None) for s in ctx.sections) if u]
+    if ctx.env.chattts_api_url:
+        urls.insert(0, ctx.env.chattts_api_url.rstrip("/"))
+    urls = list(dict.fromkeys(urls))
+    if not urls:
+        log.error("agents %s use chattts_remote but neither tts.chattts_remote.url nor CHATTTS_API_URL is set: "
+                  "they fall back", ", ".join(ctx.users) or "none")
+        return None
+    engine = RemoteChatTTSEngine(RemoteConfig(url=urls[0], api_key=ctx.env.chattts_api_key), name="chattts_remote",
+                                 breakers=ctx.breakers, extra_urls=urls[1:])
+    await engine.start()
+    for url, state in engine.health().items():
+        if state == "ok":
+            log.info("chattts_remote: speech server %s healthy", url)
+        else:
+            log.error("chattts_remote: speech server %s: %s; its agents fall back until it is healthy", url, state)
+    return engine
+
+
 async def _build_cartesia(ctx: BuildContext) -> TTSEngine | None:
     if not ctx.env.cartesia_api_key:
         if ctx.used:
@@ -209,6 +236,8 @@ def _check_chattts(settings: EngineSettings, language: str) -> tuple[str, str] |
 # ---- the table ---------------------------------------------------------------------------------------
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("chattts", ChatTTSVoice, _build_chattts, languages=frozenset({"en", "zh"}), check=_check_chattts),
+    EngineSpec("chattts_remote", ChatTTSRemoteVoice, _build_chattts_remote_provider,
+               languages=frozenset({"en", "zh"})),
     EngineSpec("cartesia", CartesiaVoice, _build_cartesia, always=True),
     EngineSpec("piper", PiperVoice, _build_piper, always=True, check=_check_piper),
 )
@@ -294,6 +323,7 @@ async def build_engines(
     env: EngineEnv, metrics: TTSMetrics, used: set[str], breakers: BreakerRegistry | None = None,
     spawn: Callable[[Coroutine[Any, Any, None], str], None] | None = None,
     users: Mapping[str, tuple[str, ...]] | None = None,
+    sections: Mapping[str, tuple[EngineSettings, ...]] | None = None,
 ) -> dict[str, TTSEngine]:
     """Every engine some agent uses, plus those marked ``always``, built and started as the table says."""
 
@@ -308,7 +338,8 @@ async def build_engines(
         if not (is_used or spec.always):
             continue
         context = BuildContext(env, metrics, is_used, breakers if breakers is not None else BreakerRegistry(),
-                               spawn or background, (users or {}).get(spec.name, ()))
+                               spawn or background, (users or {}).get(spec.name, ()),
+                               (sections or {}).get(spec.name, ()))
         engine = await spec.build(context)
         if engine is not None:
             engines[spec.name] = engine

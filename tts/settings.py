@@ -114,6 +114,21 @@ class ChatTTSVoice(EngineSettings):
     seed: int | None = Field(default=None, description="Fixed sampling seed (reproducible voice/prosody).")
 
 
+def _http_url(v: str | None) -> str | None:
+    if v is not None and not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", v):
+        raise ValueError(f"{v!r} is not an http(s) base URL (like http://chattts.internal:8000)")
+    return v.rstrip("/") if v else v
+
+
+class ChatTTSRemoteVoice(ChatTTSVoice):
+    """ChatTTS on a separate speech server (a plain ChatTTS server or a voicegw speech pod), over its HTTP API."""
+
+    url: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        default=None,
+        description="Base URL of the ChatTTS server (POST {url}/v1/audio/speech); default CHATTTS_API_URL.",
+    )
+
+
 # ---- Cartesia ---------------------------------------------------------------------------------------
 CARTESIA_SPEED = Range(0.6, 1.5)
 #: Cartesia voice ids are UUIDs (``694f9389-aac1-45b6-b726-9d9369183238``).
