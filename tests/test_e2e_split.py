@@ -138,7 +138,9 @@ async def test_speech_pod_killed_mid_sentence_backup_speaks_it_whole_within_the_
     with speech_pod(ckpt, tmp_path, fixed_tokens=600) as speech:
         async with telephony_in_loop(agents, speech.url, piper=backup) as (emu, services):
             remote = services.engines["chattts"]
-            assert isinstance(remote, RemoteChatTTSEngine) and remote.ready
+            assert isinstance(remote, RemoteChatTTSEngine)
+            # the first health probe may meet a pod still starting (ReadError); the watcher re-probes
+            await wait_until(lambda: remote.ready, 60)
             received, prerendered = remote.stats.bytes_received, len(backup.calls)  # the startup pre-render's
 
             async def script(c: CallControl) -> None:
