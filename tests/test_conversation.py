@@ -22,6 +22,9 @@ from tests.speech_fixtures import conversation_mulaw, mulaw, transcripts
 
 pytestmark = pytest.mark.slow
 
+# Words Whisper tiny.en hears in every Piper render (measured 10/10 each). It misheard "You chose sales",
+# "A colleague" and "Goodbye!" in 1-4 renders of 10 (Piper's noise differs per render), which made these
+# tests fail at random.
 MENU = """
 id: menu
 name: Menu test
@@ -30,11 +33,11 @@ logic:
   kind: scripted
   rules:
     - dtmf: "1"
-      say: "You chose sales. A colleague will call you back."
+      say: "You reached sales. Someone will call you back."
     - when: ["hours", "open"]
       say: "We are open from nine to five."
   fallback: "Sorry, I did not get that."
-  goodbye: "Thanks for calling. Goodbye!"
+  goodbye: "Thank you for calling. Have a nice day."
 tts: {provider: piper, fallback: []}
 turn_taking: {reprompt_after_s: 2, hangup_after_s: 5, reprompt: "Are you still there?"}
 """
@@ -126,13 +129,13 @@ async def test_dtmf_menu(agents_dir: Path) -> None:
         await greeting_heard(c)
         offset = len(c.result.audio)
         await c.dtmf("1")
-        await turn_heard(c, 2, sentences=2)  # "You chose sales." "A colleague will call you back."
+        await turn_heard(c, 2, sentences=2)  # "You reached sales." "Someone will call you back."
         replies.append(bytes(c.result.audio[offset:]))
 
     async with run_gateway({"VOICEGW_AGENTS_DIR": str(agents_dir)}) as url:
         result = await TwilioEmulator(url).call(agent="menu", script=caller, hold_s=0.2, max_s=60)
     assert result.errors == []
-    await assert_said(replies[0], "You chose sales. A colleague will call you back.")
+    await assert_said(replies[0], "You reached sales. Someone will call you back.")
 
 
 async def test_silence_reprompt_then_goodbye_heard_in_full_then_hangup(agents_dir: Path) -> None:
@@ -155,7 +158,7 @@ async def test_silence_reprompt_then_goodbye_heard_in_full_then_hangup(agents_di
     assert len(goodbye_marks) == 2 and marks[-1] == goodbye_marks[-1]  # every goodbye sentence played
     assert result.marks_cleared == []
     tail = await transcribe(bytes(result.audio[-8000 * 3 :]))
-    assert "goodbye" in tail.replace(" ", "").replace("-", ""), tail
+    assert "nice day" in tail, tail
 
 
 async def test_llm_agent_streams_through_fake_server(agents_dir: Path) -> None:
