@@ -134,7 +134,7 @@ class LLMLogic:
             if event.final:
                 yield Hangup()
         elif isinstance(event, Utterance | Dtmf):
-            content = event.text if isinstance(event, Utterance) else f"[The caller pressed the key {event.digit}]"
+            content = event.text if isinstance(event, Utterance) else _keys(event)
             if isinstance(event, Utterance) and not content.strip():
                 return
             self._add({"role": "user", "content": content})
@@ -235,3 +235,9 @@ class LLMLogic:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _keys(event: Dtmf) -> str:
+    if not event.earlier:
+        return f"[The caller pressed the key {event.digit}]"
+    return f"[The caller pressed the keys {' '.join(event.digits)}]"

@@ -41,7 +41,15 @@ class Utterance:
 
 @dataclass(frozen=True, slots=True)
 class Dtmf:
+    """A key the caller pressed; ``earlier``: keys pressed before it that no turn answered yet (coalesced)."""
+
     digit: str
+    earlier: str = ""
+
+    @property
+    def digits(self) -> str:
+        """Every key this turn answers, oldest first."""
+        return self.earlier + self.digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +165,8 @@ class ScriptedLogic:
                 return [Phrase(self.spec.fallback)] if words(event.text) else []
             return self._answer(rule)
         if isinstance(event, Dtmf):
-            self.heard_log.append(("caller", f"<dtmf {event.digit}>"))
-            for rule in self.spec.rules:
+            self.heard_log.append(("caller", f"<dtmf {event.digits}>"))
+            for rule in self.spec.rules:  # a menu answers the latest key (earlier ones were superseded)
                 if rule.dtmf == event.digit:
                     return self._answer(rule)
             return [Phrase(self.spec.fallback)]

@@ -28,6 +28,10 @@ The rules:
 - **Goodbye then hang-up**: a reply that ends with a hang-up or transfer makes
   the call *ending*; :class:`EndCall` follows once nothing the agent queued is
   unheard, or ``goodbye_timeout_s`` after the reply, whichever comes first.
+- **Pending turns** (:func:`coalesce`, applied by the runner to its queue of
+  turns not started yet): a digit pressed while an earlier digit's turn is
+  still waiting joins that turn, so a flood of keys is one pending turn, not
+  hundreds, and no key is lost (the logic sees them all in :class:`Dtmf`).
 """
 
 from __future__ import annotations
@@ -183,6 +187,20 @@ class EndCall:
 
 
 TurnAction = Interrupt | Respond | Ignore | EndCall
+
+#: Keys one coalesced digit turn carries (the oldest go beyond it).
+MAX_COALESCED_DIGITS = 32
+
+
+def coalesce(waiting: Respond, new: Respond) -> Respond | None:
+    """``new`` joined to the turn ``waiting`` to start, or None when both must be answered in turn.
+
+    Digits join: one turn answers them, the latest deciding (a menu choice; with ``dtmf_interrupts`` it would
+    have cut the earlier one's answer anyway); its origin is the latest press."""
+    if isinstance(waiting.event, Dtmf) and isinstance(new.event, Dtmf):
+        earlier = (waiting.event.digits + new.event.earlier)[-(MAX_COALESCED_DIGITS - 1):]
+        return Respond(Dtmf(new.event.digit, earlier), new.origin)
+    return None
 
 
 @dataclass

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -83,6 +84,7 @@ from agents.turns import (
     TurnEvent,
     TurnPolicy,
     TurnStarted,
+    coalesce,
 )
 from agents.vad import SileroModel
 from audio.codec import to_float
@@ -94,7 +96,7 @@ from gateway.ops import logs
 from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
-from gateway.tasks import TaskGroup
+from gateway.tasks import TaskGroup, cancel_and_wait
 
 log = logging.getLogger("voicegw.conversation")
 
@@ -192,7 +194,8 @@ class Conversation:
         self.turn = 0
         self.turns: list[TurnRecord] = []
         self.transcripts: list[str] = []
-        self._events: asyncio.Queue[Respond] = asyncio.Queue()  # turns to take, in order
+        self._pending: deque[Respond] = deque()  # turns to take, in order (digits coalesced: see _queue)
+        self._queued = asyncio.Event()  # set when a turn is queued
         self._reply: asyncio.Task[None] | None = None
         self._tasks = TaskGroup()
         self._lock = asyncio.Lock()
@@ -209,7 +212,7 @@ class Conversation:
     async def start(self) -> None:
         self._tasks.spawn(self._brain(), "conversation-brain")
         self._tasks.spawn(self._ticker(), "conversation-ticker")
-        await self._events.put(Respond(CallStarted()))
+        self._queue(Respond(CallStarted()))
 
     async def aclose(self) -> None:
         if self.listener is not None:
@@ -245,7 +248,7 @@ class Conversation:
                 return
             if spec is not None:
                 await self._abandon_speculation("the words changed")
-            await self._events.put(action)
+            self._queue(action)
         elif isinstance(action, Ignore):
             log.info("ignoring %s: %s", logs.transcript(action.text, self.log_transcripts), action.why)
         elif action.transfer_to is not None:
@@ -378,7 +381,7 @@ class Conversation:
         self.call.hold_new()
         log.info("speculative reply to %s (audio held until the turn is confirmed)",
                  logs.transcript(ev.words, self.log_transcripts))
-        await self._events.put(Respond(spec.event, ev.stopped_at))
+        self._queue(Respond(spec.event, ev.stopped_at))
 
     async def _confirm_speculation(self, spec: _Speculation) -> None:
         self._spec = None
@@ -398,9 +401,7 @@ class Conversation:
         async with self._lock:
             reply = self._reply
             if reply is not None and not reply.done():
-                reply.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reply
+                await cancel_and_wait(reply)
             self.call.discard()  # nothing of it was sent: the caller never knows
             self.call.release()
             assert isinstance(self.logic, Rewindable)
@@ -416,9 +417,21 @@ class Conversation:
         log.info("speculative reply %d abandoned: %s", spec.turn, why)
 
     # ---- thinking and speaking ---------------------------------------------------------------------------------
+    def _queue(self, respond: Respond) -> None:
+        """Queue a turn for the brain; a digit joins a digit turn still waiting (:func:`agents.turns.coalesce`)."""
+        joined = coalesce(self._pending[-1], respond) if self._pending else None
+        if joined is not None:
+            self._pending[-1] = joined
+        else:
+            self._pending.append(respond)
+        self._queued.set()
+
     async def _brain(self) -> None:
         while True:
-            respond = await self._events.get()
+            while not self._pending:
+                self._queued.clear()
+                await self._queued.wait()
+            respond = self._pending.popleft()
             if self.policy.ending or any(respond.event is e for e in self._abandoned):
                 continue
             async with self._lock:
@@ -437,10 +450,12 @@ class Conversation:
                     self._timing = {self.turn: _Timing(self._turn_ended)}
                 await self._feed(TurnStarted(self.turn, respond.event))
                 self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
-                self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn), f"turn-{self.turn}")
-            # wait for this reply to be generated before taking the next event (interrupts bypass the queue)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._reply)
+                reply = self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn),
+                                                        f"turn-{self.turn}")
+            # Wait for this reply to be generated before taking the next turn (interrupts bypass the queue). Its
+            # cancellation (an interrupt) or failure ends the wait; the brain's own (the call ending) ends the
+            # brain, however many turns are still queued.
+            await asyncio.wait([reply])
 
     async def _speak_turn(self, event: LogicEvent, turn: int) -> None:
         record = TurnRecord(turn, type(event).__name__)
@@ -501,9 +516,7 @@ class Conversation:
             return
         reply = self._reply
         if reply is not None and not reply.done():
-            reply.cancel()  # closes the logic's stream: the partial reply is kept, then truncated below
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reply
+            await cancel_and_wait(reply)  # closes the logic's stream: the partial reply is kept, truncated below
         self._held = False
         await self.call.interrupt()  # marks every pending sentence cleared in the shared ledger (and un-holds)
         heard = self.ledger.heard_text(self.turn)

@@ -30,6 +30,18 @@ def _note_failure(task: asyncio.Task[Any]) -> None:
         log.warning("task %s ended with %r", task.get_name(), exc)
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished, whatever its outcome (a failure is its group's to log).
+
+    Only the caller's own cancellation is raised, never swallowed: a loop that cancels a child (an interrupted
+    reply) must still end when it is cancelled itself (issue 15: a swallowed one kept a call alive after the
+    caller hung up)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: no "never retrieved" warning for a task outside any group
+
+
 class TaskGroup:
     def __init__(self, parent: TaskGroup | None = None) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()

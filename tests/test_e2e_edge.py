@@ -12,7 +12,9 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from gateway.call import CallSession
 from gateway.carrier import Digit
+from gateway.conversation import Conversation
 from gateway.twilio.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
 from tests.helpers import (
@@ -430,3 +432,55 @@ async def test_gateway_call_cap_and_pending_stream_cap(agents_dir: Path) -> None
         await wait_until(lambda: services.twilio_edge().pending_streams == 0)
         await wait_until(lambda: services.twilio_edge().calls_finished == 1)
         assert parse_stream((await emu.fetch_twiml(agent="demo"))[0]) is not None
+
+
+N_FLOOD = 400  # more digits than a call keeps (MAX_DTMF_KEPT): the per-call bound is reached too
+
+
+async def test_digit_flood_then_hang_up_ends_the_call_at_once_and_spares_a_concurrent_call(
+        agents_dir: Path) -> None:
+    """Issue 15: hundreds of digits then a hang-up left the call's agent side running through its backlog and
+    then waiting forever (its cancellation was swallowed): the call never ended and shutdown waited 30 s."""
+    from gateway.call import MAX_DTMF_KEPT
+
+    async with gateway_with_services(env_for(agents_dir)) as (url, services):
+        emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
+        flooded_ended = asyncio.Event()
+        sessions: dict[str, CallSession] = {}
+
+        async def flood(c: CallControl) -> None:
+            s = sessions["flood"] = await session_of(services, c.call_sid)
+            await wait_until(lambda: s.ledger.state("greeting-1") is not None)
+            assert await s.wait_heard("greeting-1", timeout_s=60)
+            for _ in range(N_FLOOD):
+                await c.dtmf("5")
+            await wait_until(lambda: counter(services, "voicegw_bounded_total", what="dtmf")
+                             == N_FLOOD - MAX_DTMF_KEPT)
+            await c.stop()  # hang up with the agent side still busy with the flood
+
+        async def bystander(c: CallControl) -> None:
+            s = sessions["other"] = await session_of(services, c.call_sid)
+            await wait_until(lambda: s.ledger.state("greeting-1") is not None)  # queued once the agent starts
+            assert await s.wait_heard("greeting-1", timeout_s=60)
+            await flooded_ended.wait()
+            assert services.calls == {c.call_sid: s}
+            await c.dtmf("5")  # the agent still answers this call: the fallback, heard in full
+            conversation = s.listener
+            assert isinstance(conversation, Conversation)
+            await wait_until(lambda: any(t.cause == "Dtmf" for t in conversation.turns))
+            turn = next(t.turn for t in conversation.turns if t.cause == "Dtmf")
+            await wait_until(lambda: s.ledger.heard(turn) and not s.ledger.queued(turn), within_s=60)
+            assert s.ledger.heard_text(turn) == "Sorry, I didn't catch that. Could you say it again?"
+
+        other = asyncio.create_task(emu.call(agent="demo", script=bystander, hold_s=0.0, max_s=180))
+        flooded = await emu.call(agent="demo", script=flood, hold_s=0.0, max_s=120)
+        s = sessions["flood"]
+        # the call ends as soon as the caller is gone: well before the 30 s the old backlog made shutdown wait
+        await asyncio.wait_for(s.ended.wait(), 10)
+        flooded_ended.set()
+        assert flooded.errors == [] and s.outcome == "completed"
+        assert len(s.dtmf) == MAX_DTMF_KEPT
+        result = await other
+        assert result.errors == []
+        await asyncio.wait_for(sessions["other"].ended.wait(), 10)
+        await wait_until(lambda: services.call_tasks.live == 0 and services.active_calls == 0, within_s=10)

@@ -31,15 +31,17 @@ async def test_streams_reply_and_keeps_history() -> None:
             assert texts(outs) == "We open at nine, and close at five. Anything else?"
             outs = [o async for o in logic.respond(Dtmf("3"))]
             assert texts(outs).startswith("I'm not sure")
+            assert texts([o async for o in logic.respond(Dtmf("4", earlier="12"))])
         finally:
             await logic.aclose()
     body = fake.requests[-1]
     assert fake.auth[-1] == "Bearer sk-test"
     assert body["model"] == "fake-1" and body["temperature"] == 0.2 and body["stream"] is True
     roles = [m["role"] for m in body["messages"]]
-    assert roles == ["system", "assistant", "user", "assistant", "user"]
+    assert roles == ["system", "assistant", "user", "assistant", "user", "assistant", "user"]
     assert body["messages"][3]["content"] == "We open at nine, and close at five. Anything else?"
-    assert "3" in body["messages"][4]["content"]
+    assert body["messages"][4]["content"] == "[The caller pressed the key 3]"
+    assert body["messages"][6]["content"] == "[The caller pressed the keys 1 2 4]"  # joined while waiting
     assert [t["function"]["name"] for t in body["tools"]] == ["hangup"]  # no transfer numbers configured
 
 

@@ -62,6 +62,10 @@ async def test_dtmf_menu_and_idle() -> None:
     logic = ScriptedLogic(AGENT)
     assert await run(logic, Dtmf("1")) == [Phrase("You pressed one.")]
     assert await run(logic, Dtmf("9")) == [Phrase("Sorry?")]
+    # keys pressed before the agent could answer join one turn: the latest is the menu choice, all are logged
+    assert await run(logic, Dtmf("1", earlier="99")) == [Phrase("You pressed one.")]
+    assert await run(logic, Dtmf("9", earlier="1")) == [Phrase("Sorry?")]
+    assert ("caller", "<dtmf 991>") in logic.heard_log and ("caller", "<dtmf 19>") in logic.heard_log
     assert await run(logic, SilenceTimeout(final=False)) == [Phrase("Still there?")]
     assert await run(logic, SilenceTimeout(final=True)) == [Phrase("Bye now."), Hangup()]
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.tasks import TaskGroup
+from gateway.tasks import TaskGroup, cancel_and_wait
 
 
 async def test_spawned_tasks_are_counted_until_they_finish_in_the_group_and_its_parent() -> None:
@@ -51,3 +51,47 @@ async def test_a_task_failing_on_its_own_is_logged_once(caplog: pytest.LogCaptur
     failures = [r for r in caplog.records if r.name == "voicegw.tasks"]
     assert len(failures) == 1 and failures[0].levelno == logging.WARNING
     assert "task outbound ended with ValueError('bad frame')" in failures[0].getMessage()
+
+
+async def test_cancel_and_wait_waits_for_the_child_and_never_swallows_the_callers_own_cancellation() -> None:
+    group = TaskGroup()
+    cleaned = asyncio.Event()
+
+    async def child() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)
+            cleaned.set()
+
+    task = group.spawn(child(), "child")
+    await asyncio.sleep(0)
+    await cancel_and_wait(task)
+    assert task.cancelled() and cleaned.is_set()
+
+    unwinding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            unwinding.set()
+            await release.wait()
+
+    rounds = 0
+
+    async def loop() -> None:  # like the conversation's brain: each round may cancel a child, then goes on
+        nonlocal rounds
+        while True:
+            rounds += 1
+            child = group.spawn(slow_to_end(), f"child-{rounds}")
+            await asyncio.sleep(0)
+            await cancel_and_wait(child)
+
+    looping = group.spawn(loop(), "loop")
+    await asyncio.wait_for(unwinding.wait(), 5)
+    looping.cancel()  # while it waits for the child to end
+    release.set()
+    done, _ = await asyncio.wait([looping], timeout=5)
+    assert looping in done and looping.cancelled() and rounds == 1
+    await group.aclose()

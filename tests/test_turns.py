@@ -6,6 +6,7 @@ import pytest
 
 from agents.logic import Dtmf, Hangup, SilenceTimeout, Transfer, Utterance
 from agents.turns import (
+    MAX_COALESCED_DIGITS,
     QUIET,
     CallerBargeIn,
     CallerSpeechDropped,
@@ -27,6 +28,7 @@ from agents.turns import (
     TurnEvent,
     TurnPolicy,
     TurnStarted,
+    coalesce,
 )
 
 CONFIG = TurnConfig(reprompt_after_s=8.0, hangup_after_s=20.0, max_call_s=100.0, goodbye_timeout_s=30.0)
@@ -167,3 +169,20 @@ def test_state_is_visible_to_the_runner() -> None:
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="hangup_after_s must be positive"):
         TurnConfig(hangup_after_s=0)
+
+
+def test_a_digit_joins_a_digit_turn_still_waiting_and_nothing_else_joins() -> None:
+    one, two = Respond(Dtmf("1"), 1.0), Respond(Dtmf("2"), 2.0)
+    assert coalesce(one, two) == Respond(Dtmf("2", earlier="1"), 2.0)  # the latest decides; its press is the origin
+    assert coalesce(Respond(Dtmf("3", earlier="12"), 1.0), Respond(Dtmf("5", earlier="4"), 3.0)) == Respond(
+        Dtmf("5", earlier="1234"), 3.0)
+    hello = Respond(Utterance("hello"), 1.0)
+    assert coalesce(hello, two) is None and coalesce(two, hello) is None
+    assert coalesce(Respond(SilenceTimeout(final=True)), two) is None
+    waiting = one
+    for i in range(200):  # a flood is one turn of bounded size, keeping the latest keys
+        joined = coalesce(waiting, Respond(Dtmf("0123456789"[i % 10]), float(i)))
+        assert joined is not None
+        waiting = joined
+    assert isinstance(waiting.event, Dtmf) and len(waiting.event.digits) == MAX_COALESCED_DIGITS
+    assert waiting.event.digits.endswith("56789") and waiting.origin == 199.0
