@@ -42,8 +42,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from audio.codec import ulaw2lin
-from audio.formats import AudioChunk, Encoding
+from audio.codec import to_float
+from audio.formats import AudioChunk
+from audio.resample import SOXR_QUALITY
 
 log = logging.getLogger("voicegw.stt")
 
@@ -103,19 +104,12 @@ def collapse_repeats(text: str) -> str:
 
 
 def to_16k_float(audio: AudioChunk) -> npt.NDArray[np.float32]:
-    """Any mono chunk → float32 16 kHz in [-1, 1]."""
-    fmt = audio.format
-    if fmt.encoding is Encoding.MULAW:
-        assert isinstance(audio.data, bytes)
-        pcm = ulaw2lin(audio.data).astype(np.float32) / 32768.0
-    elif fmt.encoding is Encoding.PCM_S16:
-        pcm = np.asarray(audio.data, dtype=np.float32) / 32768.0
-    else:
-        pcm = np.asarray(audio.data, dtype=np.float32)
-    rate = fmt.sample_rate
+    """Any mono chunk → float32 16 kHz in [-1, 1] (one-shot soxr over the whole utterance)."""
+    pcm = to_float(audio)
+    rate = audio.format.sample_rate
     if rate == 16000:
         return pcm
-    return np.asarray(soxr.resample(pcm, rate, 16000, quality="HQ"), dtype=np.float32)
+    return np.asarray(soxr.resample(pcm, rate, 16000, quality=SOXR_QUALITY), dtype=np.float32)
 
 
 class WhisperTranscriber:

@@ -15,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tests.loopback_server import ThreadedServer
 
 API_KEY = "sk_car_test"
 CHUNK = 400  # bytes per chunk (50 ms of 8 kHz mu-law)
@@ -64,13 +62,15 @@ class FakeCartesia:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         self.recorded = Recorded()
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(self.app(), "fake Cartesia", ws="websockets-sansio")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
 
     def reset(self) -> None:
         # In place: open connections hold a reference to the behaviour object.
@@ -195,23 +195,8 @@ class FakeCartesia:
         ])
 
     def start(self) -> FakeCartesia:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                                ws="websockets-sansio")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-cartesia", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Cartesia did not start")
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
+        self._server.stop()

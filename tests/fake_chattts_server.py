@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
-import threading
 import time
 import wave
 import zlib
@@ -28,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.loopback_server import ThreadedServer
 
 SEED_FIELDS = ("text", "voice", "speed", "temperature", "top_p", "top_k", "response_format", "use_refine")
 RATE = 24000
@@ -100,13 +99,15 @@ class FakeChatTTSServer:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         self.recorded = Recorded()
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(self.app(), "fake ChatTTS server")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.url
 
     def reset(self) -> None:
         self.behaviour.__dict__.update(Behaviour().__dict__)
@@ -164,22 +165,8 @@ class FakeChatTTSServer:
         ])
 
     def start(self) -> FakeChatTTSServer:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-chattts", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake ChatTTS server did not start")
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
+        self._server.stop()

@@ -17,13 +17,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.helpers import free_port
+from tests.loopback_server import serve_fake
 
 
 @dataclass
@@ -92,19 +91,5 @@ class FakeLLM:
 @asynccontextmanager
 async def run_fake_llm(fake: FakeLLM) -> AsyncIterator[str]:
     """Serve ``fake`` on a free loopback port; yields the base URL (``http://127.0.0.1:PORT/v1``)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("fake LLM exited during startup")
-        if time.monotonic() > deadline:
-            raise RuntimeError("fake LLM did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serve_fake(fake.app()) as url:
+        yield f"{url}/v1"

@@ -20,11 +20,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.loopback_server import serve_fake
 
 
 @dataclass(frozen=True)
@@ -90,20 +91,7 @@ class FakeTwilioRest:
 @asynccontextmanager
 async def fake_twilio_rest(account_sid: str = "AC" + "0" * 32, auth_token: str = "fake-token") -> AsyncIterator[
         FakeTwilioRest]:
-    from tests.helpers import free_port
-
     fake = FakeTwilioRest(account_sid, auth_token)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_fake(fake.app()) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)

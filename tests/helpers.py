@@ -27,7 +27,10 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.startup import build_services
 
-__all__ = ["AGENTS_DIR", "ROOT", "RedisServer", "free_port", "run_gateway", "spawn_redis", "wait_until"]
+__all__ = [
+    "AGENTS_DIR", "GREETING", "REPLY", "ROOT", "RedisServer", "free_port", "run_gateway", "scripted_agent_yaml",
+    "spawn_redis", "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS_DIR = ROOT / "config" / "agents"
@@ -115,6 +118,35 @@ async def gateway_with_services(env: dict[str, str]) -> AsyncIterator[tuple[str,
             yield url, services
     finally:
         await services.aclose()
+
+
+#: What :func:`scripted_agent_yaml`'s agent greets with, and the three sentences it answers DTMF 1 with.
+GREETING = "Hello there."
+REPLY = ["First we check.", "Then we answer.", "Finally we close."]
+
+
+def scripted_agent_yaml(agent_id: str, name: str, tts: str, turn_taking: str = "") -> str:
+    """A scripted agent on +15005550006: greets with ``GREETING``, answers DTMF 1 with the ``REPLY`` sentences.
+
+    ``tts`` is the inside of the agent's ``tts`` flow mapping; ``turn_taking`` adds entries to a turn-taking
+    mapping that never reprompts or hangs up on its own within a test.
+    """
+    extra = f", {turn_taking}" if turn_taking else ""
+    return f"""
+id: {agent_id}
+name: {name}
+phone_numbers: ["+15005550006"]
+greeting: "{GREETING}"
+logic:
+  kind: scripted
+  rules:
+    - dtmf: "1"
+      say: "{' '.join(REPLY)}"
+  fallback: "Sorry."
+  goodbye: "Bye."
+tts: {{{tts}}}
+turn_taking: {{reprompt_after_s: 60, hangup_after_s: 120{extra}}}
+"""
 
 
 def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:

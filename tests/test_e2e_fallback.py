@@ -19,31 +19,28 @@ import pytest
 from gateway.services import Services
 from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_engines import Fault, ScriptedEngine
-from tests.helpers import PUBLIC, TOKEN, counter, env_for, gateway_with_services, session_of, transcribe, wait_until
+from tests.helpers import (
+    GREETING,
+    PUBLIC,
+    REPLY,
+    TOKEN,
+    counter,
+    env_for,
+    gateway_with_services,
+    scripted_agent_yaml,
+    session_of,
+    transcribe,
+    wait_until,
+)
 
 log = logging.getLogger("test")
 
-REPLY = ["First we check.", "Then we answer.", "Finally we close."]
-GREETING = "Hello there."
 APOLOGY = "Sorry, we have a technical problem today."
 
 
 def agent_yaml(chain: str, budget_ms: int = 300) -> str:
-    return f"""
-id: fb
-name: Fallback test
-phone_numbers: ["+15005550006"]
-greeting: "{GREETING}"
-logic:
-  kind: scripted
-  rules:
-    - dtmf: "1"
-      say: "{' '.join(REPLY)}"
-  fallback: "Sorry."
-  goodbye: "Bye."
-tts: {{{chain}, first_audio_budget_ms: {budget_ms}}}
-turn_taking: {{reprompt_after_s: 60, hangup_after_s: 120, apology: "{APOLOGY}"}}
-"""
+    return scripted_agent_yaml("fb", "Fallback test", f"{chain}, first_audio_budget_ms: {budget_ms}",
+                               turn_taking=f'apology: "{APOLOGY}"')
 
 
 @asynccontextmanager

@@ -27,34 +27,30 @@ from gateway.twilio.emulator import CallControl, TwilioEmulator
 from tests.chattts_fixture import Checkpoint, build_checkpoint
 from tests.fake_chattts_server import FakeChatTTSServer
 from tests.fake_engines import ScriptedEngine
-from tests.helpers import PUBLIC, TOKEN, counter, env_for, gateway_with_services, session_of, wait_until
+from tests.helpers import (
+    GREETING,
+    PUBLIC,
+    REPLY,
+    TOKEN,
+    counter,
+    env_for,
+    gateway_with_services,
+    scripted_agent_yaml,
+    session_of,
+    wait_until,
+)
 from tests.split_procs import speech_pod, telephony_pod
 from tts.chattts_remote import RemoteChatTTSEngine
 
 pytestmark = pytest.mark.slow
 
-GREETING = "Hello there."
-REPLY = ["First we check.", "Then we answer.", "Finally we close."]
 #: A first-audio budget ChatTTS meets on a loaded 2-core machine (no hedge unless something is wrong).
 BUDGET_MS = 2000
 
 
 def agent_yaml(budget_ms: int = BUDGET_MS) -> str:
-    return f"""
-id: split
-name: Split test
-phone_numbers: ["+15005550006"]
-greeting: "{GREETING}"
-logic:
-  kind: scripted
-  rules:
-    - dtmf: "1"
-      say: "{' '.join(REPLY)}"
-  fallback: "Sorry."
-  goodbye: "Bye."
-tts: {{provider: chattts, fallback: [piper], first_audio_budget_ms: {budget_ms}, chattts: {{voice: male_1, seed: 7}}}}
-turn_taking: {{reprompt_after_s: 60, hangup_after_s: 120}}
-"""
+    return scripted_agent_yaml("split", "Split test", "provider: chattts, fallback: [piper], "
+                               f"first_audio_budget_ms: {budget_ms}, chattts: {{voice: male_1, seed: 7}}")
 
 
 @pytest.fixture(scope="module")

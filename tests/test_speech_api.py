@@ -20,17 +20,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from agents.store import MemoryStore
 from gateway.ops.metrics import Metrics
+from gateway.serve import serve_in_loop
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.speech_api import speech_routes
 from tests.fake_cartesia import API_KEY, FakeCartesia
 from tests.fake_engines import Fault, ScriptedEngine
-from tests.helpers import free_port
 from tts.cartesia import CartesiaEngine
 from tts.piper import PiperEngine
 from tts.presets import load_voice_map
@@ -63,20 +62,14 @@ async def api(cartesia_server: FakeCartesia, piper: PiperEngine) -> AsyncIterato
     services = Services(settings=settings, store=MemoryStore({}), metrics=Metrics(),
                         engines={"chattts": ScriptedEngine("chattts"), "cartesia": cartesia, "piper": piper})
     app = Starlette(routes=speech_routes(services))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert not task.done() and time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    a = Api(f"http://127.0.0.1:{port}", services, cartesia_server)
     try:
-        yield a
+        async with serve_in_loop(app, settings, lifespan="off") as url:
+            a = Api(url, services, cartesia_server)
+            try:
+                yield a
+            finally:
+                await a.client.aclose()
     finally:
-        await a.client.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
         await cartesia.aclose()
 
 

@@ -15,6 +15,7 @@ from agents.stt import (
     shared_transcriber,
     to_16k_float,
 )
+from audio.codec import ulaw2lin
 from audio.formats import TWILIO_FORMAT, AudioChunk, AudioFormat, Encoding
 from bench.wer import wer
 from gateway.settings import Settings, SettingsError
@@ -50,6 +51,19 @@ def test_shared_per_process_and_resampling() -> None:
     assert shared_transcriber(STTConfig(cpu_threads=2)) is shared_transcriber(STTConfig(cpu_threads=2))
     x = to_16k_float(AudioChunk(np.zeros(800, dtype=np.float32), AudioFormat(Encoding.PCM_F32, 8000)))
     assert x.dtype == np.float32 and len(x) == 1600
+
+
+def test_every_encoding_resamples_alike() -> None:
+    """mu-law is decoded as audioop does and scaled like int16 PCM: the same audio in any encoding gives the same
+    16 kHz samples."""
+    mu = bytes(range(256)) * 4
+    s16 = ulaw2lin(mu)
+    f32 = s16.astype(np.float32) / np.float32(32768)
+    got = [to_16k_float(AudioChunk(data, AudioFormat(enc, 8000)))
+           for data, enc in ((mu, Encoding.MULAW), (s16, Encoding.PCM_S16), (f32, Encoding.PCM_F32))]
+    assert got[0].dtype == np.float32 and len(got[0]) == 2 * len(mu)
+    assert all(np.array_equal(got[0], other) for other in got[1:])
+    assert np.array_equal(to_16k_float(AudioChunk(mu, AudioFormat(Encoding.MULAW, 16000))), f32)  # no resampling
 
 
 def test_env_config() -> None:

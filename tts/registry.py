@@ -108,7 +108,7 @@ async def _build_chattts(ctx: BuildContext) -> TTSEngine | None:
     if not ctx.used:
         return None
     if env.chattts_api_url:
-        return await _build_chattts_remote(ctx, env.chattts_api_url)
+        return await _remote_engine(ctx, "chattts", [env.chattts_api_url])
     if env.role == "telephony":  # a telephony pod never loads torch
         log.error("agents use chattts but VOICEGW_ROLE=telephony and CHATTTS_API_URL is not set: they fall back")
         return None
@@ -153,24 +153,9 @@ def _chattts_unavailable(ctx: BuildContext, reason: str) -> None:
                  ", ".join(ctx.users) or "none", reason)
 
 
-async def _build_chattts_remote(ctx: BuildContext, url: str) -> TTSEngine:
-    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
-
-    engine = RemoteChatTTSEngine(RemoteConfig(url=url, api_key=ctx.env.chattts_api_key), name="chattts",
-                                 breakers=ctx.breakers)
-    await engine.start()  # one health probe (a few seconds at most), then every few seconds in the background
-    if engine.ready:
-        log.info("ChatTTS served by %s", url)
-    else:
-        log.error("ChatTTS speech server %s: %s; agents fall back until it is healthy", url, engine.load_error)
-    return engine
-
-
-async def _build_chattts_remote_provider(ctx: BuildContext) -> TTSEngine | None:
+async def _build_chattts_remote(ctx: BuildContext) -> TTSEngine | None:
     """``provider: chattts_remote``: ChatTTS on speech servers named per agent (``tts.chattts_remote.url``)
     or by ``CHATTTS_API_URL``. One engine, one connection pool; every URL known at startup is health-checked."""
-    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
-
     urls = [u for u in (getattr(s, "url", None) for s in ctx.sections) if u]
     if ctx.env.chattts_api_url:
         urls.insert(0, ctx.env.chattts_api_url.rstrip("/"))
@@ -179,14 +164,23 @@ async def _build_chattts_remote_provider(ctx: BuildContext) -> TTSEngine | None:
         log.error("agents %s use chattts_remote but neither tts.chattts_remote.url nor CHATTTS_API_URL is set: "
                   "they fall back", ", ".join(ctx.users) or "none")
         return None
-    engine = RemoteChatTTSEngine(RemoteConfig(url=urls[0], api_key=ctx.env.chattts_api_key), name="chattts_remote",
+    return await _remote_engine(ctx, "chattts_remote", urls)
+
+
+async def _remote_engine(ctx: BuildContext, name: str, urls: list[str]) -> TTSEngine:
+    """The engine ``name`` speaking to the ChatTTS speech servers ``urls`` over HTTP (``provider: chattts`` with
+    CHATTTS_API_URL, ``provider: chattts_remote``): one health probe of each (a few seconds at most), then every few
+    seconds in the background; each server's state is logged."""
+    from tts.chattts_remote import RemoteChatTTSEngine, RemoteConfig
+
+    engine = RemoteChatTTSEngine(RemoteConfig(url=urls[0], api_key=ctx.env.chattts_api_key), name=name,
                                  breakers=ctx.breakers, extra_urls=urls[1:])
     await engine.start()
     for url, state in engine.health().items():
         if state == "ok":
-            log.info("chattts_remote: speech server %s healthy", url)
+            log.info("%s: speech server %s healthy", name, url)
         else:
-            log.error("chattts_remote: speech server %s: %s; its agents fall back until it is healthy", url, state)
+            log.error("%s: speech server %s: %s; its agents fall back until it is healthy", name, url, state)
     return engine
 
 
@@ -236,7 +230,7 @@ def _check_chattts(settings: EngineSettings, language: str) -> tuple[str, str] |
 # ---- the table ---------------------------------------------------------------------------------------
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("chattts", ChatTTSVoice, _build_chattts, languages=frozenset({"en", "zh"}), check=_check_chattts),
-    EngineSpec("chattts_remote", ChatTTSRemoteVoice, _build_chattts_remote_provider,
+    EngineSpec("chattts_remote", ChatTTSRemoteVoice, _build_chattts_remote,
                languages=frozenset({"en", "zh"})),
     EngineSpec("cartesia", CartesiaVoice, _build_cartesia, always=True),
     EngineSpec("piper", PiperVoice, _build_piper, always=True, check=_check_piper),
