@@ -153,6 +153,7 @@ def test_noise_floor_gates_steady_noise_that_nudges_the_vad() -> None:
 def test_speculative_config_from_turn_taking() -> None:
     cfg = EndpointConfig.speculative(TurnTaking(speculative_silence_ms=250, max_silence_ms=2000, noise_margin_db=3))
     assert cfg.pause_s == 0.25 and cfg.end_silence_s == 2.0 and cfg.noise_margin_db == 3.0
+    assert EndpointConfig.speculative(TurnTaking(noise_margin_db=0)).noise_margin_db is None  # 0: the VAD alone
     assert EndpointConfig.from_turn_taking(TurnTaking()).pause_s is None
 
 
@@ -173,3 +174,56 @@ def test_realistic_fixtures_pause_at_the_mid_sentence_gap_and_end_once() -> None
         assert len(pcm) / 8000 - 1.6 < ends[0].ended_at < len(pcm) / 8000 - 1.0, (name, ends[0].ended_at)
         if meta["pause_s"]:
             assert any(isinstance(e, SpeechResume) for e in events), name
+
+
+def acoustic_end(pcm: np.ndarray) -> float:
+    """The bench's definition (bench/conversation.py): end of the last 10 ms window above -34 dBFS."""
+    x = pcm[: len(pcm) // 80 * 80].astype(np.float64) / 32768.0
+    level = 10 * np.log10(np.mean(np.square(x.reshape(-1, 80)), axis=1) + 1e-12)
+    return float((np.nonzero(level > -34)[0][-1] + 1) * 0.01)
+
+
+def last_pause_end(pcm: np.ndarray, cfg: EndpointConfig) -> tuple[float, list[object]]:
+    stream, ep = shared_model().stream(), Endpointer(cfg)
+    events: list[object] = []
+    for i in range(0, len(pcm), 160):
+        for p, chunk in stream.feed(pcm[i : i + 160]):
+            events += ep.feed(p, chunk)
+    events += ep.flush()
+    pauses = [e.ended_at for e in events if isinstance(e, SpeechPause)]
+    return pauses[-1], events
+
+
+def test_the_callers_silence_starts_where_the_words_end_not_where_silero_decays() -> None:
+    """Silero's probability lags the end of speech by 116-270 ms on these fixtures (a breath or room tail a few dB
+    over the line keeps it up): the end margin puts the end of the last voiced chunk within 60 ms of it."""
+    lags = []
+    for name in conversation_fixtures():
+        if name == "cough":
+            continue
+        pcm = ulaw2lin(conversation_mulaw(name))
+        ended, _ = last_pause_end(pcm, EndpointConfig.speculative(TurnTaking()))
+        lags.append(ended - acoustic_end(pcm))
+    assert all(-0.032 <= lag <= 0.140 for lag in lags), lags
+    assert float(np.median(lags)) <= 0.05, lags
+
+
+def test_a_caller_on_a_noisy_line_is_not_chopped_by_the_end_margin() -> None:
+    """Line noise as loud as the speech (0 dB SNR): the floor is learnt from what the VAD calls noise, so the
+    words still clear the end margin and the utterance ends once, after the last word."""
+    rng = np.random.default_rng(7)
+    for name in ("hours", "human", "account"):
+        clean = ulaw2lin(mulaw(name)).astype(np.float64)
+        speech_rms = np.sqrt(np.mean(clean[np.abs(clean) > 300] ** 2))
+        noisy = clean + rng.normal(0, speech_rms, len(clean))  # 0 dB SNR
+        pcm = np.clip(noisy, -32768, 32767).astype(np.int16)
+        stream, ep = shared_model().stream(), Endpointer(EndpointConfig.speculative(TurnTaking()))
+        events: list[object] = []
+        for i in range(0, len(pcm), 160):
+            for p, chunk in stream.feed(pcm[i : i + 160]):
+                events += ep.feed(p, chunk)
+        events += ep.flush()
+        starts = [e for e in events if isinstance(e, SpeechStart)]
+        ends = [e for e in events if isinstance(e, SpeechEnd)]
+        assert len(starts) == 1 and len(ends) == 1, (name, events)
+        assert ends[0].ended_at > len(pcm) / 8000 - 1.4, (name, ends[0].ended_at)  # not cut before the last word
