@@ -74,11 +74,14 @@ class TurnTaking(StrictModel):
         default=600, description="Caller speech over the agent that confirms a barge-in without waiting for words "
         "(the agent pauses at speech onset and resumes where it stopped if it was only noise).")
     speculative_silence_ms: Annotated[int, within(100, 1000), Ranged(100, 1000)] = Field(
-        default=200, description="Silence at which the caller's words are recognised and, when they look "
+        default=150, description="Silence at which the caller's words are recognised and, when they look "
         "complete, the reply is prepared with its audio held until the turn ends.")
+    question_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
+        default=300, description="Silence that ends the turn when the caller's words are a complete question "
+        "(recognised with a question mark): callers rarely go on after one.")
     end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
-        default=400, description="Silence that ends the turn when the caller's words look complete (a comma "
-        "pause is 0.2-0.4 s; words that end mid-clause wait for max_silence_ms).")
+        default=450, description="Silence that ends the turn when the caller's words look complete (a comma "
+        "pause is 0.2-0.45 s; words that end mid-clause wait for max_silence_ms).")
     max_silence_ms: Annotated[int, within(300, 5000), Ranged(300, 5000)] = Field(
         default=1500, description="Silence that always ends the turn (a caller pausing mid-sentence waits this long).")
     turn_model: Literal["off", "smart_turn"] = Field(
@@ -99,10 +102,12 @@ class TurnTaking(StrictModel):
 
     @model_validator(mode="after")
     def _silences_ordered(self) -> TurnTaking:
-        if not self.speculative_silence_ms <= self.end_of_utterance_silence_ms <= self.max_silence_ms:
+        if not (self.speculative_silence_ms <= self.question_silence_ms <= self.end_of_utterance_silence_ms
+                <= self.max_silence_ms):
             raise ValueError(
-                f"speculative_silence_ms ({self.speculative_silence_ms}) <= end_of_utterance_silence_ms "
-                f"({self.end_of_utterance_silence_ms}) <= max_silence_ms ({self.max_silence_ms}) must hold"
+                f"speculative_silence_ms ({self.speculative_silence_ms}) <= question_silence_ms "
+                f"({self.question_silence_ms}) <= end_of_utterance_silence_ms ({self.end_of_utterance_silence_ms}) "
+                f"<= max_silence_ms ({self.max_silence_ms}) must hold"
             )
         return self
 

@@ -14,7 +14,9 @@ The rule (issue 13, turn-taking notes):
   to ``max_silence_s``: a caller who pauses to think is never cut off.
 - Words that look complete → the turn is *likely* over: the runner starts the
   reply with its audio held; at ``complete_s`` the turn ends and the audio is
-  released (a comma pause is 0.2–0.4 s: the caller usually goes on before).
+  released (a comma pause is 0.2–0.45 s: the caller usually goes on before).
+  A question (recognised with a question mark) ends sooner, at ``question_s``:
+  callers rarely go on after one, and questions are most of what they ask.
   If an audio turn model is in use and scores the audio below its threshold,
   the turn ends at ``unsure_s`` instead — and so do one- or two-word
   statements ("No.", "Wait."): they open many longer sentences ("No, I said
@@ -87,23 +89,26 @@ class Decision(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class TurnEndConfig:
     speculative_s: float = 0.2  # decode (and start the reply, audio held) at this much silence
-    complete_s: float = 0.4  # complete-looking words end the turn here
+    question_s: float = 0.3  # a complete question ends the turn here
+    complete_s: float = 0.45  # complete-looking words end the turn here
     unsure_s: float = 0.8  # ... or here when the audio turn model is unsure
     max_silence_s: float = 1.5  # always end here (mid-clause pauses wait this long)
     model_threshold: float = 0.5  # audio turn model probability that counts as "complete"
 
     def __post_init__(self) -> None:
-        if not 0 < self.speculative_s <= self.complete_s <= self.unsure_s <= self.max_silence_s:
+        if not 0 < self.speculative_s <= self.question_s <= self.complete_s <= self.unsure_s <= self.max_silence_s:
             raise ValueError(
-                f"turn end silences must satisfy 0 < speculative ({self.speculative_s}) <= complete "
-                f"({self.complete_s}) <= unsure ({self.unsure_s}) <= max ({self.max_silence_s})"
+                f"turn end silences must satisfy 0 < speculative ({self.speculative_s}) <= question "
+                f"({self.question_s}) <= complete ({self.complete_s}) <= unsure ({self.unsure_s}) "
+                f"<= max ({self.max_silence_s})"
             )
 
     @classmethod
     def from_turn_taking(cls, tt: TurnTaking) -> TurnEndConfig:
         complete = tt.end_of_utterance_silence_ms / 1000.0
         max_s = tt.max_silence_ms / 1000.0
-        return cls(speculative_s=tt.speculative_silence_ms / 1000.0, complete_s=complete,
+        return cls(speculative_s=tt.speculative_silence_ms / 1000.0, question_s=tt.question_silence_ms / 1000.0,
+                   complete_s=complete,
                    unsure_s=min(max_s, max(complete, 0.8)), max_silence_s=max_s,
                    model_threshold=tt.turn_model_threshold)
 
@@ -133,6 +138,8 @@ def decide(cfg: TurnEndConfig, view: TurnEndView) -> tuple[Decision, str]:
         if view.silence_s < cfg.unsure_s:
             return Decision.LIKELY, "short"
         return Decision.END, "short"
+    if view.words.rstrip().endswith("?") and view.silence_s >= cfg.question_s:
+        return Decision.END, "question"
     if view.model_score is not None and view.model_score < cfg.model_threshold:
         if view.silence_s < cfg.unsure_s:
             return Decision.LIKELY, "model_unsure"
@@ -146,7 +153,7 @@ def wait_left(cfg: TurnEndConfig, view: TurnEndView) -> float | None:
     """Seconds of further silence after which :func:`decide` could change its mind (None: only new input can)."""
     if decide(cfg, view)[0] is Decision.END:
         return 0.0
-    marks = [cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s]
+    marks = [cfg.speculative_s, cfg.question_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s]
     later = [m - view.silence_s for m in marks if m > view.silence_s]
     return min(later) if later else None
 

@@ -1,6 +1,7 @@
 """Offline end-of-turn benchmark: the gateway's VAD, endpointer, speculative decode and turn-end rule per pause.
 
-Run from the repo root: ``.venv/bin/python bench/turn_end.py [--smart-turn]``. For every realistic
+Run from the repo root: ``.venv/bin/python bench/turn_end.py [--smart-turn] [--speculative-ms N]
+[--question-ms N] [--complete-ms N]``. For every realistic
 conversation fixture (tests/fixtures/conversation: line noise + hum at 25–30 dB, mid-sentence pauses) and
 every speech fixture, each pause the endpointer reports (``SpeechPause`` at the speculative silence) is
 decoded with the short-window recogniser, optionally scored by Smart Turn, and judged by
@@ -38,7 +39,11 @@ PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
 
 
 def main(args: argparse.Namespace) -> None:
-    tt = TurnTaking()
+    tt = TurnTaking(**{k: v for k, v in (("speculative_silence_ms", args.speculative_ms),
+                                          ("question_silence_ms", args.question_ms),
+                                          ("end_of_utterance_silence_ms", args.complete_ms)) if v is not None})
+    print(f"speculative {tt.speculative_silence_ms} ms, question {tt.question_silence_ms} ms, "
+          f"complete {tt.end_of_utterance_silence_ms} ms")
     cfg = TurnEndConfig.from_turn_taking(tt)
     stt = WhisperTranscriber(STTConfig(cpu_threads=1))
     stt._loading.result()
@@ -70,8 +75,9 @@ def main(args: argparse.Namespace) -> None:
                     resumed[len(pauses) - 1] = ev.at - pauses[-1][0].ended_at
         for i, (ev, words, score) in enumerate(pauses):
             gap = resumed.get(i)  # None: the caller never went on (the real end of the turn)
-            ends_at = next((s for s in (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s)
-                            if decide(cfg, TurnEndView(s, words, score))[0] is Decision.END), cfg.max_silence_s)
+            marks = (cfg.speculative_s, cfg.question_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s)
+            ends_at = next((s for s in marks if decide(cfg, TurnEndView(s, words, score))[0] is Decision.END),
+                           cfg.max_silence_s)
             why = decide(cfg, TurnEndView(ends_at, words, score))[1]
             if gap is not None and ends_at < gap:
                 premature += 1
@@ -90,4 +96,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smart-turn", action="store_true", help="score each pause with Smart Turn v3.2")
+    parser.add_argument("--speculative-ms", type=int, help="speculative_silence_ms (default: the agent default)")
+    parser.add_argument("--question-ms", type=int, help="question_silence_ms (default: the agent default)")
+    parser.add_argument("--complete-ms", type=int, help="end_of_utterance_silence_ms (default: the agent default)")
     main(parser.parse_args())

@@ -14,7 +14,8 @@ turns mark echoes into what the caller heard.
 
 Listening is :class:`gateway.listener.Listener` (issue 13): the utterance is
 decoded speculatively at ``speculative_silence_ms`` and the turn ends on the
-words (complete ones after ``end_of_utterance_silence_ms``, mid-clause ones
+words (questions after ``question_silence_ms``, other complete ones after
+``end_of_utterance_silence_ms``, mid-clause ones
 only at ``max_silence_ms``), so recognition is done when the turn ends.
 
 - Speculative reply: when the words look complete and the agent is quiet, the

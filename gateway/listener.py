@@ -14,8 +14,9 @@ what it means comes out, in order, through the ``emit`` callback:
   decoded (short-window greedy path, one worker thread shared by the process)
   and its words look complete: the runner may prepare the reply, audio held.
 - :class:`Resumed`: the caller went on after a :class:`Likely`: discard it.
-- :class:`TurnEnd`: the turn is over (complete words held for
-  ``end_of_utterance_silence_ms``, the audio model unsure for longer, or
+- :class:`TurnEnd`: the turn is over (a question held for ``question_silence_ms``,
+  other complete words for ``end_of_utterance_silence_ms``, the audio model
+  unsure for longer, or
   ``max_silence_ms``), with the words — the speculative decode is reused, so
   recognition is already done when the turn ends — and its timing.
 
@@ -129,6 +130,7 @@ class Listener:
         self._received = 0  # samples received
         self._origin = float("inf")  # wall time of stream time 0 (earliest arrival minus audio before it)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._decoding: asyncio.Task[None] | None = None  # the current pause's speculative decode
 
     @property
     def caller_speaking(self) -> bool:
@@ -176,7 +178,7 @@ class Listener:
         elif isinstance(ev, SpeechPause):
             self._new_words()
             self._stopped_at = self._wall(ev.ended_at)
-            self._spawn(self._decode(ev.pcm, self._gen))
+            self._decoding = self._spawn(self._decode(ev.pcm, self._gen))
         elif isinstance(ev, SpeechResume):
             self._new_words()
             if self._likely:
@@ -192,6 +194,11 @@ class Listener:
         self._gen += 1
         self._words = None
         self._score = None
+        decoding, self._decoding = self._decoding, None
+        if decoding is not None and decoding is not asyncio.current_task():
+            # stale: a decode still queued behind another never runs (run_in_executor passes the cancel on),
+            # so the recogniser's one thread is free for the pause that matters
+            decoding.cancel()
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -15,7 +15,8 @@ from agents.turn_end import (
     wait_left,
 )
 
-CFG = TurnEndConfig(speculative_s=0.2, complete_s=0.35, unsure_s=0.8, max_silence_s=1.5, model_threshold=0.5)
+CFG = TurnEndConfig(speculative_s=0.2, question_s=0.25, complete_s=0.35, unsure_s=0.8, max_silence_s=1.5,
+                    model_threshold=0.5)
 
 
 @pytest.mark.parametrize("text", [
@@ -40,7 +41,9 @@ def test_decide_table() -> None:
     cases = [
         (TurnEndView(0.1, "Where is your office?"), Decision.WAIT, "speaking"),
         (TurnEndView(0.2, "Where is your office?"), Decision.LIKELY, "complete"),
-        (TurnEndView(0.35, "Where is your office?"), Decision.END, "complete"),
+        (TurnEndView(0.25, "Where is your office?"), Decision.END, "question"),  # a question ends sooner
+        (TurnEndView(0.25, "I would like to speak to someone."), Decision.LIKELY, "complete"),
+        (TurnEndView(0.35, "I would like to speak to someone."), Decision.END, "complete"),
         (TurnEndView(0.2, None), Decision.WAIT, "recognising"),
         (TurnEndView(1.0, None), Decision.WAIT, "recognising"),
         (TurnEndView(1.5, None), Decision.END, "max_silence"),
@@ -48,13 +51,13 @@ def test_decide_table() -> None:
         (TurnEndView(1.4, "I am calling about, um,"), Decision.WAIT, "mid_clause"),
         (TurnEndView(1.5, "I am calling about, um,"), Decision.END, "max_silence"),
         (TurnEndView(0.3, ""), Decision.WAIT, "no_words"),
-        (TurnEndView(0.5, "Where is your office?", 0.2), Decision.LIKELY, "model_unsure"),
-        (TurnEndView(0.8, "Where is your office?", 0.2), Decision.END, "model_unsure"),
-        (TurnEndView(0.2, "Where is your office?", 0.9), Decision.LIKELY, "complete"),
-        (TurnEndView(0.4, "Where is your office?", 0.9), Decision.END, "complete"),
+        (TurnEndView(0.5, "I would like to speak to someone.", 0.2), Decision.LIKELY, "model_unsure"),
+        (TurnEndView(0.8, "I would like to speak to someone.", 0.2), Decision.END, "model_unsure"),
+        (TurnEndView(0.2, "I would like to speak to someone.", 0.9), Decision.LIKELY, "complete"),
+        (TurnEndView(0.4, "I would like to speak to someone.", 0.9), Decision.END, "complete"),
         (TurnEndView(0.5, "No.", None), Decision.LIKELY, "short"),
         (TurnEndView(0.8, "Wait.", None), Decision.END, "short"),
-        (TurnEndView(0.4, "Why?", None), Decision.END, "complete"),
+        (TurnEndView(0.25, "Why?", None), Decision.END, "question"),
         (TurnEndView(0.4, "Yes, please.", None), Decision.LIKELY, "short"),
     ]
     for view, verdict, why in cases:
@@ -65,13 +68,15 @@ def test_wait_left_names_the_next_moment_that_can_change_the_answer() -> None:
     assert wait_left(CFG, TurnEndView(0.1, None)) == pytest.approx(0.1)
     assert wait_left(CFG, TurnEndView(0.3, "I am calling about")) == pytest.approx(0.05)
     assert wait_left(CFG, TurnEndView(0.9, "I am calling about")) == pytest.approx(0.6)
-    assert wait_left(CFG, TurnEndView(0.3, "Where is it?")) == pytest.approx(0.05)
-    assert wait_left(CFG, TurnEndView(0.4, "Where is it?")) == 0.0
+    assert wait_left(CFG, TurnEndView(0.2, "Where is it?")) == pytest.approx(0.05)
+    assert wait_left(CFG, TurnEndView(0.25, "Where is it?")) == 0.0
+    assert wait_left(CFG, TurnEndView(0.3, "Where it is.")) == pytest.approx(0.05)
 
 
 def test_config_from_turn_taking() -> None:
     cfg = TurnEndConfig.from_turn_taking(TurnTaking())
-    assert (cfg.speculative_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (0.2, 0.4, 0.8, 1.5)
+    assert (cfg.speculative_s, cfg.question_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (
+        0.15, 0.3, 0.45, 0.8, 1.5)
     cfg = TurnEndConfig.from_turn_taking(TurnTaking(end_of_utterance_silence_ms=1000, max_silence_ms=1200))
     assert (cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (1.0, 1.0, 1.2)
 
