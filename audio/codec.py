@@ -95,3 +95,14 @@ def to_float(chunk: AudioChunk) -> npt.NDArray[np.float32]:
         return data.astype(np.float32) / np.float32(32768.0)
     out: npt.NDArray[np.float32] = np.asarray(data, dtype=np.float32)
     return out
+
+
+def to_ulaw(chunk: AudioChunk) -> bytes:
+    """Any mono chunk → mu-law bytes at the chunk's own rate (mu-law is returned as is; int16 PCM is encoded
+    directly, float32 PCM through :func:`float_to_int16`)."""
+    data = chunk.data
+    if isinstance(data, bytes):
+        return data
+    if chunk.format.encoding is Encoding.PCM_S16:
+        return lin2ulaw(np.asarray(data, dtype=np.int16))
+    return lin2ulaw(float_to_int16(to_float(chunk)))

@@ -38,11 +38,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
 from agents.spec import AgentSpec
-from audio.codec import float_to_int16, lin2ulaw, to_float
-from audio.formats import FRAME_SECONDS, AudioChunk, Encoding
+from audio.codec import to_ulaw
+from audio.formats import FRAME_SECONDS
 from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
 from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
@@ -463,8 +461,8 @@ class CallSession:
                     continue
                 self.dtmf.append(event.digit)
                 log.info("call %s: dtmf %s", self.call_id, event.digit)
-            elif isinstance(event, CallerAudio) and self.recorder is not None:
-                self._record(self.recorder.add_caller, event.at_s, _mulaw(event.chunk))
+            elif isinstance(event, CallerAudio) and self.recorder is not None:  # recorded as mu-law, even PCM
+                self._record(self.recorder.add_caller, event.at_s, to_ulaw(event.chunk))
             for observe in self.observers:
                 observe(event)
             if isinstance(event, HungUp):
@@ -524,11 +522,3 @@ class CallSession:
             turn_latency=self.turn_latency,
         )
 
-
-def _mulaw(chunk: AudioChunk) -> bytes:
-    """Caller audio as 8 kHz mu-law for the recording (carriers that send PCM are encoded here)."""
-    if isinstance(chunk.data, bytes):
-        return chunk.data
-    if chunk.format.encoding is Encoding.PCM_S16:
-        return lin2ulaw(np.asarray(chunk.data, dtype=np.int16))
-    return lin2ulaw(float_to_int16(to_float(chunk)))

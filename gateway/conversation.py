@@ -34,7 +34,8 @@ only at ``max_silence_ms``), so recognition is done when the turn ends.
   (endpoint wait, recognition, logic first output, first audio, first heard)
   in the call summary and ``voicegw_turn_stage_seconds``; mouth-to-ear (the
   turn's start mark echoed, minus the moment the caller stopped speaking) is
-  also observed in ``voicegw_mouth_to_ear_seconds``.
+  also observed in ``voicegw_mouth_to_ear_seconds``. The bookkeeping is pure:
+  :class:`gateway.turn_latency.LatencyBook`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
 from gateway.tasks import TaskGroup, cancel_and_wait
+from gateway.turn_latency import FirstHeard, LatencyBook
 
 log = logging.getLogger("voicegw.conversation")
 
@@ -148,16 +150,6 @@ _CAUSES = {"CallStarted": "greeting", "Utterance": "speech", "Dtmf": "dtmf", "Si
 
 
 @dataclass
-class _Timing:
-    """What is known about an answered turn's latency, until its first frame is heard."""
-
-    end: TurnEnd
-    speculative: bool = False
-    logic_first_at: float | None = None
-    released_at: float | None = None
-
-
-@dataclass
 class _Speculation:
     """A reply started before the caller's turn was confirmed; its audio is held."""
 
@@ -200,11 +192,9 @@ class Conversation:
         self._reply: asyncio.Task[None] | None = None
         self._tasks = TaskGroup()
         self._lock = asyncio.Lock()
-        self._turn_origin: dict[int, float] = {}  # turn → wall time the caller stopped speaking
-        self._start_marks: dict[str, int] = {}
+        self.latency = LatencyBook()  # each answered turn's latency, until its first frame is heard
         self._held = False  # the agent is held at the caller's speech onset (barge-in not confirmed yet)
         self._spec: _Speculation | None = None
-        self._timing: dict[int, _Timing] = {}  # answered turn → its latency so far
         self._turn_ended: TurnEnd | None = None  # the caller turn the next Respond answers
         self._abandoned: list[LogicEvent] = []  # speculative events abandoned before the brain took them
         self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
@@ -333,39 +323,25 @@ class Conversation:
 
     async def _on_mark(self, name: str) -> None:
         heard = self.ledger.state(name) is SentenceState.HEARD
-        turn = self._start_marks.pop(name, None) if heard else None
-        if turn is not None and turn in self._turn_origin:
-            now = self.clock()
-            latency = now - self._turn_origin.pop(turn)
-            self._note(TurnHeard(turn, now))
-            self.call.mouth_to_ear_s.append(latency)
-            if self.metrics is not None:
-                self.metrics.mouth_to_ear.labels(self.agent.id).observe(latency)
-            self._record_latency(turn, name, now)
+        if heard:
+            # first frame queued (monotonic, like the default clock): known for start marks only
+            first = self.latency.heard(name, self.clock(), self.call.first_frame_at.pop(name, None))
+            if first is not None:
+                self._first_heard(first)
         await self._feed(PlayoutProgress(heard))
 
     def _note(self, note: CallNote) -> None:
         for watch in self.notes:
             watch(note)
 
-    def _record_latency(self, turn: int, start_mark: str, heard_at: float) -> None:
-        timing = self._timing.pop(turn, None)
-        if timing is None:
+    def _first_heard(self, first: FirstHeard) -> None:
+        self._note(TurnHeard(first.turn, first.at))
+        self.call.mouth_to_ear_s.append(first.mouth_to_ear_s)
+        if self.metrics is not None:
+            self.metrics.mouth_to_ear.labels(self.agent.id).observe(first.mouth_to_ear_s)
+        record = first.latency
+        if record is None:
             return
-        origin = timing.end.stopped_at
-
-        def ms(at: float | None) -> float | None:
-            return None if at is None else round((at - origin) * 1000.0, 1)
-
-        # first frame queued (monotonic, like the default clock); a held reply's audio left at its release
-        queued = self.call.first_frame_at.pop(start_mark, None)
-        first_audio = None if queued is None else max(queued, timing.released_at or queued)
-        record = TurnLatency(
-            turn=turn, why=timing.end.why, speculative=timing.speculative,
-            endpoint_wait_ms=round((timing.end.decided_at - origin) * 1000.0, 1),
-            recognition_ms=round(timing.end.recognition_s * 1000.0, 1),
-            logic_first_ms=ms(timing.logic_first_at), first_audio_ms=ms(first_audio), first_heard_ms=ms(heard_at),
-        )
         self.call.turn_latency.append(record)
         self._note(record)
         if self.metrics is not None:
@@ -389,8 +365,7 @@ class Conversation:
         self.call.release()
         ended = self._turn_ended
         if ended is not None and spec.turn:
-            self._turn_origin[spec.turn] = ended.stopped_at
-            self._timing[spec.turn] = _Timing(ended, True, spec.logic_first_at, self.clock())
+            self.latency.confirmed(spec.turn, ended, spec.logic_first_at, self.clock())
         log.info("turn confirmed: speculative reply %d released", spec.turn)
 
     async def _abandon_speculation(self, why: str) -> None:
@@ -410,10 +385,7 @@ class Conversation:
             if self.turns and self.turns[-1].turn == spec.turn:
                 self.turns.pop()
                 self.call.turns -= 1
-            self._turn_origin.pop(spec.turn, None)
-            self._timing.pop(spec.turn, None)
-            for mark in [m for m, t in self._start_marks.items() if t == spec.turn]:
-                del self._start_marks[mark]
+            for mark in self.latency.forget(spec.turn):
                 self.call.first_frame_at.pop(mark, None)
         log.info("speculative reply %d abandoned: %s", spec.turn, why)
 
@@ -441,14 +413,10 @@ class Conversation:
                 self.turn += 1
                 self.call.turns += 1
                 self.ledger.forget_before(self.turn - 1)
-                if respond.origin is not None:
-                    self._turn_origin = {self.turn: respond.origin}
-                spec = self._spec
-                if spec is not None and respond.event is spec.event:
+                spec = self._spec if self._spec is not None and respond.event is self._spec.event else None
+                if spec is not None:
                     spec.turn = self.turn  # held: its timing is recorded when the turn is confirmed
-                    self._turn_origin.pop(self.turn, None)
-                elif self._turn_ended is not None and respond.origin == self._turn_ended.stopped_at:
-                    self._timing = {self.turn: _Timing(self._turn_ended)}
+                self.latency.turn_started(self.turn, respond.origin, self._turn_ended, held=spec is not None)
                 await self._feed(TurnStarted(self.turn, respond.event))
                 self._note(AgentTurn(self.turn, _CAUSES.get(type(respond.event).__name__, "event"), respond.origin))
                 reply = self._reply = self._tasks.spawn(self._speak_turn(respond.event, self.turn),
@@ -476,7 +444,7 @@ class Conversation:
                           phrase=phrase, first=first, turn=turn)
             first = False
             if start_mark is not None:
-                self._start_marks[start_mark] = turn
+                self.latency.start_mark(start_mark, turn)
                 start_mark = None
             record.sentences.append(sentence)
 
@@ -501,9 +469,7 @@ class Conversation:
         await self._feed(ReplyFinished(turn, action), self._playback(replying=False))
 
     def _logic_output(self, turn: int) -> None:
-        timing = self._timing.get(turn)
-        if timing is not None and timing.logic_first_at is None:
-            timing.logic_first_at = self.clock()
+        self.latency.logic_output(turn, self.clock())
         spec = self._spec
         if spec is not None and spec.turn == turn and spec.logic_first_at is None:
             spec.logic_first_at = self.clock()

@@ -83,3 +83,16 @@ def test_ulaw_to_float_is_the_int16_decoding_scaled_exactly() -> None:
     got = ulaw_to_float(every)
     assert got.dtype == np.float32 and np.array_equal(got.astype(np.float64), expected)
     assert ulaw_to_float(b"").shape == (0,)
+
+
+def test_to_ulaw_encodes_every_encoding_alike() -> None:
+    from audio.codec import to_ulaw
+    from audio.formats import AudioChunk, AudioFormat, Encoding
+
+    mu = bytes(range(256))
+    assert to_ulaw(AudioChunk(mu, AudioFormat(Encoding.MULAW, 8000))) == mu  # as is
+    pcm = np.array([0, 1000, -1000, 32767, -32768], dtype=np.int16)
+    assert to_ulaw(AudioChunk(pcm, AudioFormat(Encoding.PCM_S16, 8000))) == lin2ulaw(pcm)
+    floats = np.array([0.0, 0.5, -0.5, 2.0, np.nan], dtype=np.float32)  # clipped, NaN → silence
+    assert to_ulaw(AudioChunk(floats, AudioFormat(Encoding.PCM_F32, 16000))) == lin2ulaw(
+        np.array([0, 16384, -16384, 32767, 0], dtype=np.int16))

@@ -22,7 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from audio.codec import float_to_int16, ulaw2lin
+from audio import codec
+from audio.codec import float_to_int16
 from audio.formats import AudioChunk, AudioFormat, Encoding
 from audio.resample import ToTwilio
 from tts.fallback import Speaker, SpeechRestart
@@ -49,12 +50,11 @@ def mp3_available() -> bool:
 
 
 def to_float(chunk: AudioChunk) -> npt.NDArray[np.float32]:
-    data = chunk.data
-    if isinstance(data, bytes):
-        return ulaw2lin(data).astype(np.float32) / np.float32(32768.0)
-    if data.dtype == np.int16:
-        return data.astype(np.float32) / np.float32(32768.0)
-    return np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    """:func:`audio.codec.to_float`, with an engine's non-finite float samples made safe (NaN → 0, ±inf → ±1)."""
+    x = codec.to_float(chunk)
+    if chunk.format.encoding is Encoding.PCM_F32:
+        return np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+    return x
 
 
 @dataclass
