@@ -154,11 +154,23 @@ def env_for(agents_dir: Path, **extra: str) -> dict[str, str]:
 
 
 async def session_of(services: Services, call_sid: str) -> CallSession:
-    for _ in range(500):
-        if call_sid in services.calls:
-            return services.calls[call_sid]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no session for {call_sid}")
+    """The call's session once its agent side has started: its greeting is queued (``greeting-1`` in the ledger).
+
+    The session is registered before the conversation's first turn queues the greeting: asserting on the ledger,
+    or waiting for ``greeting-1`` to be heard, right after it appears would race that turn."""
+
+    def started() -> bool:
+        s = services.calls.get(call_sid)
+        return s is not None and s.ledger.state("greeting-1") is not None
+
+    await wait_until(started)
+    return services.calls[call_sid]
+
+
+async def prerendered(services: Services) -> None:
+    """Wait for the startup pre-render: a call's greeting then comes whole from the phrase cache (a call placed
+    before it synthesizes its own, sentence by sentence, as slowly as this machine runs Piper)."""
+    await wait_until(lambda: services.phrases is None or services.phrases.ready, within_s=120)
 
 
 def counter(services: Services, name: str, **labels: str) -> float:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ import pytest
 from audio.formats import Encoding
 from gateway.ops.metrics import Metrics
 from tests.chattts_fixture import Checkpoint, build_checkpoint
+from tests.helpers import wait_until
 from tts.base import SynthesisRequest, TTSEngine, TTSError
 from tts.chattts import CHATTTS_FORMAT, ChatTTSConfig, ChatTTSEngine, speed_prompt
 from tts.chattts_voices import load_presets
@@ -55,11 +58,22 @@ def metrics() -> Metrics:
 @pytest.fixture(scope="session")
 def engine(ckpt: Checkpoint, metrics: Metrics) -> Iterator[ChatTTSEngine]:
     cfg = ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
-                        # a window wide enough that concurrent submissions meet in one batch on a loaded machine
-                        tuning=Tuning(fixed_tokens=TOKENS, batch_window_s=0.2, sentence_metrics=True))
+                        tuning=Tuning(fixed_tokens=TOKENS, sentence_metrics=True))
     eng = _start(cfg, metrics)
     yield eng
     asyncio.run(eng.aclose())
+
+
+async def in_one_batch(engine: ChatTTSEngine, *coros: Coroutine[Any, Any, Any]) -> list[asyncio.Task[Any]]:
+    """Start ``coros`` with the inference thread held until each has queued its sentence: they share a batch
+    however slow this machine is (no race against ``batch_window_s``)."""
+    worker = engine._worker
+    assert worker is not None
+    queued = len(worker.sched.queue)
+    with worker.cond:  # an RLock: submissions from this (the loop's) thread re-enter it, the inference thread waits
+        tasks = [asyncio.create_task(c) for c in coros]
+        await wait_until(lambda: len(worker.sched.queue) == queued + len(coros))
+    return tasks
 
 
 async def _speak(engine: ChatTTSEngine, text: str, **settings: object) -> list[np.ndarray]:
@@ -147,23 +161,23 @@ async def test_fixed_seed_is_deterministic_and_seeds_differ(engine: ChatTTSEngin
 async def test_n_coroutines_all_complete_in_shared_batches(engine: ChatTTSEngine, metrics: Metrics) -> None:
     before = list(engine.stats.batch_sizes)
     voices = ["female_1", "male_2", "neutral_1", "female_3", "male_1", "neutral_2"]
-    results = await asyncio.gather(*(
+    results = await asyncio.gather(*await in_one_batch(engine, *(
         _speak(engine, f"Caller {i}: you owe ${i}.50, due 11/2{i}.", voice=v, speed=0.5 + 0.25 * i,
                temperature=0.1 + 0.1 * i, top_k=5 + i)
         for i, v in enumerate(voices)
-    ))
+    )))
     assert [sum(len(c) for c in r) for r in results] == [SAMPLES] * len(voices)
     new = engine.stats.batch_sizes[len(before):]
-    assert sum(new) == len(voices) and max(new) > 1  # different voices and settings shared a batch
+    assert new == [len(voices)]  # different voices and settings shared one batch
     assert metrics.registry.get_sample_value("voicegw_chattts_batch_size_count") is not None
     assert metrics.registry.get_sample_value("voicegw_tts_rtf_count", {"provider": "chattts"})
 
 
 async def test_batch_neighbours_do_not_change_a_seeded_row(engine: ChatTTSEngine) -> None:
     alone = np.concatenate(await _speak(engine, "Hello world.", seed=7))
-    together = await asyncio.gather(
-        _speak(engine, "Hello world.", seed=7), _speak(engine, "Thank you.", seed=8, voice="male_1", speed=2.0)
-    )
+    together = await asyncio.gather(*await in_one_batch(
+        engine, _speak(engine, "Hello world.", seed=7), _speak(engine, "Thank you.", seed=8, voice="male_1", speed=2.0)
+    ))
     assert engine.stats.batch_sizes[-1] == 2
     np.testing.assert_allclose(np.concatenate(together[0]), alone, atol=1e-5)
 
@@ -179,8 +193,7 @@ async def test_cancelling_one_request_leaves_its_batch_neighbours_intact(engine:
             got_first.set()
             await asyncio.sleep(3600)  # the caller hangs up while we wait
 
-    victim = asyncio.create_task(hang_up_after_first_chunk())
-    survivor = asyncio.create_task(_speak(engine, "Hello world.", seed=21))
+    victim, survivor = await in_one_batch(engine, hang_up_after_first_chunk(), _speak(engine, "Hello world.", seed=21))
     await asyncio.wait_for(got_first.wait(), 60)
     victim.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -195,6 +208,21 @@ async def test_cancelling_every_row_stops_the_batch_early(ckpt: Checkpoint) -> N
     eng = ChatTTSEngine(ChatTTSConfig(model_dir=ckpt.path, device="cpu", sha256_override=ckpt.sha256,
                                       tuning=Tuning(fixed_tokens=long_tokens)))
     await eng.start()
+    worker = eng._worker
+    assert worker is not None
+    # After a batch's first audio the inference thread waits until every row of it was cancelled (the callers
+    # left): the steps it then takes are the cancellation's, however slowly this machine runs the event loop.
+    emit, held = worker._emit, threading.Event()
+
+    def emit_then_wait_for_the_callers(rows: list[Any], hiddens: list[Any], steps: int, final: bool) -> None:
+        emit(rows, hiddens, steps, final)
+        if any(r.emitted_samples for r in rows) and not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 60
+            while not all(r.job.cancelled for r in rows) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    worker._emit = emit_then_wait_for_the_callers  # type: ignore[method-assign]
     try:
         async def first_chunk_then_leave(text: str) -> None:
             stream = eng.synthesize(SynthesisRequest(text))
@@ -203,14 +231,14 @@ async def test_cancelling_every_row_stops_the_batch_early(ckpt: Checkpoint) -> N
                 async for _ in stream:
                     return  # closing the stream cancels the job
 
-        await asyncio.wait_for(asyncio.gather(first_chunk_then_leave("one"), first_chunk_then_leave("two")), 60)
-        for _ in range(200):
-            if eng.stats.gpt_steps:
-                break
-            await asyncio.sleep(0.05)
-        # far fewer than the 2000 tokens each row was going to take (how many depends on how fast the cancel
-        # reaches the worker on a loaded machine; half the budget still proves the batch stopped early)
-        assert 0 < eng.stats.gpt_steps < long_tokens // 2
+        await asyncio.wait_for(asyncio.gather(
+            *await in_one_batch(eng, first_chunk_then_leave("one"), first_chunk_then_leave("two"))), 60)
+        await wait_until(lambda: eng.stats.gpt_steps > 0)  # counted when the batch ends
+        # the first audio came after 2 × 12 steps; the cancellation stopped the batch within a stream step of it,
+        # far from the 2000 tokens each row was going to take
+        first_audio_steps = 2 * worker.tuning.stream_step_tokens
+        assert eng.stats.batch_sizes == [2] and held.is_set()
+        assert first_audio_steps <= eng.stats.gpt_steps <= first_audio_steps + worker.tuning.stream_step_tokens + 1
     finally:
         await eng.aclose()
 

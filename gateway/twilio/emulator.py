@@ -63,6 +63,7 @@ class CallResult:
     status_codes: list[int] = field(default_factory=list)  # ...and the gateway's answers
     rest_updates: list[dict[str, str]] = field(default_factory=list)  # REST updates Twilio applied to this call
     sent_marks_echoed_after_clear: int = 0
+    caller_hung_up: bool = False  # the emulated caller sent `stop` (script done, max_s); False: the gateway ended it
 
     @property
     def seconds(self) -> float:
@@ -305,6 +306,7 @@ class CallControl:
     async def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
+            self.result.caller_hung_up = True
             await self.send({"event": "stop", "streamSid": self.stream_sid,
                              "stop": {"accountSid": self.emu.account_sid, "callSid": self.call_sid}})
 
