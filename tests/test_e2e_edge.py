@@ -104,6 +104,10 @@ async def test_forged_upgrade_missing_forged_and_replayed_tokens_are_refused(age
 
 async def test_clear_mid_sentence_stops_audio_within_a_frame(agents_dir: Path) -> None:
     async with gateway_with_services(env_for(agents_dir)) as (url, services):
+        # As in production once /readyz is ready: the greeting comes pre-rendered, its frames and its mark queued
+        # at once (on a loaded machine the startup render can take longer than the call takes to arrive).
+        assert services.prerendering is not None
+        await asyncio.wait_for(services.prerendering, 120)
         emu = TwilioEmulator(url, auth_token=TOKEN, public_url=PUBLIC)
         state: dict[str, Any] = {}
 
