@@ -49,6 +49,9 @@ from audio.resample import SOXR_QUALITY
 log = logging.getLogger("voicegw.stt")
 
 NO_SPEECH_MAX = 0.8  # segments Whisper itself rates as probably not speech are dropped
+# ... and so are those it rates as maybe not speech *and* decodes with little confidence (Whisper's own
+# no_speech_threshold / logprob_threshold rule): a 1 s cough on a noisy line is nsp 0.79, mean logprob -3.2, "You".
+NO_SPEECH_MAYBE, LOGPROB_MIN = 0.6, -1.0
 
 
 class STTError(Exception):
@@ -224,7 +227,8 @@ class WhisperTranscriber:
             return_scores=True, return_no_speech_prob=True, no_repeat_ngram_size=3, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tok, (-1,)),
         )[0]
-        if result.no_speech_prob >= NO_SPEECH_MAX:
+        silent = result.no_speech_prob >= NO_SPEECH_MAX
+        if silent or (result.no_speech_prob > NO_SPEECH_MAYBE and result.scores[0] < LOGPROB_MIN):
             return ""
         text = str(tok.decode(result.sequences_ids[0])).strip()
         if len(text) > 20 and get_compression_ratio(text) > 2.4:

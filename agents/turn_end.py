@@ -51,7 +51,11 @@ AUXILIARIES = frozenset({
     "be", "been", "have", "has", "had", "do", "does", "did", "can", "could", "would", "should", "will", "want",
     "need", "just", "really", "very",
 })
-MID_CLAUSE = FILLERS | CONJUNCTIONS | PREPOSITIONS | DETERMINERS | AUXILIARIES
+# Whisper writes a dangling "to" as "too" when the audio stops after it ("I need to change my appointment too."
+# for "...appointment to — three thirty", seen live in bench/conversation.py): a sentence that really ends in
+# "too" waits for the maximum silence, which is slower but never cuts a caller off.
+HOMOPHONES = frozenset({"too"})
+MID_CLAUSE = FILLERS | CONJUNCTIONS | PREPOSITIONS | DETERMINERS | AUXILIARIES | HOMOPHONES
 # "please" ends many complete requests: never treat it as mid-clause.
 COMPLETE_LAST = frozenset({"please", "thanks", "you", "it", "that", "this", "yes", "no", "okay", "ok"})
 _WORD = re.compile(r"[a-z0-9']+")

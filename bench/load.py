@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +56,9 @@ import numpy as np
 import yaml
 
 from audio.codec import lin2ulaw, ulaw2lin
+from bench.callers import Script, Ticker, one_call
 from bench.common import ROOT, Gateway, bucket_quantile, counter, histogram, percentile
 from gateway.serve import free_port
-from gateway.twilio.emulator import Playout
 
 DEFAULT_STEPS = "100,200,300,400,500,600,800"
 AGENT_YAML = ROOT / "config" / "agents" / "demo.yaml"
@@ -94,130 +93,7 @@ def caller_audio(inbound: str, seed: int) -> tuple[list[str], list[str]]:
     return frames_b64(noise), speech
 
 
-# ---- worker: emulated Twilio callers (lean: pre-encoded frames, no JSON parse of outbound media) ---
-@dataclass
-class CallOutcome:
-    error: str = ""
-    greeting: bool = False
-    marks: int = 0
-    underruns: int = 0
-    ttfa_s: float = math.nan
-    heard_s: float = 0.0
-    send_lag_max_s: float = 0.0
-    talked: bool = False  # said the fixture sentence (--inbound speech)
-    next_mark_s: float = math.nan  # first mark after the greeting's, seconds after the greeting was heard
-
-
-async def one_call(client: httpx.AsyncClient, url: str, to: str, idle: list[str], speech: list[str], talk: bool,
-                   call_s: float, stagger: float, rng: random.Random, lags: list[float]) -> CallOutcome:
-    from websockets.asyncio.client import connect
-
-    await asyncio.sleep(rng.uniform(0, stagger))
-    out = CallOutcome(talked=talk and bool(speech))
-    call_sid = "CA" + os.urandom(16).hex()
-    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100", "To": to,
-            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
-    try:
-        resp = await client.post(f"{url}/twilio/voice", data=form)
-        stream = ET.fromstring(resp.text).find("./Connect/Stream")
-        if resp.status_code != 200 or stream is None:
-            return CallOutcome(error=f"webhook {resp.status_code}")
-        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        path = (stream.get("url") or "").split("/", 3)[3]
-        ws_url = f"ws://{url.split('://', 1)[1]}/{path}"
-        async with connect(ws_url, compression=None, max_size=2**20, open_timeout=30) as ws:
-            await _stream(ws, call_sid, params, idle, speech, talk, call_s, rng, out, lags)
-    except Exception as exc:
-        out.error = f"{type(exc).__name__}: {exc}"[:200]
-    return out
-
-
-async def _stream(ws: Any, call_sid: str, params: dict[str, str], idle: list[str], speech: list[str], talk: bool,
-                  call_s: float, rng: random.Random, out: CallOutcome, lags: list[float]) -> None:
-    """``lags``: how late each of this call's 20 ms inbound frames left (the driver keeping up or not)."""
-    loop = asyncio.get_running_loop()
-    clock = loop.time
-    sid = "MZ" + os.urandom(16).hex()
-    playout = Playout(clock)
-    seq = 0
-
-    async def send(text: str) -> None:
-        await ws.send(text)
-
-    await send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    seq += 1
-    await send(json.dumps({"event": "start", "sequenceNumber": str(seq), "streamSid": sid, "start": {
-        "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
-        "customParameters": params,
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
-    t0 = clock()
-    greeting_heard_at: list[float] = []
-
-    async def receive() -> None:
-        async for raw in ws:
-            if not isinstance(raw, str):
-                continue
-            if raw.startswith('{"event":"media"'):
-                at = raw.rfind('"payload":"') + 11
-                n = len(raw) - at - 3  # ..."}}
-                pad = raw.count("=", len(raw) - 5)
-                if math.isnan(out.ttfa_s):
-                    out.ttfa_s = clock() - t0
-                secs = (n * 3 // 4 - pad) / 8000
-                out.heard_s += secs
-                playout.add_audio(secs)
-                continue
-            msg = json.loads(raw)
-            if msg.get("event") == "mark":
-                playout.add_mark(msg["mark"]["name"])
-            elif msg.get("event") == "clear":
-                for name in playout.clear():
-                    await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
-
-    receiver = asyncio.create_task(receive())
-    worst = 0.0
-    offset = rng.randrange(len(idle))
-    said = 0
-    chunk = 0
-    try:
-        while not receiver.done():
-            now = clock()
-            for name in playout.due_marks():
-                out.marks += 1
-                if name == "greeting-1":
-                    out.greeting = True
-                    greeting_heard_at.append(now)
-                elif greeting_heard_at and math.isnan(out.next_mark_s):
-                    out.next_mark_s = now - greeting_heard_at[0]
-                await send(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
-            if now - t0 >= call_s:
-                break
-            chunk += 1
-            seq += 1
-            if talk and greeting_heard_at and now - greeting_heard_at[0] > 0.5 and said < len(speech):
-                payload = speech[said]
-                said += 1
-            else:
-                payload = idle[(offset + chunk) % len(idle)]
-            await send(f'{{"event":"media","sequenceNumber":"{seq}","streamSid":"{sid}","media":{{"track":"inbound",'
-                       f'"chunk":"{chunk}","timestamp":"{chunk * 20 - 20}","payload":"{payload}"}}}}')
-            due = t0 + chunk * 0.02
-            lag = max(0.0, now - (due - 0.02))
-            lags.append(lag)
-            worst = max(worst, lag)
-            await asyncio.sleep(max(0.0, due - clock()))
-        if not receiver.done():
-            seq += 1
-            await send(json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": sid,
-                                   "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}}))
-    finally:
-        out.underruns = playout.underruns
-        out.send_lag_max_s = worst
-        await ws.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(receiver, 2)
-
-
+# ---- worker: emulated Twilio callers (bench/callers.py) ---------------------------------------------
 async def _loop_lag(out: list[float], period_s: float = 0.01) -> None:
     """How late this process's event loop wakes up: the driver's own health, whatever the gateway does.
 
@@ -233,21 +109,25 @@ async def _loop_lag(out: list[float], period_s: float = 0.01) -> None:
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     idle, speech = caller_audio(args.inbound, args.seed)
+    script = Script(idle, speech, args.call_s)
     rng = random.Random(args.seed)
     t_cpu, started = os.times(), time.monotonic()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    ticker = Ticker(asyncio.get_running_loop().time)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         talkers = round(args.calls * args.talk_share) if speech else 0
-        lags: list[float] = []
-        calls = [one_call(client, args.url, args.to, idle, speech, i < talkers, args.call_s, args.stagger,
-                          random.Random(rng.random()), lags) for i in range(args.calls)]
+        calls = [one_call(client, args.url, args.to, script, i < talkers, args.stagger, random.Random(rng.random()),
+                          ticker) for i in range(args.calls)]
         loop_lags: list[float] = []
         monitor = asyncio.create_task(_loop_lag(loop_lags))
+        pacing = asyncio.create_task(ticker.run())
         results = await asyncio.gather(*calls)
         monitor.cancel()
+        pacing.cancel()
     wall = time.monotonic() - started
     t_end = os.times()
     busy = (t_end.user - t_cpu.user + t_end.system - t_cpu.system) / wall
+    lags = ticker.lags
     return {"cpu_busy": busy, "lag_p99_s": float(np.percentile(loop_lags, 99)) if loop_lags else 0.0,
             "send_lag_p99_s": float(np.percentile(lags, 99)) if lags else 0.0,
             "calls": [vars(r) for r in results]}

@@ -167,12 +167,6 @@ async def session_of(services: Services, call_sid: str) -> CallSession:
     return services.calls[call_sid]
 
 
-async def prerendered(services: Services) -> None:
-    """Wait for the startup pre-render: a call's greeting then comes whole from the phrase cache (a call placed
-    before it synthesizes its own, sentence by sentence, as slowly as this machine runs Piper)."""
-    await wait_until(lambda: services.phrases is None or services.phrases.ready, within_s=120)
-
-
 def counter(services: Services, name: str, **labels: str) -> float:
     value = services.metrics.registry.get_sample_value(name, labels)
     return value or 0.0

@@ -22,7 +22,7 @@ CFG = TurnEndConfig(speculative_s=0.2, question_s=0.25, complete_s=0.35, unsure_
 @pytest.mark.parametrize("text", [
     "I am calling about, um,", "I am calling about.", "My account number is.", "I need to change my appointment to.",
     "the refund for my", "I want the", "and", "so I was wondering if", "Um", "I'd like", "It was...",
-    "Can I talk to someone because",
+    "Can I talk to someone because", "I need to change my appointment too.",
 ])
 def test_mid_clause_endings(text: str) -> None:
     assert ends_mid_clause(text)
