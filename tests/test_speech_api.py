@@ -199,6 +199,17 @@ async def test_every_error_reported_with_its_field(api: Api) -> None:
     assert api.engine("chattts").calls == []
 
 
+async def test_numbers_too_large_for_a_float_are_a_400_not_a_500(api: Api) -> None:
+    """An integer beyond a float's range (the fuzz bench found it: a 500 from the range check's NaN test)."""
+    huge = "1" + "0" * 400
+    for field in ("top_k", "speed", "temperature", "top_p"):
+        body = f'{{"text": "Hello.", "{field}": {huge}}}'.encode()
+        resp = await api.client.post("/v1/audio/speech", content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 400, (field, resp.status_code, resp.text)
+        assert resp.json()["error"]["field"] == field
+    assert api.engine("chattts").calls == []
+
+
 async def test_openai_aliases_and_integers_accepted(api: Api) -> None:
     resp = await api.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "speed": 1,
                                                             "temperature": 1})

@@ -56,7 +56,8 @@ class Range:
         return f"{_fmt(self.lo)}–{_fmt(self.hi)}"
 
     def contains(self, v: float) -> bool:
-        return not math.isnan(v) and self.lo <= v <= self.hi
+        # an int is compared exactly (math.isnan would convert it: OverflowError beyond a float's range)
+        return not (isinstance(v, float) and math.isnan(v)) and self.lo <= v <= self.hi
 
     def clamp(self, v: float) -> float:
         return min(self.hi, max(self.lo, v))
