@@ -8,9 +8,16 @@ non-ASCII and control bytes in headers, odd query strings. Meanwhile one emulate
 cleanly with every mark echoed. A 5xx, a dropped connection or a failed call is a failure.
 
     python -m bench.fuzz_http [--inputs 100000] [--surface webhooks|speech|all] [--seed 1] [--concurrency 8]
+                              [--timeout 30] [--keepalive-expiry 2] [--max-minutes M]
 Per surface, then last line:
-    fuzz_http: surfaces=<s> inputs_per_surface=<n> 5xx=<k> transport_errors=<e> call_ok=<yes|no> rate_per_s=<r>
+    fuzz_http: surfaces=<s> inputs_per_surface=<n> 5xx=<k> transport_errors=<e> stale_connections=<c>
+               client_timeouts=<t> call_ok=<yes|no> calls=<n> calls_marks_echoed=<m> rate_per_s=<r>
 The compass figure is 100,000 inputs per surface with 5xx=0, transport_errors=0, call_ok=yes.
+``inputs_per_surface`` is what ran (the fewest of the surfaces when ``--max-minutes`` cut one short). A request
+whose connection broke, or that timed out on the client, is sent again alone on a fresh connection: answered
+then, it counts as ``stale_connections`` (a keep-alive connection the server closed for idleness as this client
+reused it) or ``client_timeouts`` (this client's own timeout, e.g. on a starved CPU), not as a failure; broken
+again, it is a ``transport_errors`` failure (see :class:`Tally`).
 """
 
 from __future__ import annotations
@@ -154,69 +161,135 @@ def fuzz_request(rng: random.Random, surface: str) -> FuzzInput:
 
 @dataclass
 class Tally:
+    """What the gateway answered, and what broke on the way.
+
+    A request whose connection broke (or whose answer did not come within the client's timeout) is sent again
+    once, alone, on a fresh connection. Answered then, the first failure was the client's side of the exchange:
+    a keep-alive connection the server had closed for idleness just as this client reused it (uvicorn closes
+    connections idle ``timeout_keep_alive``, 5 s; on a starved CPU this client can take that long to reuse one),
+    or this client's own timeout. Those are counted apart (``stale_connections``, ``client_timeouts``); a
+    request that breaks again on a fresh connection is the server's doing (``transport_errors``).
+    """
+
     statuses: Counter[int] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
     transport_errors: list[str] = field(default_factory=list)
+    stale_connections: int = 0  # broke on a reused keep-alive connection; answered on a fresh one
+    client_timeouts: int = 0  # no answer within the client's timeout; answered when sent again
+    recovered: list[str] = field(default_factory=list)  # the first few of those two, for the report
 
     @property
     def failures(self) -> int:
         return len(self.server_errors) + len(self.transport_errors)
 
 
-async def fuzz(url: str, surface: str, inputs: int, seed: int, concurrency: int = 8) -> Tally:
-    """Send ``inputs`` fuzzed requests to ``surface`` of the gateway at ``url``."""
+class _Trace:
+    """httpcore's trace hook: did this request open a connection of its own (or reuse a pooled one)?"""
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    async def __call__(self, event: str, info: dict[str, object]) -> None:
+        if event.startswith("connection.connect_tcp."):
+            self.connected = True
+
+
+def _describe(item: FuzzInput, exc: Exception) -> str:
+    return (f"{item.method} {item.path} ({len(item.body)} bytes, {dict(item.headers).get(b'content-type')!r}): "
+            f"{type(exc).__name__} {exc}")[:300]
+
+
+async def fuzz(url: str, surface: str, inputs: int, seed: int, concurrency: int = 8, timeout_s: float = 30.0,
+               keepalive_expiry_s: float = 2.0, deadline: float | None = None) -> Tally:
+    """Send ``inputs`` fuzzed requests to ``surface`` of the gateway at ``url`` (fewer when ``deadline``, on the
+    monotonic clock, comes first: the tally counts those that ran).
+
+    The pool drops connections idle ``keepalive_expiry_s`` (below the server's 5 s) so that a reuse rarely
+    meets a connection the server is closing; :class:`Tally` says how the rest are told apart.
+    """
     tally = Tally()
     queue: asyncio.Queue[FuzzInput | None] = asyncio.Queue(maxsize=4 * concurrency)
     rng = random.Random(seed)
-    limits = httpx.Limits(max_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=keepalive_expiry_s)
 
     async def produce() -> None:
         for _ in range(inputs):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             await queue.put(fuzz_request(rng, surface))
         for _ in range(concurrency):
             await queue.put(None)
 
-    async def consume(client: httpx.AsyncClient) -> None:
+    def answered(item: FuzzInput, resp: httpx.Response) -> None:
+        tally.statuses[resp.status_code] += 1
+        if resp.status_code >= 500:
+            tally.server_errors.append(f"{resp.status_code} {item.method} {item.path} {item.body[:120]!r}")
+
+    async def again(fresh: httpx.AsyncClient, item: FuzzInput, first: httpx.TransportError, reused: bool) -> None:
+        try:
+            resp = await fresh.send(fresh.build_request(item.method, item.path, content=item.body,
+                                                        headers=item.headers))
+        except httpx.HTTPError as exc:
+            tally.transport_errors.append(f"{_describe(item, first)}; sent again: {type(exc).__name__} {exc}"[:400])
+            return
+        timed_out = isinstance(first, httpx.TimeoutException)
+        if not timed_out and not reused:  # a fresh connection dropped, then answered: still the server's doing
+            tally.transport_errors.append(f"{_describe(item, first)} (new connection); sent again: "
+                                          f"{resp.status_code}")
+            return
+        if timed_out:
+            tally.client_timeouts += 1
+        else:
+            tally.stale_connections += 1
+        if len(tally.recovered) < 10:
+            tally.recovered.append(f"{_describe(item, first)} ({'reused' if reused else 'new'} connection); "
+                                   f"sent again: {resp.status_code}")
+        answered(item, resp)
+
+    async def consume(client: httpx.AsyncClient, fresh: httpx.AsyncClient) -> None:
         while (item := await queue.get()) is not None:
-            request = client.build_request(item.method, item.path, content=item.body, headers=item.headers)
+            trace = _Trace()
+            request = client.build_request(item.method, item.path, content=item.body, headers=item.headers,
+                                           extensions={"trace": trace})
             try:
                 resp = await client.send(request)
             except httpx.LocalProtocolError:  # the client refused to send it (not a valid HTTP request)
                 tally.statuses[0] += 1
                 continue
-            except httpx.HTTPError as exc:
-                tally.transport_errors.append(f"{item.method} {item.path} ({len(item.body)} bytes, "
-                                              f"{dict(item.headers).get(b'content-type')!r}): "
-                                              f"{type(exc).__name__} {exc}"[:300])
+            except httpx.TransportError as exc:
+                await again(fresh, item, exc, reused=not trace.connected)
                 continue
-            tally.statuses[resp.status_code] += 1
-            if resp.status_code >= 500:
-                tally.server_errors.append(f"{resp.status_code} {item.method} {item.path} {item.body[:120]!r}")
+            answered(item, resp)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        await asyncio.gather(produce(), *[consume(client) for _ in range(concurrency)])
+    fresh_limits = httpx.Limits(max_keepalive_connections=0)  # one connection per request, never reused
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client, \
+            httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=fresh_limits) as fresh:
+        await asyncio.gather(produce(), *[consume(client, fresh) for _ in range(concurrency)])
     return tally
 
 
-async def run(surfaces: list[str], inputs: int, seed: int, concurrency: int) -> int:
+async def run(surfaces: list[str], inputs: int, seed: int, concurrency: int, *, timeout_s: float = 30.0,
+              keepalive_expiry_s: float = 2.0, max_s: float | None = None) -> int:
     from bench.gateway_proc import build
     from gateway.ops import logs
 
     logs.configure("ERROR")  # each refusal is a WARNING line; the tally says it all
     app, _ = build(0.5)
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "ERROR"})
-    failures = 0
+    totals = Tally()
+    ran: list[int] = []
     started = time.monotonic()
     async with serve_in_loop(app, settings, access_log=False) as url:
         emu = TwilioEmulator(url)
-        marks = 0
+        marks = calls = 0
 
         async def call_during_fuzz() -> bool:
-            nonlocal marks
+            nonlocal marks, calls
             calls_ok = True
             while not done.is_set():
                 result = await emu.call(agent="bench", hold_s=0.0, max_s=60)
                 marks += len(result.marks_echoed)
+                calls += 1
                 ok = not result.errors and bool(result.marks_echoed) and not result.odd_frames
                 if not ok and calls_ok:
                     print(f"  call failed: errors={result.errors[:3]} marks={result.marks_echoed} "
@@ -228,23 +301,31 @@ async def run(surfaces: list[str], inputs: int, seed: int, concurrency: int) -> 
         caller = asyncio.create_task(call_during_fuzz())
         for i, surface in enumerate(surfaces):
             t0 = time.monotonic()
-            tally = await fuzz(url, surface, inputs, seed + i, concurrency)
-            failures += tally.failures
+            tally = await fuzz(url, surface, inputs, seed + i, concurrency, timeout_s, keepalive_expiry_s,
+                               None if max_s is None else t0 + max_s)
+            n = sum(tally.statuses.values()) + len(tally.transport_errors)
+            ran.append(n)
+            for name in ("server_errors", "transport_errors", "recovered"):
+                getattr(totals, name).extend(getattr(tally, name))
+            totals.stale_connections += tally.stale_connections
+            totals.client_timeouts += tally.client_timeouts
             statuses = " ".join(f"{k}:{v}" for k, v in sorted(tally.statuses.items()))
-            print(f"{surface}: inputs={inputs} 5xx={len(tally.server_errors)} "
-                  f"transport_errors={len(tally.transport_errors)} rate_per_s={inputs / (time.monotonic() - t0):.0f} "
+            print(f"{surface}: inputs={n} 5xx={len(tally.server_errors)} "
+                  f"transport_errors={len(tally.transport_errors)} stale_connections={tally.stale_connections} "
+                  f"client_timeouts={tally.client_timeouts} rate_per_s={n / (time.monotonic() - t0):.0f} "
                   f"statuses {statuses}", flush=True)
             for line in (tally.server_errors + tally.transport_errors)[:10]:
                 print(f"  {line}", flush=True)
+            for line in tally.recovered[:5]:
+                print(f"  recovered: {line}", flush=True)
         done.set()
         call_ok = await caller
     elapsed = time.monotonic() - started
-    print(f"fuzz_http: surfaces={','.join(surfaces)} inputs_per_surface={inputs} 5xx={failures} "
-          f"transport_errors=0 call_ok={'yes' if call_ok else 'no'} calls_marks_echoed={marks} "
-          f"rate_per_s={inputs * len(surfaces) / elapsed:.0f}" if failures == 0 else
-          f"fuzz_http: surfaces={','.join(surfaces)} inputs_per_surface={inputs} failures={failures} "
-          f"call_ok={'yes' if call_ok else 'no'} rate_per_s={inputs * len(surfaces) / elapsed:.0f}")
-    return 0 if failures == 0 and call_ok else 1
+    print(f"fuzz_http: surfaces={','.join(surfaces)} inputs_per_surface={min(ran)} 5xx={len(totals.server_errors)} "
+          f"transport_errors={len(totals.transport_errors)} stale_connections={totals.stale_connections} "
+          f"client_timeouts={totals.client_timeouts} call_ok={'yes' if call_ok else 'no'} calls={calls} "
+          f"calls_marks_echoed={marks} rate_per_s={sum(ran) / elapsed:.0f}", flush=True)
+    return 0 if totals.failures == 0 and call_ok else 1
 
 
 def main() -> None:
@@ -253,9 +334,16 @@ def main() -> None:
     parser.add_argument("--surface", choices=[*SURFACES, "all"], default="all")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
+    parser.add_argument("--keepalive-expiry", type=float, default=2.0,
+                        help="the client's pool drops connections idle this long (the server's limit is 5 s)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop sending a surface's inputs after this long (the lines report how many ran)")
     args = parser.parse_args()
     surfaces = list(SURFACES) if args.surface == "all" else [args.surface]
-    raise SystemExit(asyncio.run(run(surfaces, args.inputs, args.seed, args.concurrency)))
+    max_s = None if args.max_minutes is None else args.max_minutes * 60
+    raise SystemExit(asyncio.run(run(surfaces, args.inputs, args.seed, args.concurrency, timeout_s=args.timeout,
+                                     keepalive_expiry_s=args.keepalive_expiry, max_s=max_s)))
 
 
 if __name__ == "__main__":
