@@ -97,7 +97,7 @@ case "${1:-}" in
         "$VENV/bin/ruff" check audio tts agents gateway tests bench scripts
         "$VENV/bin/lint-imports"
         "$VENV/bin/mypy"
-        exec "$VENV/bin/python" -m pytest -q "$@"
+        exec "$VENV/bin/python" -m pytest -q --durations=25 "$@"
         ;;
     setup)
         setup_full
