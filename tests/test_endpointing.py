@@ -157,15 +157,20 @@ def test_speculative_config_from_turn_taking() -> None:
     assert EndpointConfig.from_turn_taking(TurnTaking()).pause_s is None
 
 
+def silero_events(pcm: np.ndarray, cfg: EndpointConfig) -> list[object]:
+    """Feed 8 kHz PCM through Silero in 20 ms frames and the endpointer; every event, the flush's included."""
+    stream, ep = shared_model().stream(), Endpointer(cfg)
+    events: list[object] = []
+    for i in range(0, len(pcm), 160):
+        for p, chunk in stream.feed(pcm[i : i + 160]):
+            events += ep.feed(p, chunk)
+    return events + ep.flush()
+
+
 def test_realistic_fixtures_pause_at_the_mid_sentence_gap_and_end_once() -> None:
     for name, meta in conversation_fixtures().items():
         pcm = ulaw2lin(conversation_mulaw(name))
-        stream, ep = shared_model().stream(), Endpointer(EndpointConfig.speculative(TurnTaking()))
-        events: list[object] = []
-        for i in range(0, len(pcm), 160):
-            for p, chunk in stream.feed(pcm[i : i + 160]):
-                events += ep.feed(p, chunk)
-        events += ep.flush()
+        events = silero_events(pcm, EndpointConfig.speculative(TurnTaking()))
         ends = [e for e in events if isinstance(e, SpeechEnd)]
         if name == "cough":
             assert not any(isinstance(e, SpeechPause) for e in events), events
@@ -184,12 +189,7 @@ def acoustic_end(pcm: np.ndarray) -> float:
 
 
 def last_pause_end(pcm: np.ndarray, cfg: EndpointConfig) -> tuple[float, list[object]]:
-    stream, ep = shared_model().stream(), Endpointer(cfg)
-    events: list[object] = []
-    for i in range(0, len(pcm), 160):
-        for p, chunk in stream.feed(pcm[i : i + 160]):
-            events += ep.feed(p, chunk)
-    events += ep.flush()
+    events = silero_events(pcm, cfg)
     pauses = [e.ended_at for e in events if isinstance(e, SpeechPause)]
     return pauses[-1], events
 
@@ -217,12 +217,7 @@ def test_a_caller_on_a_noisy_line_is_not_chopped_by_the_end_margin() -> None:
         speech_rms = np.sqrt(np.mean(clean[np.abs(clean) > 300] ** 2))
         noisy = clean + rng.normal(0, speech_rms, len(clean))  # 0 dB SNR
         pcm = np.clip(noisy, -32768, 32767).astype(np.int16)
-        stream, ep = shared_model().stream(), Endpointer(EndpointConfig.speculative(TurnTaking()))
-        events: list[object] = []
-        for i in range(0, len(pcm), 160):
-            for p, chunk in stream.feed(pcm[i : i + 160]):
-                events += ep.feed(p, chunk)
-        events += ep.flush()
+        events = silero_events(pcm, EndpointConfig.speculative(TurnTaking()))
         starts = [e for e in events if isinstance(e, SpeechStart)]
         ends = [e for e in events if isinstance(e, SpeechEnd)]
         assert len(starts) == 1 and len(ends) == 1, (name, events)
