@@ -202,7 +202,8 @@ async def twilio_media(ws: WebSocket) -> None:
         await ws.accept()
         protocol = TwilioProtocol(max_message_chars=services.settings.max_ws_message_bytes)
         try:
-            start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                start = await _await_start(ws, protocol)
         except TimeoutError:
             start = None
         agent_id = await _admit(ws, edge, start) if start is not None else None

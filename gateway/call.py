@@ -394,7 +394,8 @@ class CallSession:
         while (state := self.ledger.state(mark)) is SentenceState.QUEUED and not self._closed.is_set():
             self._marks_changed.clear()
             try:
-                await asyncio.wait_for(self._marks_changed.wait(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._marks_changed.wait()
             except TimeoutError:
                 return False
         return state is SentenceState.HEARD
@@ -437,7 +438,8 @@ class CallSession:
     async def _await_hung_up(self, timeout_s: float = 5.0) -> None:
         """After a hang-up or transfer request the carrier ends the stream; don't wait forever for it."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._closed.wait()
 
     # ---- receiving -----------------------------------------------------
     async def _read_loop(self) -> None:

@@ -327,6 +327,28 @@ async def test_barge_in_task_cancellation_cancels_hedges() -> None:
         assert eng(es, name).cancelled == ["Never heard."]
 
 
+@pytest.mark.parametrize("steps", range(8))
+async def test_a_cancel_is_never_lost_to_audio_arriving_at_the_same_moment(steps: int) -> None:
+    """Cancel the consumer after ``steps`` loop iterations, so that one of them meets the first chunk arriving.
+
+    3.11's ``asyncio.wait_for`` returned the arriving chunk and dropped the cancel: the sentence went on (a
+    barge-in not honoured) until the stalled engine was given up."""
+    es = engines(chattts=ScriptedEngine("chattts", chunks=2, chunk_delay=0.01, default=Fault(stall_after=1)))
+    speaker = Speaker(es, config())
+
+    async def consume() -> None:
+        async for _ in speaker.speak("Cut short."):
+            pass
+
+    task = asyncio.create_task(consume())
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10 * SLACK)  # far more than a loop turn, far less than 60 s
+    assert task in done and task.cancelled()
+    assert eng(es, "cartesia").calls == [] and eng(es, "chattts").completed == []
+
+
 # ---- acceptance: real Piper, real Cartesia SDK against the loopback fake -------------------------------
 
 

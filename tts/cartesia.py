@@ -211,8 +211,9 @@ class CartesiaEngine:
                     raise TTSError(self.name, f"connection lost before audio: {exc}") from exc
                 got = False
                 while True:
-                    try:
-                        event = await asyncio.wait_for(ctx.queue.get(), self.timeout_s)
+                    try:  # asyncio.timeout: a barge-in's cancel must not be lost to an arriving chunk
+                        async with asyncio.timeout(self.timeout_s):
+                            event = await ctx.queue.get()
                     except TimeoutError as exc:
                         raise TTSError(self.name, f"no audio for {self.timeout_s:.1f} s") from exc
                     if isinstance(event, _Closed):

@@ -194,8 +194,9 @@ class Speaker:
                 if events.empty():  # queued events go before timers: audio that arrived is not a stall
                     wake = race.next_wake()
                     assert wake is not None
-                    try:
-                        attempt, chunk = await asyncio.wait_for(events.get(), max(0.0, wake - self.clock()))
+                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that meets an event
+                        async with asyncio.timeout(max(0.0, wake - self.clock())):
+                            attempt, chunk = await events.get()
                     except TimeoutError:
                         actions = race.timer(self.clock())
                         chunk = None

@@ -167,7 +167,8 @@ async def console_call(ws: WebSocket) -> None:
     await ws.accept()
     protocol = wire.ConsoleProtocol(AUDIO_IN, max_audio_bytes=services.settings.max_ws_message_bytes)
     try:
-        start = await asyncio.wait_for(_await_start(ws, protocol), START_TIMEOUT_S)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            start = await _await_start(ws, protocol)
     except wire.ConsoleProtocolError as exc:
         services.metrics.protocol_errors.labels(exc.kind).inc()
         await ws.close(1008, reason=exc.reason[:120])
