@@ -167,6 +167,22 @@ class Endpointer:
     def voiced_s(self) -> float:
         return self._voiced_s if self._utt is not None else 0.0
 
+    def silence_through(self, pending: F32) -> float:
+        """:attr:`silence_s` as it will be once ``pending`` is fed, when all of it is quiet.
+
+        ``pending``: caller audio after the last chunk fed, not yet judged by the VAD. Audio below the end
+        margin is unvoiced whatever the VAD says (see :meth:`feed`), so its silence is known as soon as it
+        arrives: the runner can see the caller's pause a frame after it happens, not a VAD chunk and a batch
+        tick later. Audio loud enough to be speech needs the VAD's verdict: then plain :attr:`silence_s`.
+        """
+        cfg = self.config
+        if self._utt is None or cfg.noise_margin_db is None or not len(pending):
+            return self.silence_s
+        level = 10.0 * float(np.log10(float(np.mean(np.square(pending, dtype=np.float64))) + 1e-12))
+        if level >= self.noise_db + max(cfg.noise_margin_db, cfg.end_margin_db):
+            return self.silence_s
+        return self.silence_s + len(pending) / SAMPLE_RATE
+
     def reset(self) -> None:
         """Forget any utterance in progress (stream time keeps counting)."""
         self._utt = None

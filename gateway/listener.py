@@ -54,7 +54,6 @@ from agents.smart_turn import SmartTurn
 from agents.spec import TurnTaking
 from agents.stt import STTError, Transcriber, Transcript
 from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide, ends_mid_clause
-from agents.vad import BatchedVadStream, VadStream
 from audio.formats import AudioChunk, AudioFormat, Encoding
 
 log = logging.getLogger("voicegw.listener")
@@ -108,7 +107,7 @@ class VadSource(Protocol):
 
 
 class Listener:
-    def __init__(self, tt: TurnTaking, vad: VadStream | BatchedVadStream, transcriber: Transcriber,
+    def __init__(self, tt: TurnTaking, vad: VadSource, transcriber: Transcriber,
                  emit: Callable[[ListenEvent], Awaitable[None]], clock: Callable[[], float],
                  smart_turn: SmartTurn | None = None,
                  on_recognised: Callable[[Transcript], None] | None = None) -> None:
@@ -131,6 +130,7 @@ class Listener:
         self._origin = float("inf")  # wall time of stream time 0 (earliest arrival minus audio before it)
         self._tasks: set[asyncio.Task[None]] = set()
         self._decoding: asyncio.Task[None] | None = None  # the current pause's speculative decode
+        self._unjudged: list[F32] = []  # audio fed to the VAD whose verdict has not come back yet
 
     @property
     def caller_speaking(self) -> bool:
@@ -147,11 +147,27 @@ class Listener:
     async def feed(self, pcm: F32) -> None:
         self._received += len(pcm)
         self._origin = min(self._origin, self.clock() - self._received / 8000)
+        self._unjudged.append(pcm)
+        del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
+        if self._words is not None and self.endpointer.in_speech:
+            await self._evaluate()  # quiet audio need not wait for the VAD (Endpointer.silence_through)
         for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
+            self._judged(len(chunk))
             for ev in self.endpointer.feed(prob, chunk):
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:
                 await self._evaluate()
+
+    def _judged(self, samples: int) -> None:
+        """The VAD's verdict on the oldest ``samples`` of :attr:`_unjudged` came back."""
+        while samples > 0 and self._unjudged:
+            head = self._unjudged[0]
+            if len(head) <= samples:
+                samples -= len(head)
+                self._unjudged.pop(0)
+            else:
+                self._unjudged[0] = head[samples:]
+                samples = 0
 
     async def settle(self) -> None:
         """Wait until no recognition is in flight (tests: a recogniser infinitely fast in stream time)."""
@@ -237,7 +253,10 @@ class Listener:
     async def _evaluate(self) -> None:
         if not self.endpointer.in_speech:
             return
-        verdict, why = decide(self.turn_end, TurnEndView(self.endpointer.silence_s, self._words, self._score))
+        pending = np.concatenate(self._unjudged) if len(self._unjudged) > 1 else (
+            self._unjudged[0] if self._unjudged else np.zeros(0, dtype=np.float32))
+        silence = self.endpointer.silence_through(pending)
+        verdict, why = decide(self.turn_end, TurnEndView(silence, self._words, self._score))
         if verdict is Decision.LIKELY and not self._likely and self._words:
             self._likely = True
             await self.emit(Likely(self._words, self._stopped_at))

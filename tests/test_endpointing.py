@@ -150,6 +150,32 @@ def test_noise_floor_gates_steady_noise_that_nudges_the_vad() -> None:
     assert not any(isinstance(e, SpeechEnd) for e in plain_events)
 
 
+def test_quiet_audio_not_yet_judged_counts_as_silence_at_once() -> None:
+    """silence_through: audio below the end margin is unvoiced whatever the VAD will say, so it extends the
+    pause before its verdict; audio loud enough to be speech does not (it waits for the VAD)."""
+    rng = np.random.default_rng(2)
+    noise = [rng.normal(0, 0.01, CHUNK).astype(np.float32) for _ in range(60)]  # -40 dBFS line
+    ep = Endpointer(EndpointConfig(end_silence_s=1.0))
+    frame = rng.normal(0, 0.01, 160).astype(np.float32)  # one 20 ms Twilio frame of the line
+    for chunk in noise[:50]:
+        ep.feed(0.1, chunk)
+    assert ep.silence_through(frame) == 0.0  # idle: no utterance, no pause to extend
+    for _ in range(10):
+        ep.feed(0.9, rng.normal(0, 0.2, CHUNK).astype(np.float32))
+    for chunk in noise[50:55]:  # five chunks of pause, judged
+        ep.feed(0.1, chunk)
+    assert abs(ep.silence_s - 5 * DT) < 1e-9
+    assert abs(ep.silence_through(frame) - (5 * DT + 0.02)) < 1e-9
+    two = np.concatenate([frame, frame])
+    assert abs(ep.silence_through(two) - (5 * DT + 0.04)) < 1e-9
+    loud = rng.normal(0, 0.2, 160).astype(np.float32)  # the caller goes on: the VAD decides
+    assert ep.silence_through(loud) == ep.silence_s
+    assert ep.silence_through(np.zeros(0, dtype=np.float32)) == ep.silence_s
+    # the same, once judged: the quiet frame is silence (prob forced to 0 by the margin, even at p 0.9)
+    ep.feed(0.9, np.concatenate([frame, noise[55][: CHUNK - 160]]))
+    assert abs(ep.silence_s - 6 * DT) < 1e-9
+
+
 def test_speculative_config_from_turn_taking() -> None:
     cfg = EndpointConfig.speculative(TurnTaking(speculative_silence_ms=250, max_silence_ms=2000, noise_margin_db=3))
     assert cfg.pause_s == 0.25 and cfg.end_silence_s == 2.0 and cfg.noise_margin_db == 3.0

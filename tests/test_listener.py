@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 
 import numpy as np
 import pytest
@@ -83,6 +84,52 @@ async def test_a_cough_is_no_words() -> None:
     assert not any(isinstance(e, Likely | EnoughSpeech) for e in events)
     if any(isinstance(e, Onset) for e in events):  # heard as a start of speech: then dismissed as noise
         assert any(isinstance(e, NoWords) or isinstance(e, TurnEnd) and not e.words for e in events)
+
+
+class HeldVad:
+    """The real Silero stream with its verdicts handed back ``hold`` frames late (a slow batch tick)."""
+
+    def __init__(self, hold: int) -> None:
+        self.stream = shared_model().stream()
+        self.hold = hold
+        self.late: deque[list[tuple[float, np.ndarray]]] = deque()
+
+    async def infer(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        self.late.append(await self.stream.infer(samples))
+        return self.late.popleft() if len(self.late) > self.hold else []
+
+
+@pytest.mark.parametrize("name", ["human", "refund_pause"])
+async def test_the_turn_ends_on_quiet_frames_without_waiting_for_the_vads_verdict(name: str) -> None:
+    """Verdicts 60 ms late: the statement still ends within a frame of end_of_utterance_silence_ms (quiet audio
+    below the end margin is silence whatever the VAD will say), and a mid-sentence pause is still not an end."""
+    events: list[ListenEvent] = []
+    fed = [0]
+
+    async def emit(ev: ListenEvent) -> None:
+        events.append(ev)
+
+    tt = TurnTaking()
+    stt = shared_transcriber(STTConfig(cpu_threads=2))
+    listener = Listener(tt, HeldVad(hold=3), stt, emit, lambda: fed[0] / 8000)  # clock: stream time
+    pcm = ulaw2lin(conversation_mulaw(name)).astype(np.float32) / 32768
+    audio = np.concatenate([pcm, *([pcm[-4000:]] * 6)])
+    try:
+        for i in range(0, len(audio), 160):
+            fed[0] += len(audio[i : i + 160])
+            await listener.feed(audio[i : i + 160])
+            await listener.settle()  # recognition takes no stream time
+    finally:
+        await listener.aclose()
+    ends = [e for e in events if isinstance(e, TurnEnd)]
+    assert len(ends) == 1, events
+    assert wer(str(conversation_fixtures()[name]["text"]), ends[0].words)[0] <= 3, ends[0].words
+    if ends[0].why == "complete":
+        wait = ends[0].decided_at - ends[0].stopped_at
+        complete = tt.end_of_utterance_silence_ms / 1000
+        assert complete - 1e-9 <= wait <= complete + 0.020 + 1e-9, wait  # 60 ms of held verdicts do not count
+    else:
+        assert name == "refund_pause"
 
 
 async def test_a_stale_speculative_decode_that_has_not_started_never_runs() -> None:
