@@ -183,6 +183,21 @@ class Endpointer:
             return self.silence_s
         return self.silence_s + len(pending) / SAMPLE_RATE
 
+    def pause_through(self, pending: F32) -> list[EndpointEvent]:
+        """The :class:`SpeechPause` that quiet ``pending`` audio (see :meth:`silence_through`) brings forward.
+
+        Emitted at most once per gap, as :meth:`feed` would; if the VAD then judges that audio voiced,
+        :meth:`feed` says :class:`SpeechResume` and the speculation is dropped as usual."""
+        cfg = self.config
+        if self._utt is None or cfg.pause_s is None or self._paused or self._voiced_s < cfg.min_speech_s:
+            return []
+        silence = self.silence_through(pending)
+        if not cfg.pause_s <= silence < cfg.end_silence_s:
+            return []
+        self._paused = True
+        return [SpeechPause(self._started_at, self._last_voiced_end, self.now + len(pending) / SAMPLE_RATE,
+                            self._voiced_s, self._trimmed(np.concatenate(self._utt)))]
+
     def reset(self) -> None:
         """Forget any utterance in progress (stream time keeps counting)."""
         self._utt = None

@@ -149,14 +149,22 @@ class Listener:
         self._origin = min(self._origin, self.clock() - self._received / 8000)
         self._unjudged.append(pcm)
         del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
-        if self._words is not None and self.endpointer.in_speech:
-            await self._evaluate()  # quiet audio need not wait for the VAD (Endpointer.silence_through)
+        if self.endpointer.in_speech:  # quiet audio need not wait for the VAD (Endpointer.silence_through)
+            for ev in self.endpointer.pause_through(self._pending()):
+                await self._on(ev)
+            if self._words is not None and self.endpointer.in_speech:
+                await self._evaluate()
         for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
             self._judged(len(chunk))
             for ev in self.endpointer.feed(prob, chunk):
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:
                 await self._evaluate()
+
+    def _pending(self) -> F32:
+        if len(self._unjudged) == 1:
+            return self._unjudged[0]
+        return np.concatenate(self._unjudged) if self._unjudged else np.zeros(0, dtype=np.float32)
 
     def _judged(self, samples: int) -> None:
         """The VAD's verdict on the oldest ``samples`` of :attr:`_unjudged` came back."""
@@ -253,9 +261,7 @@ class Listener:
     async def _evaluate(self) -> None:
         if not self.endpointer.in_speech:
             return
-        pending = np.concatenate(self._unjudged) if len(self._unjudged) > 1 else (
-            self._unjudged[0] if self._unjudged else np.zeros(0, dtype=np.float32))
-        silence = self.endpointer.silence_through(pending)
+        silence = self.endpointer.silence_through(self._pending())
         verdict, why = decide(self.turn_end, TurnEndView(silence, self._words, self._score))
         if verdict is Decision.LIKELY and not self._likely and self._words:
             self._likely = True

@@ -176,6 +176,30 @@ def test_quiet_audio_not_yet_judged_counts_as_silence_at_once() -> None:
     assert abs(ep.silence_s - 6 * DT) < 1e-9
 
 
+def test_quiet_audio_brings_the_speculative_pause_forward_once() -> None:
+    rng = np.random.default_rng(3)
+    ep = Endpointer(EndpointConfig(end_silence_s=1.0, pause_s=0.15))
+    line = [rng.normal(0, 0.01, CHUNK).astype(np.float32) for _ in range(60)]
+    frame = rng.normal(0, 0.01, 160).astype(np.float32)
+    for chunk in line[:50]:
+        ep.feed(0.1, chunk)
+    for _ in range(10):
+        ep.feed(0.9, rng.normal(0, 0.2, CHUNK).astype(np.float32))
+    for chunk in line[50:54]:  # 128 ms judged
+        assert ep.feed(0.1, chunk) == []
+    assert ep.pause_through(np.zeros(0, dtype=np.float32)) == []
+    assert ep.pause_through(frame) == []  # 128 + 20 = 148 ms < 150 ms
+    loud = rng.normal(0, 0.2, 320).astype(np.float32)
+    assert ep.pause_through(loud) == []  # speech-level audio waits for the VAD's verdict
+    two = np.concatenate([frame, frame])
+    (pause,) = ep.pause_through(two)  # 128 + 40 = 168 ms of quiet: the pause, before the VAD judged it
+    assert isinstance(pause, SpeechPause) and abs(pause.at - (ep.now + 0.04)) < 1e-9
+    assert pause.ended_at == ep.now - 4 * DT
+    assert ep.pause_through(two) == []  # once per gap
+    assert not any(isinstance(e, SpeechPause) for e in ep.feed(0.1, line[54]))  # feed does not repeat it
+    assert ep.feed(0.9, rng.normal(0, 0.2, CHUNK).astype(np.float32)) == [SpeechResume(ep.now - DT)]
+
+
 def test_speculative_config_from_turn_taking() -> None:
     cfg = EndpointConfig.speculative(TurnTaking(speculative_silence_ms=250, max_silence_ms=2000, noise_margin_db=3))
     assert cfg.pause_s == 0.25 and cfg.end_silence_s == 2.0 and cfg.noise_margin_db == 3.0

@@ -99,15 +99,19 @@ class HeldVad:
         return self.late.popleft() if len(self.late) > self.hold else []
 
 
-@pytest.mark.parametrize("name", ["human", "refund_pause"])
+@pytest.mark.parametrize("name", ["human", "refund_pause", "hours"])
 async def test_the_turn_ends_on_quiet_frames_without_waiting_for_the_vads_verdict(name: str) -> None:
     """Verdicts 60 ms late: the statement still ends within a frame of end_of_utterance_silence_ms (quiet audio
     below the end margin is silence whatever the VAD will say), and a mid-sentence pause is still not an end."""
     events: list[ListenEvent] = []
     fed = [0]
 
+    likely_at: list[float] = []
+
     async def emit(ev: ListenEvent) -> None:
         events.append(ev)
+        if isinstance(ev, Likely):
+            likely_at.append(fed[0] / 8000 - ev.stopped_at)
 
     tt = TurnTaking()
     stt = shared_transcriber(STTConfig(cpu_threads=2))
@@ -124,12 +128,17 @@ async def test_the_turn_ends_on_quiet_frames_without_waiting_for_the_vads_verdic
     ends = [e for e in events if isinstance(e, TurnEnd)]
     assert len(ends) == 1, events
     assert wer(str(conversation_fixtures()[name]["text"]), ends[0].words)[0] <= 3, ends[0].words
+    # the speculative decode too starts within a frame of speculative_silence_ms (recognition is instant here)
+    speculative = tt.speculative_silence_ms / 1000
+    assert likely_at and all(speculative - 1e-9 <= t <= speculative + 0.020 + 1e-9 for t in likely_at), likely_at
     if ends[0].why == "complete":
         wait = ends[0].decided_at - ends[0].stopped_at
         complete = tt.end_of_utterance_silence_ms / 1000
         assert complete - 1e-9 <= wait <= complete + 0.020 + 1e-9, wait  # 60 ms of held verdicts do not count
     else:
-        assert name == "refund_pause"
+        assert (name, ends[0].why) == ("hours", "question"), ends[0].why
+        question = tt.question_silence_ms / 1000
+        assert question - 1e-9 <= ends[0].decided_at - ends[0].stopped_at <= question + 0.020 + 1e-9
 
 
 async def test_a_stale_speculative_decode_that_has_not_started_never_runs() -> None:
