@@ -80,7 +80,7 @@ class TurnTaking(StrictModel):
         default=300, description="Silence that ends the turn when the caller's words are a complete question "
         "(recognised with a question mark): callers rarely go on after one.")
     end_of_utterance_silence_ms: Annotated[int, within(100, 3000), Ranged(100, 3000)] = Field(
-        default=450, description="Silence that ends the turn when the caller's words look complete (a comma "
+        default=480, description="Silence that ends the turn when the caller's words look complete (a comma "
         "pause is 0.2-0.45 s; words that end mid-clause wait for max_silence_ms).")
     max_silence_ms: Annotated[int, within(300, 5000), Ranged(300, 5000)] = Field(
         default=1500, description="Silence that always ends the turn (a caller pausing mid-sentence waits this long).")

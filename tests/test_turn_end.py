@@ -76,7 +76,7 @@ def test_wait_left_names_the_next_moment_that_can_change_the_answer() -> None:
 def test_config_from_turn_taking() -> None:
     cfg = TurnEndConfig.from_turn_taking(TurnTaking())
     assert (cfg.speculative_s, cfg.question_s, cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (
-        0.15, 0.3, 0.45, 0.8, 1.5)
+        0.15, 0.3, 0.48, 0.8, 1.5)
     cfg = TurnEndConfig.from_turn_taking(TurnTaking(end_of_utterance_silence_ms=1000, max_silence_ms=1200))
     assert (cfg.complete_s, cfg.unsure_s, cfg.max_silence_s) == (1.0, 1.0, 1.2)
 
