@@ -26,6 +26,10 @@ time of stream time 0 is estimated as the earliest ``arrival - samples
 received``: the moment the caller stopped is that origin plus the stream time
 of their last voiced chunk, so audio that queued up on a busy event loop
 (:attr:`Listener.ingest_lag_s`) counts in the endpoint wait instead of hiding.
+Audio whose VAD verdict has not come back yet (a partial 32 ms chunk, a batch
+tick) already counts as silence when it is below the end margin
+(:meth:`agents.endpointing.Endpointer.silence_through`): pauses are seen a
+frame after they happen.
 """
 
 from __future__ import annotations
