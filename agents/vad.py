@@ -407,8 +407,15 @@ class VadBatcher:
 
     async def run(self) -> None:
         """Whenever a chunk is waiting, wait one tick (others join the batch), then infer. Runs forever,
-        or (``auto_run``) until no stream is open."""
+        or (``auto_run``) until no stream is open.
+
+        While chunks keep coming, ticks keep an absolute schedule (every ``tick_s``, late ones run at once):
+        a call's listener waits for a tick on most frames, so a period stretched by the inference time and a
+        busy loop (sleeping ``tick_s`` *after* each run) made every listener fall behind its caller — seconds
+        behind at 100 calls on one core, which also delayed each hang-up by as much."""
         self._wakeup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        due: float | None = None  # when the next tick is due (None: idle, the next chunk starts a schedule)
         try:
             while True:
                 if not self._ready_streams:
@@ -416,8 +423,14 @@ class VadBatcher:
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                    if due is not None and loop.time() > due + self.tick_s:
+                        due = None  # idle for more than a tick: a new schedule
                     continue
-                await asyncio.sleep(self.tick_s)
+                now = loop.time()
+                if due is None:
+                    due = now + self.tick_s
+                await asyncio.sleep(max(0.0, due - now))
+                due = max(due + self.tick_s, loop.time() - self.tick_s)  # late: catch up, never burst
                 try:
                     self.run_pending()
                 except Exception:  # keep serving the other calls; the failure is in the log

@@ -43,6 +43,8 @@ class CallOutcome:
     send_lag_max_s: float = 0.0
     talked: bool = False  # said the fixture sentence (--inbound speech)
     next_mark_s: float = math.nan  # first mark after the greeting's, seconds after the greeting was heard
+    close_s: float = math.nan  # our close frame (or the gateway's) → the gateway closed the TCP connection
+    close_aborted: bool = False  # the gateway had not closed it CLOSE_TIMEOUT_S later: we aborted it
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Leg(asyncio.Protocol):
         self.said = 0  # speech frames sent
         self.greeting_at = math.nan  # when the greeting's mark was reached in playout
         self.closing = False  # a close frame was sent or received: no more frames from us
+        self.closing_at = math.nan
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,6 +111,8 @@ class Leg(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing and not self.out.error:  # mid-call; after our close frame any ending is fine (as Twilio)
             self.out.error = f"connection lost without a close frame{f': {exc}' if exc else ''}"[:200]
+        if self.closing and not math.isnan(self.closing_at) and not self.out.close_aborted:
+            self.out.close_s = self.clock() - self.closing_at
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(self.out.error or "connection lost"))
         if not self.done.done():
@@ -196,10 +201,12 @@ class Leg(asyncio.Protocol):
     def _closing(self) -> None:
         if not self.closing:
             self.closing = True
+            self.closing_at = self.clock()
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._close_timeout)
 
     def _close_timeout(self) -> None:
         if not self.done.done():
+            self.out.close_aborted = True
             self.abort()
 
     def _fail(self, error: str) -> None:

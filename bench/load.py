@@ -56,7 +56,7 @@ import numpy as np
 import yaml
 
 from audio.codec import lin2ulaw, ulaw2lin
-from bench.callers import Script, Ticker, one_call
+from bench.callers import CLOSE_TIMEOUT_S, Script, Ticker, one_call
 from bench.common import ROOT, Gateway, bucket_quantile, counter, histogram, percentile
 from gateway.serve import free_port
 
@@ -298,6 +298,12 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     if talkers:  # an answer heard before the idle reprompt could come (8 s after the greeting) = heard and answered
         answered = sum(1 for c in talkers if c["next_mark_s"] < 7.5)
         print(f"  callers who talked: {len(talkers)}; answered before a reprompt could come: {answered}", flush=True)
+    closes = [c["close_s"] * 1000 for c in placed if not math.isnan(c["close_s"])]
+    aborted = sum(1 for c in placed if c["close_aborted"])
+    if closes or aborted:  # the gateway's side of hanging up: stop/close frame → TCP connection closed
+        print(f"  teardown: closed by the gateway p50 {percentile(closes, 50):.0f} ms, p99 "
+              f"{percentile(closes, 99):.0f} ms; not closed within {CLOSE_TIMEOUT_S:g} s (aborted): {aborted}",
+              flush=True)
     errors = sorted({c["error"] for c in calls if c["error"]})
     if errors:
         print(f"  call errors ({len(calls) - len(placed)}): {'; '.join(errors[:3])}", flush=True)
