@@ -136,6 +136,11 @@ class EndpointConfig:
         return max(0.01, self.threshold - 0.15)
 
 
+def _level_db(samples: F32) -> float:
+    """Mean power in dBFS."""
+    return 10.0 * float(np.log10(float(np.mean(np.square(samples, dtype=np.float64))) + 1e-12))
+
+
 class Endpointer:
     def __init__(self, config: EndpointConfig | None = None) -> None:
         self.config = config or EndpointConfig()
@@ -178,8 +183,7 @@ class Endpointer:
         cfg = self.config
         if self._utt is None or cfg.noise_margin_db is None or not len(pending):
             return self.silence_s
-        level = 10.0 * float(np.log10(float(np.mean(np.square(pending, dtype=np.float64))) + 1e-12))
-        if level >= self.noise_db + max(cfg.noise_margin_db, cfg.end_margin_db):
+        if _level_db(pending) >= self.noise_db + self._margin_db():
             return self.silence_s
         return self.silence_s + len(pending) / SAMPLE_RATE
 
@@ -188,33 +192,43 @@ class Endpointer:
 
         Emitted at most once per gap, as :meth:`feed` would; if the VAD then judges that audio voiced,
         :meth:`feed` says :class:`SpeechResume` and the speculation is dropped as usual."""
-        cfg = self.config
-        if self._utt is None or cfg.pause_s is None or self._paused or self._voiced_s < cfg.min_speech_s:
+        if self._utt is None:
             return []
-        silence = self.silence_through(pending)
-        if not cfg.pause_s <= silence < cfg.end_silence_s:
+        return self._pause(self.silence_through(pending), self.now + len(pending) / SAMPLE_RATE)
+
+    def _pause(self, silence_s: float, at: float) -> list[EndpointEvent]:
+        """The :class:`SpeechPause` for this much silence in the utterance, once per gap (else nothing)."""
+        cfg = self.config
+        assert self._utt is not None
+        if (cfg.pause_s is None or self._paused or not cfg.pause_s <= silence_s < cfg.end_silence_s
+                or self._voiced_s < cfg.min_speech_s):
             return []
         self._paused = True
-        return [SpeechPause(self._started_at, self._last_voiced_end, self.now + len(pending) / SAMPLE_RATE,
-                            self._voiced_s, self._trimmed(np.concatenate(self._utt)))]
+        return [SpeechPause(self._started_at, self._last_voiced_end, at, self._voiced_s,
+                            self._trimmed(np.concatenate(self._utt)))]
 
     def reset(self) -> None:
         """Forget any utterance in progress (stream time keeps counting)."""
         self._utt = None
         self._pre = []
 
+    def _margin_db(self) -> float:
+        """How far over the floor audio must be to count: the start margin, or the end margin inside an utterance."""
+        cfg = self.config
+        assert cfg.noise_margin_db is not None
+        return cfg.noise_margin_db if self._utt is None else max(cfg.noise_margin_db, cfg.end_margin_db)
+
     def _loud_enough(self, prob: float, chunk: F32) -> bool:
         """Update the noise floor; is this chunk above it by the margin (the end margin inside an utterance)?"""
         cfg = self.config
         if cfg.noise_margin_db is None:
             return True
-        level = 10.0 * float(np.log10(float(np.mean(np.square(chunk, dtype=np.float64))) + 1e-12))
+        level = _level_db(chunk)
         if prob < cfg.neg_threshold:  # the VAD calls it non-speech: it is what the line sounds like
             rate = 0.1 if level < self.noise_db else 0.05  # about the line's mean level; drops followed faster
             self.noise_db += rate * (level - self.noise_db)
             self.noise_db = min(self.noise_db, -20.0)  # never so high that normal speech is gated out
-        margin = cfg.noise_margin_db if self._utt is None else max(cfg.noise_margin_db, cfg.end_margin_db)
-        return level >= self.noise_db + margin
+        return level >= self.noise_db + self._margin_db()
 
     def feed(self, prob: float, chunk: F32) -> list[EndpointEvent]:
         cfg = self.config
@@ -251,11 +265,7 @@ class Endpointer:
                     events.append(SpeechResume(start))
             else:
                 self._silence_s += dur
-                if (cfg.pause_s is not None and not self._paused and self._silence_s >= cfg.pause_s
-                        and self._silence_s < cfg.end_silence_s and self._voiced_s >= cfg.min_speech_s):
-                    self._paused = True
-                    events.append(SpeechPause(self._started_at, self._last_voiced_end, end, self._voiced_s,
-                                              self._trimmed(np.concatenate(self._utt))))
+                events += self._pause(self._silence_s, end)
         if not self._barged and self._voiced_s >= cfg.barge_in_s:
             self._barged = True
             events.append(BargeIn(end, self._started_at))
