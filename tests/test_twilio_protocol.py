@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -213,22 +214,23 @@ FIELDS = ["event", "streamSid", "sequenceNumber", "start", "media", "mark", "dtm
           "timestamp", "name", "digit", "callSid", "customParameters", "mediaFormat", "tracks"]
 
 
-def _mutate(obj: Any, draw: Any) -> Any:
-    """Replace, drop or add one field somewhere in a valid message."""
+def _mutate(obj: Any, choose: Callable[[list[str]], str], value: Callable[[], Any]) -> Any:
+    """Replace, drop or add one field somewhere in a valid message (``choose`` picks, ``value`` makes a value:
+    hypothesis's draws or a seeded ``random.Random``)."""
     if isinstance(obj, dict) and obj:
-        key = draw(st.sampled_from(sorted(obj)))
-        action = draw(st.sampled_from(["drop", "replace", "recurse", "add"]))
+        key = choose(sorted(obj))
+        action = choose(["drop", "replace", "recurse", "add"])
         out = dict(obj)
         if action == "drop":
             del out[key]
         elif action == "replace":
-            out[key] = draw(_json_values())
+            out[key] = value()
         elif action == "recurse":
-            out[key] = _mutate(obj[key], draw)
+            out[key] = _mutate(obj[key], choose, value)
         else:
-            out[draw(st.sampled_from(FIELDS))] = draw(_json_values())
+            out[choose(FIELDS)] = value()
         return out
-    return draw(_json_values())
+    return value()
 
 
 def _check(p: TwilioProtocol, text: str) -> None:
@@ -253,7 +255,7 @@ def test_fuzz_mutated_golden_messages(data: st.DataObject) -> None:
         p.receive_text(text)
     p.events_received()
     base = json.loads(data.draw(st.sampled_from([t for t, _ in GOLDEN_INBOUND])))
-    mutated = _mutate(base, data.draw)
+    mutated = _mutate(base, lambda options: data.draw(st.sampled_from(options)), lambda: data.draw(_json_values()))
     text = json.dumps(mutated)
     if data.draw(st.booleans()):  # byte-level damage too: truncation or a flipped character
         i = data.draw(st.integers(0, max(0, len(text) - 1)))
@@ -297,24 +299,6 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     return {_random_text(rng, 8): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
 
 
-def _random_mutation(obj: Any, rng: random.Random) -> Any:
-    """:func:`_mutate`'s four actions, drawn from ``rng``."""
-    if isinstance(obj, dict) and obj:
-        key = rng.choice(sorted(obj))
-        action = rng.choice(["drop", "replace", "recurse", "add"])
-        out = dict(obj)
-        if action == "drop":
-            del out[key]
-        elif action == "replace":
-            out[key] = _random_json(rng)
-        elif action == "recurse":
-            out[key] = _random_mutation(obj[key], rng)
-        else:
-            out[rng.choice(FIELDS)] = _random_json(rng)
-        return out
-    return _random_json(rng)
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_fuzz_seeded_mutations_of_golden_messages(seed: int) -> None:
     rng = random.Random(seed)
@@ -324,7 +308,7 @@ def test_fuzz_seeded_mutations_of_golden_messages(seed: int) -> None:
         for text, _ in GOLDEN_INBOUND[:rng.randint(0, 2)]:
             p.receive_text(text)
         p.events_received()
-        text = json.dumps(_random_mutation(json.loads(rng.choice(golden)), rng))
+        text = json.dumps(_mutate(json.loads(rng.choice(golden)), rng.choice, lambda: _random_json(rng)))
         if rng.random() < 0.5:  # byte-level damage too: truncation or a flipped character
             j = rng.randint(0, max(0, len(text) - 1))
             text = text[:j] + _random_text(rng, 2) + text[j + 1:]
