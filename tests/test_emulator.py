@@ -25,6 +25,21 @@ def test_marks_echo_when_playout_reaches_them() -> None:
     assert p.due_marks() == ["s1"] and p.idle()
 
 
+def test_a_mark_is_timed_when_playout_reached_it_not_when_it_was_looked_at() -> None:
+    clock = Clock()
+    p = Playout(clock)
+    p.add_audio(0.5)
+    p.add_mark("a")
+    p.add_audio(0.25)
+    p.add_mark("b")
+    assert p.next_due() == 100.5
+    clock.t += 0.513  # looked at 13 ms after "a" was reached (the emulator's 20 ms sending tick)
+    assert p.due() == [(100.5, "a")]
+    assert p.next_due() == 100.75
+    clock.t += 1.0
+    assert p.due() == [(100.75, "b")] and p.next_due() is None
+
+
 def test_mark_on_empty_buffer_echoes_at_once() -> None:
     p = Playout(Clock())
     p.add_mark("m")

@@ -47,7 +47,7 @@ class CallResult:
     audio: bytearray = field(default_factory=bytearray)  # mu-law 8 kHz, every media payload received
     heard: bytearray = field(default_factory=bytearray)  # what played: `audio` less what each `clear` dropped
     marks_echoed: list[str] = field(default_factory=list)
-    mark_times: dict[str, float] = field(default_factory=dict)  # echo time (seconds since `start`) per mark
+    mark_times: dict[str, float] = field(default_factory=dict)  # when playout reached each mark (s since `start`)
     clear_times: list[float] = field(default_factory=list)  # seconds since `start` of each `clear`
     marks_cleared: list[str] = field(default_factory=list)
     clears: int = 0
@@ -119,11 +119,19 @@ class Playout:
         self.pending.append((max(self.play_end, self.clock()), name))
         self.started = False
 
-    def due_marks(self) -> list[str]:
+    def due(self) -> list[tuple[float, str]]:
+        """The marks playout has reached, each with the moment it reached it (Twilio echoes a mark then)."""
         now = self.clock()
-        due = [name for at, name in self.pending if at <= now]
+        due = [(at, name) for at, name in self.pending if at <= now]
         self.pending = [(at, name) for at, name in self.pending if at > now]
         return due
+
+    def due_marks(self) -> list[str]:
+        return [name for _, name in self.due()]
+
+    def next_due(self) -> float | None:
+        """When the next pending mark will be reached (None: no mark pending)."""
+        return min((at for at, _ in self.pending), default=None)
 
     def unplayed_seconds(self) -> float:
         """Audio time still buffered (what a ``clear`` now would drop)."""
@@ -364,6 +372,7 @@ class CallControl:
                 self.result.frame_lateness.append(self.playout.add_audio(len(payload) / 8000))
             elif msg["event"] == "mark":
                 self.playout.add_mark(msg["mark"]["name"])
+                await self._echo_due()  # a mark after audio that has already played is echoed at once
             elif msg["event"] == "clear":
                 self.result.clears += 1
                 self.result.clear_times.append(self.emu.clock() - self.t0)
@@ -372,6 +381,12 @@ class CallControl:
                 for name in self.playout.clear():
                     self.result.marks_cleared.append(name)
                     await self._echo(name)
+
+    async def _echo_due(self) -> None:
+        for at, name in self.playout.due():
+            self.result.marks_echoed.append(name)
+            self.result.mark_times[name] = at - self.t0
+            await self._echo(name)
 
     async def _echo(self, name: str) -> None:
         await self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
@@ -396,10 +411,7 @@ class CallControl:
         try:
             while not receiver.done():
                 now = self.emu.clock()
-                for name in self.playout.due_marks():
-                    self.result.marks_echoed.append(name)
-                    self.result.mark_times[name] = now - self.t0
-                    await self._echo(name)
+                await self._echo_due()
                 if (done_at is None and len(self.result.marks_echoed) >= until_marks and script_task is None
                         and self.playout.idle()):
                     done_at = now + hold_s
@@ -416,6 +428,9 @@ class CallControl:
                     "track": "inbound", "chunk": str(chunk), "timestamp": str(chunk * 20 - 20),
                     "payload": base64.b64encode(frame).decode()}})
                 next_at = self.t0 + chunk * FRAME_SECONDS / self.emu.speed
+                while (mark_at := self.playout.next_due()) is not None and mark_at < next_at:
+                    await asyncio.sleep(max(0.0, mark_at - self.emu.clock()))  # echo each mark when it is reached
+                    await self._echo_due()
                 await asyncio.sleep(max(0.0, next_at - self.emu.clock()))
             if not receiver.done():
                 await self.stop()
