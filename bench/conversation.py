@@ -8,14 +8,16 @@ the same noise (never digital silence).
 
 Scripted call (a bench agent whose answers are fixed phrases; a first, unmeasured call asks every question once so
 the phrase cache holds them, as pre-rendering at startup would) — the summary line:
-- a cough 0.8 s into the greeting: the greeting must still be heard in full (``lost_greetings``) and nothing
-  cleared (a false barge-in);
+- a cough 0.8 s into the greeting: the greeting must still be heard in full (``lost_greetings``);
 - every fixture spoken after the agent went quiet: mouth-to-ear = the reply turn's start mark echoed at playout
   − end of the caller's speech in the fixture; a reply turn that starts before the fixture's speech ended, or a
   second reply to one fixture, is a *premature turn end* (a pausing caller cut off);
 - three barge-ins: a fixture spoken 1 s into a long answer; stop = the moment agent audio stopped playing at
   the caller − speech onset;
 - a cough 1 s into a long answer: a false barge-in unless every sentence of that answer is heard in full.
+  Over either cough the agent may *pause* (its unplayed audio cleared at the caller the moment the VAD hears
+  an onset) and must then resume from where the caller stopped hearing it: every mark the pause cleared has
+  to be heard afterwards, or the cough counts as a false barge-in. Pauses are counted (``noise_pauses``).
 LLM call (loopback fake OpenAI-compatible server, long replies, each fixture spoken 1 s into the previous
 reply: a barge-in and a question), reported on its own ``llm:`` line.
 WER counts what the gateway recognised (its "caller said" log lines) against the fixture texts.
@@ -103,6 +105,7 @@ class Stats:
     barge_ins_missed: int = 0
     premature: int = 0
     false_barge_ins: int = 0
+    noise_pauses: int = 0  # the agent paused over a noise burst and resumed (nothing lost)
     lost_greetings: int = 0
     unanswered: int = 0
 
@@ -170,6 +173,22 @@ class Line:
         return start
 
 
+async def after_noise(c: CallControl, cleared: int, spoken_s: float, stats: Stats, what: str) -> None:
+    """Noise was spoken over the agent (``spoken_s`` of it, marks cleared before it: ``cleared``): once it is
+    over, whatever a pause for it cleared must be heard (resumed where the caller stopped hearing)."""
+    await asyncio.sleep(spoken_s)
+
+    def taken() -> list[str]:
+        return c.result.marks_cleared[cleared:]
+
+    resumed = await until(lambda: all(m in c.result.marks_echoed for m in taken()), 10)
+    if taken():
+        stats.noise_pauses += 1
+    if not resumed:
+        stats.false_barge_ins += 1
+        print(f"  false barge-in on {what}: never heard {[m for m in taken() if m not in c.result.marks_echoed]}")
+
+
 async def quiet(c: CallControl, hold_s: float = 0.6) -> None:
     """The agent's audio has finished playing and nothing more came for ``hold_s`` (sentence gaps are shorter)."""
     since = time.monotonic()
@@ -216,12 +235,12 @@ async def scripted_call(url: str, stats: Stats) -> None:
         try:
             await until(lambda: c.result.time_to_first_audio is not None)
             await asyncio.sleep(0.8)
-            clears = c.result.clears
-            await line.speak(conversation_mulaw("cough"))  # a noise burst over the greeting
-            await until(lambda: "greeting-1" in c.result.marks_echoed, 30)
-            if "greeting-1" in c.result.marks_cleared or "greeting-1" not in c.result.marks_echoed:
+            cleared = len(c.result.marks_cleared)
+            cough = conversation_mulaw("cough")
+            await line.speak(cough)  # a noise burst over the greeting
+            await after_noise(c, cleared, len(cough) / 8000, stats, "a cough over the greeting")
+            if not await until(lambda: "greeting-1" in c.result.marks_echoed, 30):
                 stats.lost_greetings += 1
-            stats.false_barge_ins += c.result.clears > clears
             await quiet(c)
             for name in QUESTIONS:
                 await question(c, line, name, stats)
@@ -233,11 +252,10 @@ async def scripted_call(url: str, stats: Stats) -> None:
             await until(lambda: len(starts(c)) > known, 20)
             await asyncio.sleep(1.0)
             cleared = len(c.result.marks_cleared)
-            await line.speak(conversation_mulaw("cough"))
+            cough = conversation_mulaw("cough")
+            await line.speak(cough)
+            await after_noise(c, cleared, len(cough) / 8000, stats, "a cough over an answer")
             await quiet(c)
-            if len(c.result.marks_cleared) > cleared:
-                stats.false_barge_ins += 1
-                print(f"  false barge-in on a cough: cleared {c.result.marks_cleared[cleared:]}")
         finally:
             noise.cancel()
 
@@ -399,7 +417,8 @@ async def main(args: argparse.Namespace) -> None:
     report("scripted", scripted)
     m2e = scripted.m2e()
     print(f"scripted: {len(m2e)} answers, {scripted.unanswered} unanswered, lost_greetings={scripted.lost_greetings}, "
-          f"false_barge_ins={scripted.false_barge_ins}, premature={scripted.premature}, recognised {len(said_scripted)}"
+          f"false_barge_ins={scripted.false_barge_ins}, noise_pauses={scripted.noise_pauses} (resumed), "
+          f"premature={scripted.premature}, recognised {len(said_scripted)}"
           f" lines, {e}/{n} word errors")
     if not args.skip_llm:
         report("llm", llm)
@@ -410,7 +429,8 @@ async def main(args: argparse.Namespace) -> None:
               f"unanswered={llm.unanswered} wer={le / max(1, ln):.3f} ({len(fake.requests)} LLM requests)")
     print(f"conversation: mouth_to_ear_p50_ms={pct(m2e, 50) * 1000:.0f} mouth_to_ear_p95_ms={pct(m2e, 95) * 1000:.0f} "
           f"barge_in_stop_ms={pct(scripted.barge_in_stop, 50) * 1000:.0f} premature_turn_ends={scripted.premature} "
-          f"false_barge_ins={scripted.false_barge_ins} unanswered={scripted.unanswered} wer={e / max(1, n):.3f}")
+          f"false_barge_ins={scripted.false_barge_ins} unanswered={scripted.unanswered} wer={e / max(1, n):.3f} "
+          f"noise_pauses={scripted.noise_pauses}")
 
 
 if __name__ == "__main__":
