@@ -4,9 +4,10 @@ Rules of this file: on the wire each leg is what Twilio sends (webhook, WebSocke
 ``start``, 20 ms inbound ``media`` frames with ``sequenceNumber``/``chunk``/``timestamp``, mark echoes at
 playout time, ``clear`` honoured, ``stop``), so the gateway does exactly the work a real call costs. What is
 cheap here: one asyncio Protocol per connection (bench/ws_client.py framing, no WebSocket library), one
-pacing ticker per process (every 20 ms it sends one frame for every active leg, in the order they joined)
-instead of one sleeping task per leg, pre-encoded inbound payloads, and outbound media counted without a JSON
-parse. The clock is the event loop's.
+pacing ticker per process instead of one sleeping task per leg, pre-encoded inbound payloads, and outbound
+media counted without a JSON parse. The clock is the event loop's. Each leg keeps the 20 ms phase at which
+it joined, as independent Twilio legs do: the ticker runs every 2 ms and sends the frames of the legs in
+that phase slot, so the gateway receives a steady stream, not every call's frame in one burst per 20 ms.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import httpx
 from bench import ws_client as ws
 from gateway.twilio.emulator import Playout
 
-PERIOD_S = 0.02  # one inbound frame per leg per tick
+PERIOD_S = 0.02  # one inbound frame per leg per period
+SLOTS = 10  # phase slots per period: a leg is ticked in the slot of the phase it joined at
 CLOSE_TIMEOUT_S = 10.0  # after a close frame, wait this long for the server to close the TCP connection
 OPEN_TIMEOUT_S = 30.0
 _ACCOUNT = "AC" + "0" * 32
@@ -216,31 +218,41 @@ class Leg(asyncio.Protocol):
 
 
 class Ticker:
-    """Every 20 ms, one :meth:`Leg.tick` for every active leg, in the order they joined.
+    """Every 20 ms, one :meth:`Leg.tick` for every active leg, each in its own phase.
 
-    The schedule is absolute: a late tick is followed by catch-up ticks back to back, as a late Twilio
-    media server would send. ``lags`` records how late each tick ran (while legs were active).
+    A leg joins the phase slot (``period_s / slots`` wide) it arrived in and keeps it, as independent Twilio
+    legs each keep their own 20 ms cadence: with calls arriving at random times the frames are spread over
+    the period. (Ticking every leg at once sent the gateway all the calls' frames in one burst every 20 ms,
+    a load no real carrier produces, which showed up as frame lateness at two thirds of a core.)
+    The schedule is absolute: a late slot is followed by catch-up slots back to back, as a late Twilio
+    media server would send. ``lags`` records how late each slot with legs ran.
     """
 
-    def __init__(self, clock: Callable[[], float], period_s: float = PERIOD_S) -> None:
+    def __init__(self, clock: Callable[[], float], period_s: float = PERIOD_S, slots: int = SLOTS) -> None:
         self.clock = clock
         self.period_s = period_s
-        self.legs: list[Leg] = []
+        self.slot_s = period_s / slots
+        self.slots: list[list[Leg]] = [[] for _ in range(slots)]
+        self.origin = clock()
         self.lags: list[float] = []
 
     def add(self, leg: Leg) -> None:
-        self.legs.append(leg)
+        phase = (self.clock() - self.origin) % self.period_s
+        self.slots[min(len(self.slots) - 1, int(phase / self.slot_s))].append(leg)
 
     async def run(self) -> None:
         clock = self.clock
-        due = clock()
+        due = self.origin
+        k = 0
         while True:
             now = clock()
-            if self.legs:
+            legs = self.slots[k]
+            if legs:
                 lag = max(0.0, now - due)
                 self.lags.append(lag)
-                self.legs = [leg for leg in self.legs if leg.tick(now, lag)]
-            due += self.period_s
+                self.slots[k] = [leg for leg in legs if leg.tick(now, lag)]
+            due += self.slot_s
+            k = (k + 1) % len(self.slots)
             await asyncio.sleep(max(0.0, due - clock()))
 
 

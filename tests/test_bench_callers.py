@@ -131,3 +131,33 @@ async def test_a_short_call_hears_its_greeting_and_echoes_its_mark(agents_dir: P
     assert _value(metrics, "voicegw_protocol_errors_total") == 0
     assert _value(metrics, "voicegw_bounded_total", what="unknown_mark") == 0
     assert len(ticker.lags) > 300  # about 9 s of 20 ms ticks with the leg on them
+
+
+class _Leg:
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+
+    def tick(self, now: float, lag: float) -> bool:
+        self.ticks.append(now)
+        return len(self.ticks) < 5
+
+
+async def test_the_ticker_keeps_each_leg_in_the_phase_it_joined_at() -> None:
+    t = [100.0]
+    ticker = Ticker(lambda: t[0])
+    legs = [_Leg() for _ in range(4)]
+    for leg, at in zip(legs, (100.000, 100.0051, 100.013, 100.0201), strict=True):
+        t[0] = at
+        ticker.add(leg)
+    assert [len(slot) for slot in ticker.slots] == [2, 0, 1, 0, 0, 0, 1, 0, 0, 0]  # 0, 5.1, 13 and 20.1 ms
+    # Run on the loop's clock: every leg is ticked once per period, legs of other phases on other ticks.
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(loop.time)
+    late = [_Leg(), _Leg()]
+    ticker.slots[0].append(late[0])
+    ticker.slots[5].append(late[1])
+    run = asyncio.create_task(ticker.run())
+    await wait_until(lambda: all(len(leg.ticks) == 5 for leg in late))
+    run.cancel()
+    assert not set(late[0].ticks) & set(late[1].ticks)
+    assert all(s == [] for s in ticker.slots)  # a leg that is done leaves its slot
