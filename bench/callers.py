@@ -20,7 +20,7 @@ import random
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import httpx
 
@@ -217,6 +217,10 @@ class Leg(asyncio.Protocol):
         self.abort()
 
 
+class Tickable(Protocol):
+    def tick(self, now: float, lag: float) -> bool: ...
+
+
 class Ticker:
     """Every 20 ms, one :meth:`Leg.tick` for every active leg, each in its own phase.
 
@@ -232,11 +236,11 @@ class Ticker:
         self.clock = clock
         self.period_s = period_s
         self.slot_s = period_s / slots
-        self.slots: list[list[Leg]] = [[] for _ in range(slots)]
+        self.slots: list[list[Tickable]] = [[] for _ in range(slots)]
         self.origin = clock()
         self.lags: list[float] = []
 
-    def add(self, leg: Leg) -> None:
+    def add(self, leg: Tickable) -> None:
         phase = (self.clock() - self.origin) % self.period_s
         self.slots[min(len(self.slots) - 1, int(phase / self.slot_s))].append(leg)
 
