@@ -12,6 +12,7 @@ Two configurations:
   ChatTTS audio would.
 
 ``BENCH_GC_FREEZE=1`` (experiment): ``gc.freeze()`` right after the production startup.
+``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (:mod:`bench.stalls`).
 
 One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
 class, the batched VAD's counters when there is one, and (synthetic voice) per call sid the monotonic
@@ -115,6 +116,10 @@ def build_production(agents_dir: str, listen: bool) -> Any:
             while stt is not None and not stt.ready and not stt.load_error:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             services.listening = None  # calls get no VAD and no recognizer: the media path alone
+        if os.environ.get("BENCH_STALLS"):
+            from bench import stalls
+
+            stalls.start(asyncio.get_running_loop(), os.environ["BENCH_STALLS"])
         if os.environ.get("BENCH_GC_FREEZE") == "1":  # experiment: startup objects out of every GC pass
             gc.collect()
             gc.freeze()

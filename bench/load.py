@@ -249,6 +249,8 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         cpu0, t0 = gw.cpu_s(), time.monotonic()
         shares = [n // len(workers) + (1 if i < n % len(workers) else 0) for i in range(len(workers))]
         procs = []
+        results = []  # each worker's JSON goes to a file: through a pipe read only at the end, a worker whose
+        # report outgrew the pipe's 64 KB (about 200 calls) blocked in print() and the step never ended
         for i, (core, share) in enumerate(zip(workers, shares, strict=True)):
             if share == 0:
                 continue
@@ -258,7 +260,8 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
                    "--nice", str(args.nice)]
             if core is not None:
                 cmd += ["--core", str(core)]
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+            results.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed after the step, below
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=results[-1],
                                           env={**os.environ, "PYTHONPATH": str(ROOT)}))
         profiler = None
         # Profile the steady state: from the moment every call has heard its greeting to the end of the calls.
@@ -282,7 +285,12 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         if profiler is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 profiler.wait(30)
-    outs = [json.loads(p.communicate()[0]) for p in procs]
+    outs = []
+    for p, result in zip(procs, results, strict=True):
+        p.wait()
+        result.seek(0)
+        outs.append(json.loads(result.read()))
+        result.close()
     calls = [c for o in outs for c in o["calls"]]
     placed = [c for c in calls if not c["error"]]
     ttfa = [c["ttfa_s"] * 1000 for c in placed if not math.isnan(c["ttfa_s"])]
