@@ -173,16 +173,17 @@ class Line:
         return start
 
 
-async def after_noise(c: CallControl, cleared: int, spoken_s: float, stats: Stats, what: str) -> None:
-    """Noise was spoken over the agent (``spoken_s`` of it, marks cleared before it: ``cleared``): once it is
-    over, whatever a pause for it cleared must be heard (resumed where the caller stopped hearing)."""
+async def after_noise(c: CallControl, before: tuple[int, int], spoken_s: float, stats: Stats, what: str) -> None:
+    """Noise was spoken over the agent (``spoken_s`` of it; ``before``: marks cleared and clears before it): once
+    it is over, whatever a pause for it cleared must be heard (resumed where the caller stopped hearing)."""
     await asyncio.sleep(spoken_s)
+    cleared, clears = before
 
     def taken() -> list[str]:
         return c.result.marks_cleared[cleared:]
 
     resumed = await until(lambda: all(m in c.result.marks_echoed for m in taken()), 10)
-    if taken():
+    if c.result.clears > clears:  # a pause clears the caller's buffer, whether or not a mark was in it
         stats.noise_pauses += 1
     if not resumed:
         stats.false_barge_ins += 1
@@ -235,10 +236,10 @@ async def scripted_call(url: str, stats: Stats) -> None:
         try:
             await until(lambda: c.result.time_to_first_audio is not None)
             await asyncio.sleep(0.8)
-            cleared = len(c.result.marks_cleared)
+            before = len(c.result.marks_cleared), c.result.clears
             cough = conversation_mulaw("cough")
             await line.speak(cough)  # a noise burst over the greeting
-            await after_noise(c, cleared, len(cough) / 8000, stats, "a cough over the greeting")
+            await after_noise(c, before, len(cough) / 8000, stats, "a cough over the greeting")
             if not await until(lambda: "greeting-1" in c.result.marks_echoed, 30):
                 stats.lost_greetings += 1
             await quiet(c)
@@ -251,10 +252,10 @@ async def scripted_call(url: str, stats: Stats) -> None:
             await line.speak(conversation_mulaw("hours"))
             await until(lambda: len(starts(c)) > known, 20)
             await asyncio.sleep(1.0)
-            cleared = len(c.result.marks_cleared)
+            before = len(c.result.marks_cleared), c.result.clears
             cough = conversation_mulaw("cough")
             await line.speak(cough)
-            await after_noise(c, cleared, len(cough) / 8000, stats, "a cough over an answer")
+            await after_noise(c, before, len(cough) / 8000, stats, "a cough over an answer")
             await quiet(c)
         finally:
             noise.cancel()
