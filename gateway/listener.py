@@ -154,10 +154,11 @@ class Listener:
         self._unjudged.append(pcm)
         del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
         if self.endpointer.in_speech:  # quiet audio need not wait for the VAD (Endpointer.silence_through)
-            for ev in self.endpointer.pause_through(self._pending()):
+            pending = self._pending()  # unchanged until the VAD answers below
+            for ev in self.endpointer.pause_through(pending):
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:
-                await self._evaluate()
+                await self._evaluate(pending)
         for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
             self._judged(len(chunk))
             for ev in self.endpointer.feed(prob, chunk):
@@ -262,10 +263,11 @@ class Listener:
             await self.emit(NoWords(dropped=False))
         await self._evaluate()
 
-    async def _evaluate(self) -> None:
+    async def _evaluate(self, pending: F32 | None = None) -> None:
+        """Decide on the pause so far; ``pending``: the audio awaiting the VAD's verdict, if the caller has it."""
         if not self.endpointer.in_speech:
             return
-        silence = self.endpointer.silence_through(self._pending())
+        silence = self.endpointer.silence_through(self._pending() if pending is None else pending)
         verdict, why = decide(self.turn_end, TurnEndView(silence, self._words, self._score))
         if verdict is Decision.LIKELY and not self._likely and self._words:
             self._likely = True
