@@ -121,8 +121,6 @@ def main(args: argparse.Namespace) -> None:
             ends_at = next((s for s in marks if decide(cfg, TurnEndView(s, words, score))[0] is Decision.END),
                            cfg.max_silence_s)
             why = decide(cfg, TurnEndView(ends_at, words, score))[1]
-            if gap is not None and ends_at >= gap:
-                margins.append(ends_at - gap)
             if gap is not None and ends_at < gap:
                 premature += 1
                 verdict = "PREMATURE"
@@ -131,6 +129,8 @@ def main(args: argparse.Namespace) -> None:
                 verdict = f"late {ends_at:.1f}"
             else:
                 verdict = "ok"
+                if gap is not None:
+                    margins.append(ends_at - gap)
             print(f"{name:26s} {ev.ended_at:7.2f} {'yes' if gap is None else f'{gap:.2f}':>8s} {verdict:>9s} "
                   f"{why:>12s} {'' if score is None else f'{score:.2f}':>6s}  {words!r}")
     print(f"turn_end: premature={premature} late_ends={late} "
