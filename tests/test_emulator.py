@@ -13,11 +13,18 @@ class Clock:
         return self.t
 
 
+def _queued(clock: Clock, *sentences: tuple[float, str]) -> Playout:
+    """A playout buffer holding these sentences (seconds of audio, then the mark that ends each)."""
+    p = Playout(clock)
+    for seconds, mark in sentences:
+        p.add_audio(seconds)
+        p.add_mark(mark)
+    return p
+
+
 def test_marks_echo_when_playout_reaches_them() -> None:
     clock = Clock()
-    p = Playout(clock)
-    p.add_audio(1.0)
-    p.add_mark("s1")
+    p = _queued(clock, (1.0, "s1"))
     assert p.due_marks() == []
     clock.t += 0.99
     assert p.due_marks() == [] and not p.idle()
@@ -27,11 +34,7 @@ def test_marks_echo_when_playout_reaches_them() -> None:
 
 def test_a_mark_is_timed_when_playout_reached_it_not_when_it_was_looked_at() -> None:
     clock = Clock()
-    p = Playout(clock)
-    p.add_audio(0.5)
-    p.add_mark("a")
-    p.add_audio(0.25)
-    p.add_mark("b")
+    p = _queued(clock, (0.5, "a"), (0.25, "b"))
     assert p.next_due() == 100.5
     clock.t += 0.513  # looked at 13 ms after "a" was reached (the emulator's 20 ms sending tick)
     assert p.due() == [(100.5, "a")]
@@ -61,11 +64,7 @@ def test_starvation_mid_sentence_is_an_underrun_but_silence_after_a_mark_is_not(
 
 def test_clear_drops_buffer_and_returns_pending_marks() -> None:
     clock = Clock()
-    p = Playout(clock)
-    p.add_audio(1.0)
-    p.add_mark("a")
-    p.add_audio(1.0)
-    p.add_mark("b")
+    p = _queued(clock, (1.0, "a"), (1.0, "b"))
     clock.t += 1.5
     assert p.due_marks() == ["a"]
     assert p.clear() == ["b"]
