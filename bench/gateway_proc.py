@@ -11,7 +11,7 @@ Two configurations:
   measured. The 24 kHz float source goes through the same soxr resampler and mu-law encoder as
   ChatTTS audio would.
 
-``BENCH_GC_FREEZE=1`` (experiment): ``gc.freeze()`` right after the production startup.
+``BENCH_GC_FREEZE=0`` (experiment): without the startup heap freeze ``voicegw serve`` does once startup settled.
 ``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (:mod:`bench.stalls`).
 
 One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
@@ -41,9 +41,10 @@ from audio.formats import AudioChunk, AudioFormat, Encoding
 from gateway.app import create_app
 from gateway.ops import logs
 from gateway.ops.drain import Drain
+from gateway.serve import uvicorn_options
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.startup import build_services
+from gateway.startup import build_services, freeze_startup_heap, startup_settled
 from tts.base import SynthesisRequest
 
 RATE = 24000
@@ -102,6 +103,9 @@ def vad_stats(services: Services) -> dict[str, float]:
             "skipped": sum(b.skipped for b in batchers), "busy_s": sum(b.busy_s for b in batchers)}
 
 
+_background: set[asyncio.Task[None]] = set()  # keeps the freezing task referenced
+
+
 def build_production(agents_dir: str, listen: bool) -> Any:
     """The app as ``voicegw serve`` builds it (services built here so --listen off can take listening away)."""
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING", "VOICEGW_AGENTS_DIR": agents_dir,
@@ -120,9 +124,15 @@ def build_production(agents_dir: str, listen: bool) -> Any:
             from bench import stalls
 
             stalls.start(asyncio.get_running_loop(), os.environ["BENCH_STALLS"])
-        if os.environ.get("BENCH_GC_FREEZE") == "1":  # experiment: startup objects out of every GC pass
-            gc.collect()
-            gc.freeze()
+        if os.environ.get("BENCH_GC_FREEZE") != "0":  # as GatewayServer does (0: the experiment without it)
+            async def freeze_when_settled() -> None:
+                while not startup_settled(services):  # noqa: ASYNC110 - flags only, as GatewayServer.on_tick
+                    await asyncio.sleep(0.1)
+                freeze_startup_heap()
+                services.settling = False
+
+            services.settling = True
+            _background.add(asyncio.create_task(freeze_when_settled()))
         holder["services"] = services
         return services
 
@@ -210,8 +220,11 @@ def main() -> None:
         gc.freeze()
         gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
     app = build_production(args.agents_dir, args.listen == "on") if args.agents_dir else build(args.speech_s)[0]
+    options = uvicorn_options(Settings())
+    if os.environ.get("BENCH_WS") == "asgi":  # experiment: uvicorn's plain protocol (every message through ASGI)
+        options["ws"] = "websockets-sansio"
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
-                            access_log=False)
+                            access_log=False, **options)
     uvicorn.Server(config).run()
 
 

@@ -286,6 +286,8 @@ async def readyz(request: Request) -> Response:
         not_ready.append(f"listening unavailable: VAD {listening['vad']}")
     if listening["stt"] not in ("ready", "off"):
         not_ready.append(f"listening unavailable: speech-to-text {listening['stt']}")
+    if services.settling:
+        not_ready.append("settling startup (freezing its heap)")
     if services.draining:
         not_ready.append("draining")
     store_ok = bool(services.store.healthy)

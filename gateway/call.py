@@ -41,7 +41,17 @@ from typing import Protocol
 from agents.spec import AgentSpec
 from audio.codec import to_ulaw
 from audio.formats import FRAME_SECONDS
-from gateway.carrier import CallerAudio, CallEvent, CallListener, CarrierError, CarrierLink, Digit, HungUp, MarkHeard
+from gateway.carrier import (
+    CallerAudio,
+    CallEvent,
+    CallListener,
+    CarrierError,
+    CarrierLink,
+    Digit,
+    HotAudioLink,
+    HungUp,
+    MarkHeard,
+)
 from gateway.notes import CallNote, SentenceQueued, SentenceSpoken
 from gateway.ops import logs
 from gateway.ops.metrics import Metrics
@@ -139,6 +149,8 @@ class CallSession:
         # the call, so agent audio stays contiguous in the recording; the error is the carrier's start-up delay.
         self.stream_t0 = time.monotonic()
         self.recorder = open_call_recorder(services.settings.recordings_dir, agent, self.call_id)
+        if isinstance(link, HotAudioLink):
+            link.on_audio = self._audio_now
 
     # ---- wire writes ---------------------------------------------------
     async def _write_media(self, frame: bytes) -> None:
@@ -442,6 +454,17 @@ class CallSession:
                 await self._closed.wait()
 
     # ---- receiving -----------------------------------------------------
+    def _audio_now(self, event: CallerAudio) -> bool:
+        """The per-frame hot path (:class:`gateway.carrier.HotAudioLink`): caller audio handled as it arrives,
+        as :meth:`_read_loop` would, when the listener can take it now; False: it goes through the read loop."""
+        if self.listener is not None and not self.listener.take_audio_now(event):
+            return False
+        if self.recorder is not None:
+            self._record(self.recorder.add_caller, event.at_s, to_ulaw(event.chunk))
+        for observe in self.observers:
+            observe(event)
+        return True
+
     async def _read_loop(self) -> None:
         while True:
             event = await self.link.receive()

@@ -17,8 +17,9 @@ drops on :meth:`CarrierLink.clear`. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from audio.formats import AudioChunk
 
@@ -127,6 +128,16 @@ class CarrierLink(Protocol):
         ...
 
 
+@runtime_checkable
+class HotAudioLink(Protocol):
+    """A carrier link that can hand caller audio to the call core as it arrives (Twilio's, under the direct
+    WebSocket protocol): the call core sets ``on_audio``; the link calls it synchronously for each chunk, in
+    order, as long as nothing else is queued for :meth:`CarrierLink.receive`. True: taken; False: the chunk
+    comes through :meth:`CarrierLink.receive` after all (and so does everything after it, in order)."""
+
+    on_audio: Callable[[CallerAudio], bool] | None
+
+
 class CallListener(Protocol):
     """What drives a call's agent side (:class:`gateway.conversation.Conversation`)."""
 
@@ -136,6 +147,11 @@ class CallListener(Protocol):
 
     async def on_call_event(self, event: CallEvent) -> None:
         """Every event, after the call core has recorded it (marks already in the playout ledger)."""
+        ...
+
+    def take_audio_now(self, audio: CallerAudio) -> bool:
+        """Caller audio on the hot path (see :class:`HotAudioLink`): True when it was handled here and now,
+        synchronously; False: it comes through :meth:`on_call_event` as usual."""
         ...
 
     async def aclose(self) -> None:

@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.serve import GatewayServer, ready_hint
+    from gateway.serve import GatewayServer, ready_hint, uvicorn_options
 
     settings = _settings()
     _logging(settings)
@@ -59,8 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     entry = "speech: POST /v1/audio/speech" if settings.role == "speech" else "webhook: POST /twilio/voice"
     print(f"voicegw: serving on http://{host}:{port}  (role {settings.role}; {entry})", flush=True)
     # log_config=None: uvicorn's loggers propagate to ours (JSON lines when VOICEGW_LOG_JSON=1).
-    config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_ws_message_bytes,
-                            log_config=None, lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", **uvicorn_options(settings))
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     hint = (ready_hint(sorted(agents), f"http://{local}:{port}", _program()) if settings.role != "speech" else
             f"voicegw: ready: a speech pod; point telephony pods' CHATTTS_API_URL at http://{local}:{port}")

@@ -258,6 +258,16 @@ class Conversation:
         elif isinstance(event, Digit):
             await self._feed(DigitPressed(event.digit))
 
+    def take_audio_now(self, audio: CallerAudio) -> bool:
+        """The per-frame hot path: an idle line's audio goes to the listener without a task switch."""
+        listener = self.listener
+        if listener is None:
+            return True  # nothing listens: nothing to do with it
+        if not listener.ready_now:
+            return False
+        listener.feed_nowait(to_float(audio.chunk))
+        return True
+
     async def _on_audio(self, chunk: AudioChunk) -> None:
         if self.listener is not None:
             await self.listener.feed(to_float(chunk))

@@ -30,6 +30,12 @@ Audio whose VAD verdict has not come back yet (a partial 32 ms chunk, a batch
 tick) already counts as silence when it is below the end margin
 (:meth:`agents.endpointing.Endpointer.silence_through`): pauses are seen a
 frame after they happen.
+
+The hot path: with a batched VAD that reports verdicts by callback (:class:`PushVadSource`), audio of an
+idle line is taken synchronously (:meth:`Listener.feed_nowait`, while :attr:`Listener.ready_now`) and its
+verdicts are judged in the batcher's tick; only when a verdict brings an endpointer event is a task started
+to handle it. Audio goes through ``await`` :meth:`Listener.feed` (as before) while the caller is speaking or
+such a task runs, so events are handled in exactly the order and with the state they would have otherwise.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +55,7 @@ from agents.endpointing import (
     BargeIn,
     EndpointConfig,
     Endpointer,
+    EndpointEvent,
     SpeechDropped,
     SpeechEnd,
     SpeechPause,
@@ -58,6 +66,7 @@ from agents.smart_turn import SmartTurn
 from agents.spec import TurnTaking
 from agents.stt import STTError, Transcriber, Transcript
 from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide, ends_mid_clause
+from agents.vad import CHUNK
 from audio.formats import AudioChunk, AudioFormat, Encoding
 
 log = logging.getLogger("voicegw.listener")
@@ -110,6 +119,19 @@ class VadSource(Protocol):
     async def infer(self, samples: F32) -> list[tuple[float, F32]]: ...
 
 
+@runtime_checkable
+class PushVadSource(Protocol):
+    """A VAD that buffers without waiting and reports each chunk's verdict through ``on_result``, in order
+    (:class:`agents.vad.BatchedVadStream`); the listener takes ``on_result`` over."""
+
+    on_result: Callable[[float, F32], None]
+
+    @property
+    def pending_samples(self) -> int: ...
+
+    def feed(self, samples: F32) -> None: ...
+
+
 class Listener:
     def __init__(self, tt: TurnTaking, vad: VadSource, transcriber: Transcriber,
                  emit: Callable[[ListenEvent], Awaitable[None]], clock: Callable[[], float],
@@ -135,6 +157,14 @@ class Listener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._decoding: asyncio.Task[None] | None = None  # the current pause's speculative decode
         self._unjudged: list[F32] = []  # audio fed to the VAD whose verdict has not come back yet
+        # The hot path (see the module doc): verdicts come by callback and wait here until judged.
+        self._push: PushVadSource | None = vad if isinstance(vad, PushVadSource) else None
+        if self._push is not None:
+            self._push.on_result = self._verdict
+        self._verdicts: deque[tuple[float, F32]] = deque()
+        self._feeding = False  # an awaited feed() is in progress: it judges the verdicts
+        self._owner: asyncio.Task[None] | None = None  # a task judging verdicts (an event came on the hot path)
+        self._waiter: asyncio.Future[None] | None = None  # feed() waiting for its chunks' verdicts
 
     @property
     def caller_speaking(self) -> bool:
@@ -148,23 +178,94 @@ class Listener:
     def _wall(self, stream_s: float) -> float:
         return self._origin + stream_s
 
+    @property
+    def ready_now(self) -> bool:
+        """:meth:`feed_nowait` may take the next audio: a push VAD, the caller not speaking, nothing in hand."""
+        return (self._push is not None and not self.endpointer.in_speech and not self._feeding
+                and self._owner is None and not self._verdicts)
+
+    def feed_nowait(self, pcm: F32) -> None:
+        """:meth:`feed` without waiting, only while :attr:`ready_now`: the verdicts are judged as they come."""
+        assert self._push is not None
+        self._take(pcm)
+        self._push.feed(pcm)
+
     async def feed(self, pcm: F32) -> None:
-        self._received += len(pcm)
-        self._origin = min(self._origin, self.clock() - self._received / 8000)
-        self._unjudged.append(pcm)
-        del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
+        if self._push is not None:
+            while self._owner is not None:  # an event from the hot path is being handled: it goes first
+                await asyncio.wait([self._owner])
+            self._feeding = True
+            try:
+                await self._feed(pcm)
+            finally:
+                self._feeding = False
+        else:
+            await self._feed(pcm)
+
+    async def _feed(self, pcm: F32) -> None:
+        self._take(pcm)
         if self.endpointer.in_speech:  # quiet audio need not wait for the VAD (Endpointer.silence_through)
             pending = self._pending()  # unchanged until the VAD answers below
             for ev in self.endpointer.pause_through(pending):
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:
                 await self._evaluate(pending)
-        for prob, chunk in await self.vad.infer(pcm):  # batched: waits at most one VAD tick
+        push = self._push
+        if push is None:
+            for prob, chunk in await self.vad.infer(pcm):  # waits for the verdicts (inline: none to wait for)
+                await self._judge(prob, chunk)
+            return
+        push.feed(pcm)
+        if push.pending_samples >= CHUNK:  # batched: waits at most one VAD tick
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        while self._verdicts:
+            await self._judge(*self._verdicts.popleft())
+
+    def _take(self, pcm: F32) -> None:
+        self._received += len(pcm)
+        self._origin = min(self._origin, self.clock() - self._received / 8000)
+        self._unjudged.append(pcm)
+        del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
+
+    async def _judge(self, prob: float, chunk: F32) -> None:
+        self._judged(len(chunk))
+        for ev in self.endpointer.feed(prob, chunk):
+            await self._on(ev)
+        if self._words is not None and self.endpointer.in_speech:
+            await self._evaluate()
+
+    def _verdict(self, prob: float, chunk: F32) -> None:
+        """A chunk's verdict, from the VAD batcher's tick (synchronous: it must not block)."""
+        self._verdicts.append((prob, chunk))
+        if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
+            waiter = self._waiter
+            if waiter is not None and not waiter.done() and self._push is not None \
+                    and self._push.pending_samples < CHUNK:
+                waiter.set_result(None)
+            return
+        while self._verdicts:  # the hot path: judged here, unless it brings an event to handle
+            prob, chunk = self._verdicts.popleft()
             self._judged(len(chunk))
-            for ev in self.endpointer.feed(prob, chunk):
+            events = self.endpointer.feed(prob, chunk)
+            if events or (self._words is not None and self.endpointer.in_speech):
+                self._owner = self._spawn(self._own(events))
+                return
+
+    async def _own(self, events: list[EndpointEvent]) -> None:
+        """Handle the events a hot-path verdict brought, then every verdict that came meanwhile."""
+        try:
+            for ev in events:
                 await self._on(ev)
             if self._words is not None and self.endpointer.in_speech:
                 await self._evaluate()
+            while self._verdicts:
+                await self._judge(*self._verdicts.popleft())
+        finally:
+            self._owner = None
 
     def _pending(self) -> F32:
         if len(self._unjudged) == 1:
@@ -188,6 +289,8 @@ class Listener:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
         close = getattr(self.vad, "close", None)
         if close is not None:
             close()  # a batched stream frees its row

@@ -48,9 +48,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from agents.stt import cancel_loading
+from gateway.direct_ws import DirectWebSocketProtocol
 from gateway.ops.drain import Step
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.startup import freeze_startup_heap, startup_settled
 
 log = logging.getLogger("voicegw.serve")
 
@@ -64,6 +66,7 @@ class GatewayServer(uvicorn.Server):
         self.ready_hint = ready_hint
         #: The signal that stopped the server (None: stopped by a drain, or not stopped yet).
         self.stop_signal: int | None = None
+        self.heap_frozen = False  # the settled startup's objects are out of the collector's passes
 
     def services(self) -> Services | None:
         services: Services | None = getattr(self.app.state, "services", None)
@@ -112,6 +115,12 @@ class GatewayServer(uvicorn.Server):
         if await super().on_tick(counter):
             return True
         services = self.services()
+        if not self.heap_frozen and services is not None:
+            services.settling = True  # /readyz waits: the freeze's one collection must not pause calls
+            if startup_settled(services):
+                self.heap_frozen = True
+                log.info("startup settled: %d objects frozen out of garbage collection", freeze_startup_heap())
+                services.settling = False
         if self.ready_hint is not None and services is not None and _listening_settled(services):
             print(self.ready_hint, flush=True)
             self.ready_hint = None
@@ -158,6 +167,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How every voicegw server runs uvicorn: the direct WebSocket lane (:mod:`gateway.direct_ws`: media
+    messages handed over without ASGI's queue) and the WebSocket message limit."""
+    return {"ws": DirectWebSocketProtocol, "ws_max_size": settings.max_ws_message_bytes}
+
+
 @asynccontextmanager
 async def serve_in_loop(
     app: Starlette, settings: Settings, *, startup_timeout_s: float = 60.0, **uvicorn_kw: Any
@@ -168,7 +183,7 @@ async def serve_in_loop(
     server shuts down gracefully (open WebSockets are closed) within 30 s.
     """
     port = free_port()
-    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "ws_max_size": settings.max_ws_message_bytes}
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **uvicorn_options(settings)}
     options.update(uvicorn_kw)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     task = asyncio.create_task(server.serve(), name=f"uvicorn:{port}")

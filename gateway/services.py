@@ -53,6 +53,8 @@ class Services:
     listening: Listening | None = None
     #: ChatTTS loads in its own thread after startup; readiness waits for it.
     chattts_loading: asyncio.Task[None] | None = None
+    #: The process freezes its startup heap once startup settled (``voicegw serve``); not ready until then.
+    settling: bool = False
     #: Graceful-drain state; build_services sizes it from the settings.
     drain: Drain = field(default_factory=lambda: Drain(600.0))
     active_calls: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -142,3 +143,27 @@ def _listening(services: Services) -> None:
         STTConfig(model=settings.stt_model, device=settings.stt_device, compute_type=compute)
     )
     services.listening = listening
+
+
+def startup_settled(services: Services) -> bool:
+    """Every load startup began is over: the recognizer (loaded or failed for good), the fixed phrases' first
+    rendering and ChatTTS's load. What is alive now lives as long as the process."""
+    listening = services.listening
+    stt = listening.stt if listening is not None else None
+    if stt is not None and not stt.ready and stt.load_error is None:
+        return False
+    return all(task is None or task.done() for task in (services.prerendering, services.chattts_loading))
+
+
+def freeze_startup_heap() -> int:
+    """Take the objects of a settled startup out of the collector's passes (``gc.freeze``); returns how many.
+
+    Loaded models, tokenizers, schemas and modules are tens of thousands of objects that never die; every
+    full collection walked them all: 68-171 ms with the event loop held (docs/scaling.md), longer than the
+    playout lead, so every call speaking then underran. Frozen, a full collection walks only what calls
+    create. Run once, when :func:`startup_settled` says so, before calls come (its own collection pauses
+    the loop once, at startup)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+

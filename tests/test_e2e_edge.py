@@ -15,6 +15,7 @@ from gateway.call import CallSession
 from gateway.carrier import Digit
 from gateway.conversation import Conversation
 from gateway.twilio.emulator import CallControl, EmulatorError, TwilioEmulator, parse_stream
+from gateway.twilio.link import TwilioLink
 from tests.fake_twilio_rest import FakeTwilioRest, fake_twilio_rest
 from tests.helpers import (
     ACCOUNT,
@@ -43,6 +44,8 @@ async def test_signed_call_marks_drive_the_ledger_and_dtmf_reaches_the_agent(age
             assert c.result.marks_echoed == ["greeting-1"]
             await c.dtmf("5")
             await wait_until(lambda: s.dtmf == ["5"])
+            # served as `voicegw serve` serves it: the caller's audio reached the call on the direct lane's hot path
+            assert isinstance(s.link, TwilioLink) and s.link.audio_taken_now > 0
 
         result = await emu.call(agent="demo", script=script, hold_s=0.1, max_s=60)
         assert result.errors == [] and result.odd_frames == 0 and result.handshake_status is None

@@ -11,7 +11,7 @@ import pytest
 
 from agents.spec import TurnTaking
 from agents.stt import STTConfig, shared_transcriber
-from agents.vad import shared_model
+from agents.vad import GateConfig, VadBatcher, shared_model
 from audio.codec import ulaw2lin
 from bench.wer import wer
 from gateway.listener import EnoughSpeech, Likely, Listener, ListenEvent, NoWords, Onset, Resumed, TurnEnd
@@ -180,3 +180,52 @@ async def test_a_stale_speculative_decode_that_has_not_started_never_runs() -> N
     ends = [e for e in events if isinstance(e, TurnEnd)]
     assert len(ends) == 1 and ("refund" in ends[0].words or "order" in ends[0].words), events
     assert recognised == [ends[0].words], recognised  # one decode: the mid-sentence pauses' never ran
+
+
+@pytest.mark.parametrize("name", ["refund_pause", "hours", "cough"])
+async def test_the_hot_path_hears_exactly_what_the_awaited_path_hears(name: str) -> None:
+    """Batched VAD with its pre-gate, as in calls, one batch tick per 20 ms frame: idle-line audio taken
+    without waiting (``feed_nowait`` while ``ready_now``, verdicts judged in the batcher's tick) gives the
+    same events in the same order, with the same words and the same end of speech, as every frame awaited
+    through ``feed``."""
+
+    async def run(hot: bool) -> tuple[list[tuple[str, str, float]], int]:
+        events: list[ListenEvent] = []
+        fed = [0]
+
+        async def emit(ev: ListenEvent) -> None:
+            events.append(ev)
+
+        stt = shared_transcriber(STTConfig(cpu_threads=2))
+        batcher = VadBatcher(shared_model(), gate=GateConfig())  # ticked here: run_pending once per frame
+        listener = Listener(TurnTaking(), batcher.stream(), stt, emit, lambda: fed[0] / 8000)
+        pcm = ulaw2lin(conversation_mulaw(name)).astype(np.float32) / 32768
+        audio = np.concatenate([pcm[-4000:], pcm, *([pcm[-4000:]] * 6)])  # idle line first, as a call starts
+        taken = 0
+        try:
+            for i in range(0, len(audio), 160):
+                frame = audio[i : i + 160]
+                fed[0] += len(frame)
+                if hot and listener.ready_now:
+                    listener.feed_nowait(frame)
+                    taken += 1
+                    batcher.run_pending()
+                else:
+                    feeding = asyncio.ensure_future(listener.feed(frame))
+                    while not feeding.done():  # the tick comes while it waits for its verdicts
+                        await asyncio.sleep(0)
+                        batcher.run_pending()
+                    await feeding
+                await listener.settle()  # recognition takes no stream time
+        finally:
+            await listener.aclose()
+        seen = [(type(e).__name__, getattr(e, "words", "") or "", round(getattr(e, "stopped_at", 0.0), 3))
+                for e in events]
+        return seen, taken
+
+    awaited, _ = await run(hot=False)
+    hot, taken = await run(hot=True)
+    assert taken > 100  # the idle line went the hot way
+    assert hot == awaited
+    if name != "cough":
+        assert "TurnEnd" in [kind for kind, _, _ in hot]

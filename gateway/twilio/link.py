@@ -9,18 +9,28 @@ messages while the stream is open; hang-up and transfer use the REST API
 (:class:`gateway.twilio.rest.TwilioRest`) when credentials are configured.
 :func:`receive_events` is the one receive loop step (read a message, feed the
 protocol, take its events), also used before the call exists to wait for ``start``.
+
+Under :class:`gateway.direct_ws.DirectWebSocketProtocol` (how ``voicegw serve`` runs) the link attaches
+to the WebSocket on its first :meth:`TwilioLink.receive`: each message is then parsed as it arrives, caller
+audio is offered to the call core's ``on_audio`` hook at once (no task switch per frame: the per-frame
+path of docs/scaling.md), everything else is queued for :meth:`TwilioLink.receive` in order (audio too,
+whenever something is already queued or the hook declines it), and outbound messages are written straight
+to the socket. Under any other ASGI server the link reads through ASGI ``receive`` as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from audio.formats import TWILIO_FORMAT, AudioChunk
 from gateway.carrier import CallerAudio, CallEvent, CarrierError, Digit, HungUp, MarkHeard
+from gateway.direct_ws import DirectWriter, direct_attach
 from gateway.ops.metrics import Metrics
 from gateway.twilio.events import Dtmf, Event, Mark, Media, Stop
 from gateway.twilio.protocol import RemoteProtocolError, State, TwilioProtocol
@@ -88,6 +98,13 @@ class TwilioLink:
         self.metrics = metrics
         self._pending: deque[CallEvent] = deque()
         self._gone = False  # a send found the socket closed: the read side reports the hang-up
+        # Set by the call core: takes caller audio as it arrives (True) or declines it (False: via receive()).
+        self.on_audio: Callable[[CallerAudio], bool] | None = None
+        self._attach = direct_attach(ws.scope)  # None: not served by the direct protocol (plain ASGI)
+        self._writer: DirectWriter | None = None
+        self._ended = False  # the last event (HungUp) is queued: nothing after it
+        self._wakeup: asyncio.Future[None] | None = None
+        self.audio_taken_now = 0  # caller audio chunks the call core took on the hot path
 
     @property
     def call_id(self) -> str:
@@ -98,6 +115,8 @@ class TwilioLink:
         return self.protocol.state is State.STREAMING and not self._gone
 
     async def receive(self) -> CallEvent:
+        if self._attach is not None:
+            return await self._receive_direct()
         while not self._pending:
             try:
                 events = await receive_events(self.ws, self.protocol)
@@ -118,7 +137,64 @@ class TwilioLink:
                         break  # `stop` is the stream's last word
         return self._pending.popleft()
 
+    async def _receive_direct(self) -> CallEvent:
+        if self._writer is None:
+            assert self._attach is not None
+            self._writer = self._attach(self)  # messages already received arrive here at once, in order
+        while not self._pending:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return self._pending.popleft()
+
+    def _queue(self, event: CallEvent) -> None:
+        if self._ended:
+            return
+        self._pending.append(event)
+        if isinstance(event, HungUp):
+            self._ended = True  # `stop`, a close or a fatal error is the stream's last word
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # ---- the direct sink (gateway.direct_ws.DirectSink): called as each message is parsed -------------------
+    def on_message(self, data: str | bytes) -> None:
+        if self._ended:
+            return
+        protocol = self.protocol
+        try:
+            if isinstance(data, str):
+                protocol.receive_text(data)
+            else:
+                protocol.receive_bytes(data)
+        except RemoteProtocolError as exc:
+            self.metrics.protocol_errors.labels(exc.kind).inc()
+            if exc.fatal:
+                log.error("call %s: ending after malformed message: %s", self.call_sid, exc)
+                self._queue(HungUp("protocol_error"))
+                return
+            log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
+        for event in protocol.events_received():
+            call_event = to_call_event(event)
+            if call_event is None:
+                continue
+            if (type(call_event) is CallerAudio and not self._pending and self.on_audio is not None
+                    and self.on_audio(call_event)):
+                self.audio_taken_now += 1
+                continue
+            self._queue(call_event)
+
+    def on_closed(self, code: int | None) -> None:
+        self.protocol.receive_eof()
+        self._queue(HungUp(Closed(code).outcome))
+
     async def _flush(self) -> None:
+        if self._writer is not None:
+            for text in self.protocol.data_to_send():
+                if not self._writer.send_text(text):
+                    self._gone = True  # closing: receive() returns the HungUp
+            return
         try:
             for text in self.protocol.data_to_send():
                 await self.ws.send_text(text)

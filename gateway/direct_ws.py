@@ -1,0 +1,233 @@
+"""A direct lane for busy WebSocket streams: uvicorn's sans-I/O WebSocket protocol plus an ASGI extension.
+
+uvicorn hands every received message to the ASGI app through a queue: the app's task wakes once per
+message and reading is paused and resumed around each one (two event-loop registrations per message).
+A media stream carries 50 messages a second per call, so at a few hundred calls that hand-off is a large
+share of the gateway's core (docs/scaling.md). With :class:`DirectWebSocketProtocol` as uvicorn's ``ws``
+protocol, a WebSocket's ASGI scope carries the extension ``voicegw.direct``: once the app has accepted the
+connection it may call ``scope["extensions"]["voicegw.direct"]["attach"](sink)``. From then on
+
+* every message is handed to ``sink.on_message(text_or_bytes)`` synchronously as it is parsed, in order
+  (messages already queued for the app first), with no queue, no task switch and no read pause;
+* the end of the connection (peer close, lost connection, server shutdown, the app's own close) is
+  ``sink.on_closed(code)``, once;
+* the returned :class:`DirectWriter` writes text frames at once (``send_text``: False once the
+  connection is closing).
+
+The app must not call ASGI ``receive`` after attaching (nothing would arrive there); it still ends the
+connection by returning or closing as usual. A sink that raises closes its own connection with 1011 and
+nothing else. Everything else (handshake, limits, UTF-8 checks, ping/pong, close handshake, keepalive) is
+uvicorn's and websockets' own; an app that never attaches sees plain ASGI.
+
+Written here rather than taken from a library because no ASGI server offers a synchronous message callback
+(ASGI itself is queue-based); it leans on uvicorn's ``websockets-sansio`` protocol for all the framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger("voicegw.ws")
+
+EXTENSION = "voicegw.direct"
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+_FIN_TEXT = 0x81
+
+
+class DirectSink(Protocol):
+    def on_message(self, data: str | bytes) -> None:
+        """One complete message (str: a text frame's UTF-8, already checked; bytes: a binary message)."""
+        ...
+
+    def on_closed(self, code: int | None) -> None:
+        """The connection ended (the close code as received or sent; None when unknown). Called once."""
+        ...
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented server text frame (RFC 6455 §5.2)."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return _SHORT.pack(_FIN_TEXT, n) + data
+    if n < 65536:
+        return _MEDIUM.pack(_FIN_TEXT, 126, n) + data
+    return _LONG.pack(_FIN_TEXT, 127, n) + data
+
+
+class DirectWriter:
+    """Writes text frames straight to the connection's transport."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: DirectWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def open(self) -> bool:
+        p = self._protocol
+        return not (p.close_sent or p.disconnected or p.transport.is_closing())
+
+    def send_text(self, text: str) -> bool:
+        """Write one text message now; False (nothing written) once the connection is closing or closed."""
+        if not self.open:
+            return False
+        self._protocol.transport.write(text_frame(text))
+        return True
+
+
+class _Handoff:
+    """Messages of every attached connection, handed to their sinks in one loop callback (FIFO)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[tuple[_Inbox, dict[str, Any]]] = collections.deque()
+        self.scheduled = False
+
+    def put(self, inbox: _Inbox, item: dict[str, Any]) -> None:
+        self.items.append((inbox, item))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        items = self.items
+        for _ in range(len(items)):
+            inbox, item = items.popleft()
+            inbox.deliver(item)
+
+
+_handoffs: dict[asyncio.AbstractEventLoop, _Handoff] = {}
+
+
+class _Inbox(asyncio.Queue[Any]):
+    """uvicorn's receive queue; once a sink is attached, what would be queued goes to the sink instead."""
+
+    sink: DirectSink | None = None
+    closed = False
+    handoff: _Handoff | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        handoff = self.handoff
+        if handoff is None:
+            super().put_nowait(item)
+        else:
+            handoff.put(self, item)
+
+    def deliver(self, item: dict[str, Any]) -> None:
+        sink = self.sink
+        assert sink is not None
+        if item["type"] == "websocket.receive":
+            if not self.closed:
+                text = item.get("text")
+                sink.on_message(text if text is not None else item["bytes"])
+        elif item["type"] == "websocket.disconnect" and not self.closed:
+            self.closed = True
+            sink.on_closed(item.get("code"))
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` WebSocket protocol with the ``voicegw.direct`` extension."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][EXTENSION] = {"attach": self.attach}
+
+    def attach(self, sink: DirectSink) -> DirectWriter:
+        """Hand every message from now on (and those already queued) to ``sink``; see the module doc."""
+        inbox = self.queue
+        assert isinstance(inbox, _Inbox)
+        if inbox.sink is not None:
+            raise RuntimeError("a sink is already attached to this WebSocket")
+        inbox.sink = _Guarded(sink, self)
+        while not inbox.empty():
+            inbox.deliver(inbox.get_nowait())  # what was queued before, in order
+        loop = asyncio.get_running_loop()
+        inbox.handoff = _handoffs.get(loop) or _handoffs.setdefault(loop, _Handoff(loop))
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return DirectWriter(self)
+
+    def send_receive_event_to_app(self) -> None:
+        inbox = self.queue
+        assert isinstance(inbox, _Inbox)
+        if inbox.handoff is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+            inbox.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            inbox.put_nowait({"type": "websocket.receive", "bytes": data})
+
+
+class _Guarded:
+    """A sink whose failure closes only its own connection (1011), logged once."""
+
+    __slots__ = ("_protocol", "_sink", "failed")
+
+    def __init__(self, sink: DirectSink, protocol: DirectWebSocketProtocol) -> None:
+        self._sink = sink
+        self._protocol = protocol
+        self.failed = False
+
+    def on_message(self, data: str | bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self._sink.on_message(data)
+        except Exception:
+            self._fail("message handler")
+
+    def on_closed(self, code: int | None) -> None:
+        try:
+            self._sink.on_closed(code)
+        except Exception:
+            log.exception("direct WebSocket close handler failed")
+
+    def _fail(self, what: str) -> None:
+        self.failed = True
+        log.exception("direct WebSocket %s failed: closing this connection (1011)", what)
+        p = self._protocol
+        if not (p.close_sent or p.disconnected):
+            p.conn.send_close(1011, "internal error")
+            p.transport.write(b"".join(p.conn.data_to_send()))
+            p.close_sent = True
+            p.close_timer = p.loop.call_later(p.close_timeout, p.transport.close)
+        p.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})  # the sink hears it, once
+
+
+AttachFn = Callable[[DirectSink], DirectWriter]
+
+
+def direct_attach(scope: Mapping[str, Any]) -> AttachFn | None:
+    """The ``attach`` function of a WebSocket scope served by :class:`DirectWebSocketProtocol` (else None)."""
+    ext = scope.get("extensions") or {}
+    entry = ext.get(EXTENSION)
+    return entry.get("attach") if isinstance(entry, dict) else None
