@@ -194,8 +194,8 @@ class BatchedVadStream:
     :meth:`close` frees the stream's slab row (and releases an ``infer`` waiting).
     """
 
-    __slots__ = ("_batcher", "_pending", "_results", "_waiter", "closed", "floor_db", "on_result", "quiet",
-                 "skipped", "slot")
+    __slots__ = ("_batcher", "_count", "_parts", "_results", "_waiter", "closed", "floor_db", "on_result",
+                 "quiet", "skipped", "slot")
 
     def __init__(self, batcher: VadBatcher, slot: int, on_result: VadCallback | None = None) -> None:
         self._batcher = batcher
@@ -203,7 +203,8 @@ class BatchedVadStream:
         self.on_result: VadCallback = on_result if on_result is not None else self._collect
         self._results: list[tuple[float, F32]] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._pending: F32 = np.zeros(0, dtype=np.float32)
+        self._parts: list[F32] = []  # samples awaiting a complete chunk, joined only when one is taken
+        self._count = 0  # samples in _parts
         self.closed = False
         gate = batcher.gate
         self.floor_db = gate.initial_floor_db if gate is not None else 0.0  # the pre-gate's noise floor
@@ -212,7 +213,7 @@ class BatchedVadStream:
 
     @property
     def pending_samples(self) -> int:
-        return len(self._pending)
+        return self._count
 
     def feed_mulaw(self, payload: bytes) -> None:
         """Twilio's 8 kHz mu-law as it arrives (any length)."""
@@ -224,14 +225,15 @@ class BatchedVadStream:
             return
         if samples.dtype != np.float32:
             raise TypeError(f"expected float32 samples, got {samples.dtype}")
-        self._pending = np.concatenate([self._pending, samples]) if len(self._pending) else samples
-        if len(self._pending) >= CHUNK:
+        self._parts.append(samples)  # no copy per frame: a 32 ms chunk is joined once, when it is taken
+        self._count += len(samples)
+        if self._count >= CHUNK:
             self._batcher._ready(self)
 
     async def infer(self, samples: F32) -> list[tuple[float, F32]]:
         """Feed, then wait for this stream's complete chunks to be answered (at most one tick)."""
         self.feed(samples)
-        if len(self._pending) >= CHUNK and not self.closed:
+        if self._count >= CHUNK and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -242,7 +244,7 @@ class BatchedVadStream:
 
     def _collect(self, prob: float, chunk: F32) -> None:
         self._results.append((prob, chunk))
-        if len(self._pending) < CHUNK:
+        if self._count < CHUNK:
             self._wake()
 
     def _wake(self) -> None:
@@ -250,12 +252,16 @@ class BatchedVadStream:
             self._waiter.set_result(None)
 
     def _take_chunk(self) -> F32:
-        chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
-        return chunk
+        parts = self._parts
+        buf = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        rest = buf[CHUNK:]
+        self._parts = [rest] if len(rest) else []
+        self._count -= CHUNK
+        return buf[:CHUNK]
 
     def reset(self) -> None:
         """Forget state, context and buffered samples (as a new stream)."""
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._parts, self._count = [], 0
         self._batcher._clear_slot(self.slot)
         if self._batcher.gate is not None:
             self.floor_db, self.quiet = self._batcher.gate.initial_floor_db, 0
@@ -263,7 +269,7 @@ class BatchedVadStream:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._pending = np.zeros(0, dtype=np.float32)
+            self._parts, self._count = [], 0
             self._batcher._release(self)
             self._wake()
 
@@ -347,7 +353,7 @@ class VadBatcher:
             streams = list(self._ready_streams.values())
             chunks = [s._take_chunk() for s in streams]
             for stream in streams:
-                if len(stream._pending) < CHUNK:
+                if stream._count < CHUNK:
                     del self._ready_streams[stream.slot]
             stacked = np.stack(chunks)
             probs: list[float] = [0.0] * len(streams)

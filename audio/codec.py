@@ -82,7 +82,7 @@ def ulaw_to_float(data: bytes) -> npt.NDArray[np.float32]:
     """
     if isinstance(data, str):
         raise TypeError("mu-law audio must be bytes, not str")
-    out: npt.NDArray[np.float32] = _DEC_F32[np.frombuffer(data, dtype=np.uint8)]
+    out: npt.NDArray[np.float32] = _DEC_F32.take(np.frombuffer(data, dtype=np.uint8))  # 30 % under ``[idx]``
     return out
 
 

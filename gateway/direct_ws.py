@@ -29,6 +29,7 @@ import asyncio
 import collections
 import logging
 import struct
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 log = logging.getLogger("voicegw.ws")
 
 EXTENSION = "voicegw.direct"
+HANDOFF_BUDGET_S = 0.001  # inbound work per loop callback before the paced senders get their turn
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -86,10 +88,16 @@ class DirectWriter:
 
 
 class _Handoff:
-    """Messages of every attached connection, handed to their sinks in one loop callback (FIFO)."""
+    """Messages of every attached connection, handed to their sinks from one loop callback, in arrival order.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    One callback per loop iteration serves every connection (no task per message). It stops after
+    ``budget_s`` and goes on from the next callback, behind whatever the iteration already scheduled (the
+    paced senders woken by their timers): on a loaded core, inbound work waits a little rather than delaying
+    the audio going out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float = HANDOFF_BUDGET_S) -> None:
         self.loop = loop
+        self.budget_s = budget_s
         self.items: collections.deque[tuple[_Inbox, dict[str, Any]]] = collections.deque()
         self.scheduled = False
 
@@ -100,11 +108,17 @@ class _Handoff:
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
-        self.scheduled = False
         items = self.items
+        deadline = time.perf_counter() + self.budget_s
         for _ in range(len(items)):
             inbox, item = items.popleft()
             inbox.deliver(item)
+            if time.perf_counter() > deadline:
+                break
+        if items:
+            self.loop.call_soon(self.run)  # the rest after what is already scheduled
+        else:
+            self.scheduled = False
 
 
 _handoffs: dict[asyncio.AbstractEventLoop, _Handoff] = {}

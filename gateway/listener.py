@@ -228,8 +228,10 @@ class Listener:
     def _take(self, pcm: F32) -> None:
         self._received += len(pcm)
         self._origin = min(self._origin, self.clock() - self._received / 8000)
-        self._unjudged.append(pcm)
-        del self._unjudged[:-50]  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
+        unjudged = self._unjudged
+        unjudged.append(pcm)
+        if len(unjudged) > 50:  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
+            del unjudged[:-50]
 
     async def _judge(self, prob: float, chunk: F32) -> None:
         self._judged(len(chunk))
