@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from gateway.direct_ws import DirectWriter, direct_attach, text_frame
+from gateway.direct_ws import DirectWriter, _Handoff, direct_attach, text_frame
 from gateway.serve import serve_in_loop
 from gateway.settings import Settings
 from tests.helpers import wait_until
@@ -113,3 +113,25 @@ async def test_plain_uvicorn_offers_no_direct_lane() -> None:
 def test_text_frames_are_what_websockets_writes(size: int) -> None:
     text = "é" * (size // 2) + "a" * (size % 2)
     assert text_frame(text) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+async def test_the_handoff_lets_what_is_already_scheduled_run_once_its_budget_is_spent() -> None:
+    """Inbound work yields to callbacks already scheduled (the paced senders) after its budget, in order."""
+    seen: list[str] = []
+
+    class Inbox:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def deliver(self, item: dict[str, Any]) -> None:
+            seen.append(f"{self.name}:{item['text']}")
+
+    handoff = _Handoff(asyncio.get_running_loop(), budget_s=0.0)  # one message per callback
+    a, b = Inbox("a"), Inbox("b")
+    for i in range(2):
+        handoff.put(a, {"type": "websocket.receive", "text": str(i)})  # type: ignore[arg-type]
+        handoff.put(b, {"type": "websocket.receive", "text": str(i)})  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_soon(seen.append, "sender")
+    await wait_until(lambda: len(seen) == 5)
+    assert seen == ["a:0", "sender", "b:0", "a:1", "b:1"]
+    assert not handoff.scheduled
