@@ -30,6 +30,7 @@ import collections
 import logging
 import struct
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -95,8 +96,7 @@ class _Handoff:
     paced senders woken by their timers): on a loaded core, inbound work waits a little rather than delaying
     the audio going out."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float = HANDOFF_BUDGET_S) -> None:
-        self.loop = loop
+    def __init__(self, budget_s: float = HANDOFF_BUDGET_S) -> None:
         self.budget_s = budget_s
         self.items: collections.deque[tuple[_Inbox, dict[str, Any]]] = collections.deque()
         self.scheduled = False
@@ -105,7 +105,7 @@ class _Handoff:
         self.items.append((inbox, item))
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.run)
+            asyncio.get_running_loop().call_soon(self.run)
 
     def run(self) -> None:
         items = self.items
@@ -116,12 +116,12 @@ class _Handoff:
             if time.perf_counter() > deadline:
                 break
         if items:
-            self.loop.call_soon(self.run)  # the rest after what is already scheduled
+            asyncio.get_running_loop().call_soon(self.run)  # the rest after what is already scheduled
         else:
             self.scheduled = False
 
 
-_handoffs: dict[asyncio.AbstractEventLoop, _Handoff] = {}
+_handoffs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handoff] = weakref.WeakKeyDictionary()
 
 
 class _Inbox(asyncio.Queue[Any]):
@@ -173,7 +173,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         while not inbox.empty():
             inbox.deliver(inbox.get_nowait())  # what was queued before, in order
         loop = asyncio.get_running_loop()
-        inbox.handoff = _handoffs.get(loop) or _handoffs.setdefault(loop, _Handoff(loop))
+        inbox.handoff = _handoffs.get(loop) or _handoffs.setdefault(loop, _Handoff())
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()

@@ -126,7 +126,7 @@ async def test_the_handoff_lets_what_is_already_scheduled_run_once_its_budget_is
         def deliver(self, item: dict[str, Any]) -> None:
             seen.append(f"{self.name}:{item['text']}")
 
-    handoff = _Handoff(asyncio.get_running_loop(), budget_s=0.0)  # one message per callback
+    handoff = _Handoff(budget_s=0.0)  # one message per callback
     a, b = Inbox("a"), Inbox("b")
     for i in range(2):
         handoff.put(a, {"type": "websocket.receive", "text": str(i)})  # type: ignore[arg-type]
