@@ -149,7 +149,7 @@ class WhisperTranscriber:
                 self._check_cancelled()
                 path = self._model_path()
                 try:
-                    self._model = WhisperModel(
+                    model = WhisperModel(
                         path, device=self.config.device, compute_type=self.config.compute_type,
                         cpu_threads=self.config.cpu_threads, num_workers=1, local_files_only=True,
                     )
@@ -157,13 +157,16 @@ class WhisperTranscriber:
                     raise STTError(f"cannot load Whisper model {path!r}: {exc}") from exc
                 self._check_cancelled()
                 # warm-up: the first decode pays one-off allocations (~1 s measured on the first caller turn)
-                list(self._model.transcribe(np.zeros(16000, dtype=np.float32), language=self.config.language,
-                                            beam_size=self.config.beam_size)[0])
+                # and imports what decoding needs. Only then is the model ``ready``: readiness (and the startup
+                # heap freeze) must not let calls in while it runs on their core.
+                list(model.transcribe(np.zeros(16000, dtype=np.float32), language=self.config.language,
+                                      beam_size=self.config.beam_size)[0])
                 if self.config.fast_window_s:
-                    self._run_fast(self._model, np.zeros(16000, dtype=np.float32))
-                if not self._cancelled:  # a warm-up that was already running when the process began to exit
-                    log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
-                             time.monotonic() - started)
+                    self._run_fast(model, np.zeros(16000, dtype=np.float32))
+                self._check_cancelled()
+                self._model = model
+                log.info("whisper model %s loaded on %s in %.2fs", path, self.config.device,
+                         time.monotonic() - started)
             return self._model
 
     def _check_cancelled(self) -> None:

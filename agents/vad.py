@@ -186,12 +186,12 @@ class BatchedVadStream:
 
     * ``await stream.infer(samples)``: feeds, then waits (at most one tick) until every complete chunk
       has been answered and returns ``[(probability, chunk), ...]`` like :meth:`VadStream.feed`
-      (nothing to wait for when no chunk is complete: returns ``[]`` at once).
+      (nothing to wait for when no chunk is complete: returns ``[]`` at once);
     * an ``on_result(probability, chunk)`` callback given to :meth:`VadBatcher.stream`, called from
       :meth:`VadBatcher.run_pending` (synchronously, in order, once per 256-sample chunk; it must not
-      block), with :meth:`feed`.
+      block), with :meth:`feed` (and :meth:`wait_answered` to wait for them).
 
-    :meth:`close` frees the stream's slab row (and releases an ``infer`` waiting).
+    :meth:`close` frees the stream's slab row (and releases an ``infer`` or ``wait_answered`` waiting).
     """
 
     __slots__ = ("_batcher", "_count", "_parts", "_results", "_waiter", "closed", "floor_db", "on_result",
@@ -233,19 +233,21 @@ class BatchedVadStream:
     async def infer(self, samples: F32) -> list[tuple[float, F32]]:
         """Feed, then wait for this stream's complete chunks to be answered (at most one tick)."""
         self.feed(samples)
+        await self.wait_answered()
+        out, self._results = self._results, []
+        return out
+
+    async def wait_answered(self) -> None:
+        """Wait until every complete chunk fed so far has been answered (at most one tick), or the stream closed."""
         if self._count >= CHUNK and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        out, self._results = self._results, []
-        return out
 
     def _collect(self, prob: float, chunk: F32) -> None:
         self._results.append((prob, chunk))
-        if self._count < CHUNK:
-            self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -386,7 +388,10 @@ class VadBatcher:
                     stream.on_result(prob, chunk)
                 except Exception:  # one call's bug must not deafen every other call
                     log.exception("VAD result handler failed; that stream is closed")
-                    stream.close()
+                    stream.close()  # wakes its wait_answered()
+                    continue
+                if stream._count < CHUNK:
+                    stream._wake()  # all it had is answered
         return done
 
     def _gate(self, streams: list[BatchedVadStream], stacked: F32) -> list[int]:

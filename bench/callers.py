@@ -185,8 +185,9 @@ class Leg(asyncio.Protocol):
         else:
             idle = self.script.idle
             payload = idle[(self.offset + chunk) % len(idle)]
-        self._send(f'{{"event":"media","sequenceNumber":"{self.seq}","streamSid":"{self.sid}","media":'
-                   f'{{"track":"inbound","chunk":"{chunk}","timestamp":"{chunk * 20 - 20}","payload":"{payload}"}}}}')
+        # Twilio's own layout: this member order (streamSid last), no spaces
+        self._send(f'{{"event":"media","sequenceNumber":"{self.seq}","media":{{"track":"inbound","chunk":"{chunk}",'
+                   f'"timestamp":"{chunk * 20 - 20}","payload":"{payload}"}},"streamSid":"{self.sid}"}}')
         return True
 
     def abort(self) -> None:

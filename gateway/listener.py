@@ -66,7 +66,6 @@ from agents.smart_turn import SmartTurn
 from agents.spec import TurnTaking
 from agents.stt import STTError, Transcriber, Transcript
 from agents.turn_end import Decision, TurnEndConfig, TurnEndView, decide, ends_mid_clause
-from agents.vad import CHUNK
 from audio.formats import AudioChunk, AudioFormat, Encoding
 
 log = logging.getLogger("voicegw.listener")
@@ -126,10 +125,9 @@ class PushVadSource(Protocol):
 
     on_result: Callable[[float, F32], None]
 
-    @property
-    def pending_samples(self) -> int: ...
-
     def feed(self, samples: F32) -> None: ...
+
+    async def wait_answered(self) -> None: ...
 
 
 class Listener:
@@ -164,7 +162,6 @@ class Listener:
         self._verdicts: deque[tuple[float, F32]] = deque()
         self._feeding = False  # an awaited feed() is in progress: it judges the verdicts
         self._owner: asyncio.Task[None] | None = None  # a task judging verdicts (an event came on the hot path)
-        self._waiter: asyncio.Future[None] | None = None  # feed() waiting for its chunks' verdicts
 
     @property
     def caller_speaking(self) -> bool:
@@ -216,12 +213,7 @@ class Listener:
                 await self._judge(prob, chunk)
             return
         push.feed(pcm)
-        if push.pending_samples >= CHUNK:  # batched: waits at most one VAD tick
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        await push.wait_answered()  # batched: at most one VAD tick (none when no chunk is complete)
         while self._verdicts:
             await self._judge(*self._verdicts.popleft())
 
@@ -244,10 +236,6 @@ class Listener:
         """A chunk's verdict, from the VAD batcher's tick (synchronous: it must not block)."""
         self._verdicts.append((prob, chunk))
         if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
-            waiter = self._waiter
-            if waiter is not None and not waiter.done() and self._push is not None \
-                    and self._push.pending_samples < CHUNK:
-                waiter.set_result(None)
             return
         while self._verdicts:  # the hot path: judged here, unless it brings an event to handle
             prob, chunk = self._verdicts.popleft()
@@ -291,8 +279,6 @@ class Listener:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
         close = getattr(self.vad, "close", None)
         if close is not None:
             close()  # a batched stream frees its row

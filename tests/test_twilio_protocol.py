@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.twilio.events import Connected, Dtmf, Mark, Media, Start, Stop
 from gateway.twilio.protocol import (
+    _TWILIO_MEDIA,
     TRANSITIONS,
     LocalProtocolError,
     RemoteProtocolError,
@@ -345,3 +346,66 @@ def test_prebuilt_media_message_is_exactly_what_json_dumps_writes(sid: str) -> N
     assert p.data_to_send() == expected
     with pytest.raises(LocalProtocolError):
         p.send_media_b64("")
+
+
+class _JsonOnly(TwilioProtocol):
+    """The same protocol with Twilio's exact media layout read through json.loads like any other message."""
+
+    def _twilio_media(self, text: str) -> bool:
+        return False
+
+
+def _outcome(p: TwilioProtocol, text: str) -> tuple[object, ...]:
+    try:
+        p.receive_text(text)
+    except RemoteProtocolError as exc:
+        return ("error", exc.kind, exc.fatal, p.state, p.last_sequence, p.sequence_gaps)
+    return ("ok", tuple(p.events_received()), p.state, p.last_sequence, p.sequence_gaps)
+
+
+def _twilio_media_variants(rng: random.Random) -> str:
+    """Messages around Twilio's exact layout: the real one (half of them), and near misses a reader of that
+    layout could get wrong."""
+    real = rng.random() < 0.5
+    good_payload = base64.b64encode(rng.randbytes(rng.choice([160, 159, 158, 0]))).decode()
+    seq = str(rng.randrange(1, 10**6)) if real else rng.choice(["03", "0", "1234567890123456789", "٣", "", "-3"])
+    track = "inbound" if real else rng.choice(["outbound", "inbound_track", "Inbound", "", "in\\u0062ound", "x" * 40])
+    chunk = str(rng.randrange(1, 10**6)) if real else rng.choice(["02", "١", "", "99999999999999999999"])
+    stamp = str(rng.randrange(0, 10**8)) if real else rng.choice(["0", "2.5", "", "۲"])
+    payload = good_payload if real else rng.choice(["", "QQ==", "QQ=", "QQ===", "Q", "QUJD\\n", "QUJD\n", "QU JD",
+                                                    "QUJD====", "Q=JD", PAYLOAD[:-1], "é" + PAYLOAD])
+    sid = SID if real else rng.choice([SID + "x", "MZ\\u0031", "MZ\x01", "MZ\"", ""])
+    text = (f'{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"{track}","chunk":"{chunk}",'
+            f'"timestamp":"{stamp}","payload":"{payload}"}},"streamSid":"{sid}"}}')
+    edit = rng.randrange(8)
+    if edit == 1:
+        text = text.replace('"event":"media"', '"event": "media"')
+    elif edit == 2:
+        text = text + " "
+    elif edit == 3:
+        text = text.replace('"streamSid"', '"streamSid":"x","streamSid"')  # a duplicate member: json keeps the last
+    return text
+
+
+def _streaming_json_only() -> TwilioProtocol:
+    p = _JsonOnly()
+    for text, _ in GOLDEN_INBOUND[:2]:
+        p.receive_text(text)
+    p.events_received()
+    return p
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_twilio_media_layout_is_read_exactly_as_json_would_read_it(seed: int) -> None:
+    """The per-frame reader of Twilio's own layout accepts, refuses and counts exactly what the general
+    path does, on the real message and on near misses (digits, escapes, base64, sid, spacing, duplicates)."""
+    rng = random.Random(seed)
+    fast, slow = streaming(), _streaming_json_only()
+    taken = 0
+    for _ in range(2000):
+        text = _twilio_media_variants(rng)
+        taken += bool(_TWILIO_MEDIA.fullmatch(text))
+        assert _outcome(fast, text) == _outcome(slow, text), text
+        if fast.state is not State.STREAMING:  # too many errors ended the stream (both did): start again
+            fast, slow = streaming(), _streaming_json_only()
+    assert taken > 500  # Twilio's layout was read the fast way, not only the general one

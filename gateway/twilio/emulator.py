@@ -289,7 +289,7 @@ class CallControl:
             msg = {"event": msg["event"], "sequenceNumber": str(self.seq), **{k: v for k, v in msg.items()
                                                                             if k != "event"}}
         try:
-            await self.ws.send(json.dumps(msg))
+            await self.ws.send(json.dumps(msg, separators=(",", ":")))  # no spaces, as Twilio writes them
         except ConnectionClosed:  # the gateway (or a script) closed the socket: the call is over
             self.stopped = True
 
@@ -424,9 +424,9 @@ class CallControl:
                 chunk += 1
                 frame = bytes(self.inbound[:FRAME_BYTES]).ljust(FRAME_BYTES, bytes([MULAW_SILENCE]))
                 del self.inbound[:FRAME_BYTES]
-                await self.send({"event": "media", "streamSid": self.stream_sid, "media": {
+                await self.send({"event": "media", "media": {  # Twilio's member order (streamSid last)
                     "track": "inbound", "chunk": str(chunk), "timestamp": str(chunk * 20 - 20),
-                    "payload": base64.b64encode(frame).decode()}})
+                    "payload": base64.b64encode(frame).decode()}, "streamSid": self.stream_sid})
                 next_at = self.t0 + chunk * FRAME_SECONDS / self.emu.speed
                 while (mark_at := self.playout.next_due()) is not None and mark_at < next_at:
                     await asyncio.sleep(max(0.0, mark_at - self.emu.clock()))  # echo each mark when it is reached

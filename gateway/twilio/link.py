@@ -121,11 +121,8 @@ class TwilioLink:
             try:
                 events = await receive_events(self.ws, self.protocol)
             except RemoteProtocolError as exc:
-                self.metrics.protocol_errors.labels(exc.kind).inc()
-                if exc.fatal:
-                    log.error("call %s: ending after malformed message: %s", self.call_sid, exc)
-                    return HungUp("protocol_error")
-                log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
+                if (end := self._malformed(exc)) is not None:
+                    return end
                 continue
             if isinstance(events, Closed):
                 return HungUp(events.outcome)
@@ -136,6 +133,15 @@ class TwilioLink:
                     if isinstance(call_event, HungUp):
                         break  # `stop` is the stream's last word
         return self._pending.popleft()
+
+    def _malformed(self, exc: RemoteProtocolError) -> HungUp | None:
+        """Count and log a malformed message: the call's end when it is fatal, else None (it is skipped)."""
+        self.metrics.protocol_errors.labels(exc.kind).inc()
+        if exc.fatal:
+            log.error("call %s: ending after malformed message: %s", self.call_sid, exc)
+            return HungUp("protocol_error")
+        log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
+        return None
 
     async def _receive_direct(self) -> CallEvent:
         if self._writer is None:
@@ -169,12 +175,9 @@ class TwilioLink:
             else:
                 protocol.receive_bytes(data)
         except RemoteProtocolError as exc:
-            self.metrics.protocol_errors.labels(exc.kind).inc()
-            if exc.fatal:
-                log.error("call %s: ending after malformed message: %s", self.call_sid, exc)
-                self._queue(HungUp("protocol_error"))
+            if (end := self._malformed(exc)) is not None:
+                self._queue(end)
                 return
-            log.warning("call %s: ignoring malformed message: %s", self.call_sid, exc)
         for event in protocol.events_received():
             call_event = to_call_event(event)
             if call_event is None:

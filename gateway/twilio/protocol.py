@@ -27,6 +27,7 @@ import base64
 import binascii
 import enum
 import json
+import re
 from typing import Any, TypeGuard
 
 from gateway.twilio.events import Connected, Dtmf, Event, Mark, Media, Start, Stop
@@ -69,6 +70,15 @@ INBOUND_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 MAX_MESSAGE_CHARS = 64 * 1024  # Twilio's frames are ~300 bytes; `start` with parameters a few KB
 MAX_ERRORS = 50  # malformed messages tolerated per call while streaming
+
+# Twilio's inbound media message exactly as Twilio writes it (its documented example: this member order, no
+# spaces, numbers as ASCII digit strings). Text that matches is valid JSON with exactly these members and
+# values the general path accepts (a subset of them: base64 without padding errors, a plain track name, a
+# stream sid with no escapes), so it is read without json.loads; anything else takes the general path.
+_TWILIO_MEDIA = re.compile(
+    r'\{"event":"media","sequenceNumber":"([0-9]{1,18})","media":\{"track":"([a-z_]{1,32})","chunk":"([0-9]{1,18})",'
+    r'"timestamp":"([0-9]{1,18})","payload":"([A-Za-z0-9+/]*={0,2})"\},"streamSid":"([^"\\\x00-\x1f]{1,128})"\}'
+)
 
 
 def _str(obj: dict[str, Any], key: str, where: str) -> str:
@@ -140,6 +150,8 @@ class TwilioProtocol:
     def _receive(self, text: str) -> None:
         if len(text) > self.max_message_chars:
             raise RemoteProtocolError("too_large", f"{len(text)} characters (limit {self.max_message_chars})")
+        if self._twilio_media(text):
+            return
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -172,6 +184,26 @@ class TwilioProtocol:
             self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
         self.state = nxt
         self._events.append(event)
+
+    def _twilio_media(self, text: str) -> bool:
+        """The per-frame path for Twilio's own layout (:data:`_TWILIO_MEDIA`): the event :meth:`_fast_media`
+        would make from ``json.loads(text)``, without parsing JSON; False: not that layout (or not now)."""
+        m = _TWILIO_MEDIA.fullmatch(text)
+        if m is None or self.state is not State.STREAMING:
+            return False
+        seq, track, chunk, stamp, payload, sid = m.groups()
+        if sid != self.stream_sid:
+            return False
+        try:
+            data = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return False
+        n = int(seq)
+        if self.last_sequence and n != self.last_sequence + 1:
+            self.sequence_gaps += 1
+        self.last_sequence = n
+        self._events.append(Media(payload=data, chunk=int(chunk), timestamp_ms=int(stamp), track=track))
+        return True
 
     def _fast_media(self, msg: dict[str, Any]) -> bool:
         """The per-frame path: a well-formed ``media`` while streaming, parsed with no helper calls.
