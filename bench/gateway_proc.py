@@ -13,6 +13,8 @@ Two configurations:
 
 ``BENCH_GC_FREEZE=0`` (experiment): without the startup heap freeze ``voicegw serve`` does once startup settled.
 ``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (:mod:`bench.stalls`).
+``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
+direct lane, no hot path: :mod:`gateway.direct_ws`).
 
 One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
 class, the batched VAD's counters when there is one, and (synthetic voice) per call sid the monotonic
