@@ -226,8 +226,19 @@ class Listener:
             del unjudged[:-50]
 
     async def _judge(self, prob: float, chunk: F32) -> None:
+        await self._handle(self._endpoint(prob, chunk))
+
+    def _endpoint(self, prob: float, chunk: F32) -> list[EndpointEvent]:
+        """The synchronous half of judging a verdict: the endpointer's events for this chunk."""
         self._judged(len(chunk))
-        for ev in self.endpointer.feed(prob, chunk):
+        return self.endpointer.feed(prob, chunk)
+
+    def _to_handle(self, events: list[EndpointEvent]) -> bool:
+        """:meth:`_handle` would do something: events, or a pause with words to decide on."""
+        return bool(events) or (self._words is not None and self.endpointer.in_speech)
+
+    async def _handle(self, events: list[EndpointEvent]) -> None:
+        for ev in events:
             await self._on(ev)
         if self._words is not None and self.endpointer.in_speech:
             await self._evaluate()
@@ -237,21 +248,16 @@ class Listener:
         self._verdicts.append((prob, chunk))
         if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
             return
-        while self._verdicts:  # the hot path: judged here, unless it brings an event to handle
-            prob, chunk = self._verdicts.popleft()
-            self._judged(len(chunk))
-            events = self.endpointer.feed(prob, chunk)
-            if events or (self._words is not None and self.endpointer.in_speech):
+        while self._verdicts:  # the hot path: judged here, unless there is something to handle
+            events = self._endpoint(*self._verdicts.popleft())
+            if self._to_handle(events):
                 self._owner = self._spawn(self._own(events))
                 return
 
     async def _own(self, events: list[EndpointEvent]) -> None:
-        """Handle the events a hot-path verdict brought, then every verdict that came meanwhile."""
+        """Handle what a hot-path verdict brought, then every verdict that came meanwhile."""
         try:
-            for ev in events:
-                await self._on(ev)
-            if self._words is not None and self.endpointer.in_speech:
-                await self._evaluate()
+            await self._handle(events)
             while self._verdicts:
                 await self._judge(*self._verdicts.popleft())
         finally:
