@@ -109,6 +109,16 @@ def _int_str(obj: dict[str, Any], key: str, where: str) -> int:
     return int(raw)
 
 
+def _strict_base64(text: str) -> bytes | None:
+    """The per-frame decoder: None when not strict base64. Strict mode runs no regex pass (b64decode's
+    validate=True does) and accepts a subset of what the general path accepts (alphabet, padding, nothing
+    after it), with the same decoder: the same bytes."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _decimal(value: object) -> TypeGuard[str]:
     """What :func:`_int_str` accepts, as a test."""
     return type(value) is str and value.isascii() and value.isdigit() and len(value) <= 18
@@ -173,9 +183,7 @@ class TwilioProtocol:
         seq = _int_str(msg, "sequenceNumber", name) if "sequenceNumber" in msg else None
         event = self._parse(name, msg)
         if seq is not None:
-            if self.last_sequence and seq != self.last_sequence + 1:
-                self.sequence_gaps += 1
-            self.last_sequence = seq
+            self._sequence(seq)
         if isinstance(event, Start):
             self.stream_sid = event.stream_sid
             self.call_sid = event.call_sid
@@ -185,6 +193,12 @@ class TwilioProtocol:
         self.state = nxt
         self._events.append(event)
 
+    def _sequence(self, n: int) -> None:
+        """A message's ``sequenceNumber``: a jump is counted (not fatal), and it is the new last one."""
+        if self.last_sequence and n != self.last_sequence + 1:
+            self.sequence_gaps += 1
+        self.last_sequence = n
+
     def _twilio_media(self, text: str) -> bool:
         """The per-frame path for Twilio's own layout (:data:`_TWILIO_MEDIA`): the event :meth:`_fast_media`
         would make from ``json.loads(text)``, without parsing JSON; False: not that layout (or not now)."""
@@ -192,16 +206,9 @@ class TwilioProtocol:
         if m is None or self.state is not State.STREAMING:
             return False
         seq, track, chunk, stamp, payload, sid = m.groups()
-        if sid != self.stream_sid:
+        if sid != self.stream_sid or (data := _strict_base64(payload)) is None:
             return False
-        try:
-            data = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            return False
-        n = int(seq)
-        if self.last_sequence and n != self.last_sequence + 1:
-            self.sequence_gaps += 1
-        self.last_sequence = n
+        self._sequence(int(seq))
         self._events.append(Media(payload=data, chunk=int(chunk), timestamp_ms=int(stamp), track=track))
         return True
 
@@ -223,17 +230,10 @@ class TwilioProtocol:
         if not (type(payload) is str and type(track) is str and _decimal(chunk) and _decimal(stamp)
                 and (not has_seq or _decimal(seq))):
             return False
-        try:
-            # strict mode: no regex pass (b64decode's validate=True runs one), and it accepts only a subset of
-            # what the general path accepts (alphabet, padding, nothing after it); the same decoder, same bytes
-            data = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
+        if (data := _strict_base64(payload)) is None:
             return False
         if has_seq:
-            n = int(str(seq))
-            if self.last_sequence and n != self.last_sequence + 1:
-                self.sequence_gaps += 1
-            self.last_sequence = n
+            self._sequence(int(str(seq)))
         self._events.append(Media(payload=data, chunk=int(chunk), timestamp_ms=int(stamp), track=track))
         return True
 
