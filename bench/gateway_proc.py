@@ -46,7 +46,7 @@ from gateway.ops.drain import Drain
 from gateway.serve import uvicorn_options
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.startup import build_services, freeze_startup_heap, startup_settled
+from gateway.startup import build_services, settle_startup
 from tts.base import SynthesisRequest
 
 RATE = 24000
@@ -128,12 +128,10 @@ def build_production(agents_dir: str, listen: bool) -> Any:
             stalls.start(asyncio.get_running_loop(), os.environ["BENCH_STALLS"])
         if os.environ.get("BENCH_GC_FREEZE") != "0":  # as GatewayServer does (0: the experiment without it)
             async def freeze_when_settled() -> None:
-                while not startup_settled(services):  # noqa: ASYNC110 - flags only, as GatewayServer.on_tick
+                while not settle_startup(services):  # noqa: ASYNC110 - flags only, as GatewayServer.on_tick
                     await asyncio.sleep(0.1)
-                freeze_startup_heap()
-                services.settling = False
 
-            services.settling = True
+            services.settling = True  # from now, as GatewayServer's first tick does
             _background.add(asyncio.create_task(freeze_when_settled()))
         holder["services"] = services
         return services

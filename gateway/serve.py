@@ -52,7 +52,7 @@ from gateway.direct_ws import DirectWebSocketProtocol
 from gateway.ops.drain import Step
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.startup import freeze_startup_heap, startup_settled
+from gateway.startup import settle_startup
 
 log = logging.getLogger("voicegw.serve")
 
@@ -116,11 +116,7 @@ class GatewayServer(uvicorn.Server):
             return True
         services = self.services()
         if not self.heap_frozen and services is not None:
-            services.settling = True  # /readyz waits: the freeze's one collection must not pause calls
-            if startup_settled(services):
-                self.heap_frozen = True
-                log.info("startup settled: %d objects frozen out of garbage collection", freeze_startup_heap())
-                services.settling = False
+            self.heap_frozen = settle_startup(services)
         if self.ready_hint is not None and services is not None and _listening_settled(services):
             print(self.ready_hint, flush=True)
             self.ready_hint = None

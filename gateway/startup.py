@@ -155,15 +155,17 @@ def startup_settled(services: Services) -> bool:
     return all(task is None or task.done() for task in (services.prerendering, services.chattts_loading))
 
 
-def freeze_startup_heap() -> int:
-    """Take the objects of a settled startup out of the collector's passes (``gc.freeze``); returns how many.
-
-    Loaded models, tokenizers, schemas and modules are tens of thousands of objects that never die; every
-    full collection walked them all: 68-171 ms with the event loop held (docs/scaling.md), longer than the
-    playout lead, so every call speaking then underran. Frozen, a full collection walks only what calls
-    create. Run once, when :func:`startup_settled` says so, before calls come (its own collection pauses
-    the loop once, at startup)."""
+def settle_startup(services: Services) -> bool:
+    """One step of the startup heap freeze (call it until it returns True): not ready (``settling``) until
+    startup has settled, then freeze once and ready. Objects of a loaded gateway (models, tokenizers, schemas,
+    modules: tens of thousands that never die) were walked by every full collection: 68-171 ms with the event
+    loop held (docs/scaling.md), longer than the playout lead, so every call speaking then underran. Frozen,
+    a full collection walks only what calls create; the freeze's own collection comes before any call."""
+    services.settling = True
+    if not startup_settled(services):
+        return False
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
-
+    log.info("startup settled: %d objects frozen out of garbage collection", gc.get_freeze_count())
+    services.settling = False
+    return True
