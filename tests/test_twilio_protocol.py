@@ -61,8 +61,8 @@ GOLDEN_INBOUND: list[tuple[str, object]] = [
 ]
 
 
-def streaming() -> TwilioProtocol:
-    p = TwilioProtocol()
+def streaming(protocol: type[TwilioProtocol] = TwilioProtocol) -> TwilioProtocol:
+    p = protocol()
     for text, _ in GOLDEN_INBOUND[:2]:
         p.receive_text(text)
     p.events_received()
@@ -387,25 +387,17 @@ def _twilio_media_variants(rng: random.Random) -> str:
     return text
 
 
-def _streaming_json_only() -> TwilioProtocol:
-    p = _JsonOnly()
-    for text, _ in GOLDEN_INBOUND[:2]:
-        p.receive_text(text)
-    p.events_received()
-    return p
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_twilio_media_layout_is_read_exactly_as_json_would_read_it(seed: int) -> None:
     """The per-frame reader of Twilio's own layout accepts, refuses and counts exactly what the general
     path does, on the real message and on near misses (digits, escapes, base64, sid, spacing, duplicates)."""
     rng = random.Random(seed)
-    fast, slow = streaming(), _streaming_json_only()
+    fast, slow = streaming(), streaming(_JsonOnly)
     taken = 0
     for _ in range(2000):
         text = _twilio_media_variants(rng)
         taken += bool(_TWILIO_MEDIA.fullmatch(text))
         assert _outcome(fast, text) == _outcome(slow, text), text
         if fast.state is not State.STREAMING:  # too many errors ended the stream (both did): start again
-            fast, slow = streaming(), _streaming_json_only()
+            fast, slow = streaming(), streaming(_JsonOnly)
     assert taken > 500  # Twilio's layout was read the fast way, not only the general one
