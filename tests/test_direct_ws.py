@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,11 +12,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from gateway.direct_ws import DirectWriter, _Handoff, direct_attach, text_frame
+from bench import ws_client
+from gateway.direct_ws import DirectWebSocketProtocol, DirectWriter, _Handoff, direct_attach, text_frame
 from gateway.serve import serve_in_loop
 from gateway.settings import Settings
 from tests.helpers import wait_until
@@ -135,3 +138,124 @@ async def test_the_handoff_lets_what_is_already_scheduled_run_once_its_budget_is
     await wait_until(lambda: len(seen) == 5)
     assert seen == ["a:0", "sender", "b:0", "a:1", "b:1"]
     assert not handoff.scheduled
+
+
+class StandardFraming(DirectWebSocketProtocol):
+    """The lane without its own frame reading: websockets parses every byte (the reference)."""
+
+    data_received = WebSocketsSansIOProtocol.data_received
+
+
+class CountingFraming(DirectWebSocketProtocol):
+    frames_here = 0
+
+    def _read_frames(self, data: bytes) -> None:
+        CountingFraming.frames_here += 1
+        super()._read_frames(data)
+
+
+def _frame(opcode: Opcode, data: bytes, *, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin=fin).serialize(mask=True, extensions=[])
+
+
+def _raw(first: int, payload: bytes, *, masked: bool = True, length: int | None = None) -> bytes:
+    """A frame written by hand (what websockets' serializer refuses to write): first byte as given."""
+    n = len(payload) if length is None else length
+    if n < 126:
+        ext = bytes([n])
+    else:
+        ext = bytes([126]) + n.to_bytes(2, "big") if n < 65536 else bytes([127]) + n.to_bytes(8, "big")
+    head = bytes([first, ext[0] | (0x80 if masked else 0)]) + ext[1:]
+    return head + (b"\0\0\0\0" if masked else b"") + payload
+
+
+_ENDINGS: dict[str, bytes] = {
+    "close": _frame(Opcode.CLOSE, b"\x03\xe8bye"),
+    "eof": b"",
+    "bad-utf8": _frame(Opcode.TEXT, b"ok \xff\xfe"),
+    "unmasked": _raw(0x81, b"unmasked", masked=False),
+    "rsv1": _raw(0xC1, b"compressed?"),
+    "stray-cont": _frame(Opcode.CONT, b"no start"),
+    "too-big": _raw(0x81, b"", length=2**20 + 1),
+    "text-inside-fragments": _frame(Opcode.TEXT, b"part", fin=False) + _frame(Opcode.TEXT, b"again"),
+}
+
+
+def _scenario(seed: int, ending: str) -> tuple[bytes, list[str | bytes]]:
+    """The bytes a client sends and the messages in them (before the ending)."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    messages: list[str | bytes] = ["whole"]  # sent first by _play
+    for i in range(rng.randrange(60, 140)):
+        kind = rng.random()
+        if kind < 0.70:  # a media-like message, 7-bit or 16-bit length
+            size = rng.choice([0, 5, 125, 126, 300, 2000])
+            text = (f"{i}:" + "é" * size)[:size or 1]
+            out.append(_frame(Opcode.TEXT, text.encode()))
+            messages.append(text)
+        elif kind < 0.78:
+            data = rng.randbytes(rng.randrange(0, 300))
+            out.append(_frame(Opcode.BINARY, data))
+            messages.append(data)
+        elif kind < 0.86:
+            out.append(_frame(Opcode.PING, rng.randbytes(rng.randrange(0, 20))))
+        elif kind < 0.90:
+            out.append(_frame(Opcode.PONG, b"unsolicited"))
+        else:  # a fragmented message with a ping between its pieces
+            out.append(_frame(Opcode.TEXT, f"frag{i}-a".encode(), fin=False) + _frame(Opcode.PING, b"mid")
+                       + _frame(Opcode.CONT, b"-b", fin=False) + _frame(Opcode.CONT, b"-c"))
+            messages.append(f"frag{i}-a-b-c")
+    return b"".join(out) + _ENDINGS[ending], messages
+
+
+async def _play(url: str, stream: bytes, seed: int) -> bytes:
+    """Handshake and ``start``, then ``stream`` in random pieces; everything the server wrote, to its EOF."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request, _ = ws_client.handshake_request(f"{host}:{port}", "/ws")
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    writer.write(_frame(Opcode.TEXT, b"start"))
+    echo = text_frame("echo start")  # the server's frame: unmasked
+    assert await reader.readexactly(len(echo)) == echo  # the sink is attached
+    writer.write(_frame(Opcode.TEXT, b"whole"))  # a read that ends where a frame ends: the lane takes over
+    await asyncio.sleep(0.05)
+    rng = random.Random(seed)
+    at = 0
+    while at < len(stream):
+        step = rng.choice([1, 2, 3, 7, 50, 300, 4000])
+        writer.write(stream[at:at + step])
+        at += step
+        await writer.drain()
+        await asyncio.sleep(0.001 if rng.random() < 0.3 else 0)  # separate reads, most of the time
+    writer.write_eof()
+    got = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    return got
+
+
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+async def test_frames_read_by_the_lane_equal_websockets_reading_them(ending: str) -> None:
+    """The same bytes, split at random, through the lane's own frame reading and through websockets alone:
+    the client gets back the same bytes (pongs, the close frame with its code) and the sink the same close
+    code, whatever the ending — a clean close, EOF, or each kind of bad frame. The lane hands over every
+    message sent before the ending; uvicorn alone drops the messages of the read that held a bad frame
+    (it discards that read's parsed events), so its list is a prefix of that."""
+    results = []
+    CountingFraming.frames_here = 0
+    for protocol in (StandardFraming, CountingFraming):
+        async with lane_server(ws=protocol) as (url, attached):
+            for seed in range(3):
+                stream, sent = _scenario(seed, ending)
+                written = await _play(url, stream, seed)
+                sink = attached[-1][0]
+                await asyncio.wait_for(sink.ended.wait(), 20)
+                results.append((sent, sink.messages, sink.closed, written))
+    assert CountingFraming.frames_here > 0  # the lane did read frames itself
+    for (sent, messages, closed, written), (_, lane, lane_closed, lane_written) in zip(
+            results[:3], results[3:], strict=True):
+        assert lane == sent
+        assert messages == sent[:len(messages)] and (len(messages) == len(sent) or ending not in ("close", "eof"))
+        assert lane_closed == closed
+        assert lane_written == written

@@ -250,7 +250,9 @@ class TwilioEmulator:
             headers = {}
         status_url = parse_status_callback(twiml)
         try:
-            async with connect(self._ws_url(url), additional_headers=headers, max_size=2**20) as ws:
+            # no permessage-deflate, as Twilio (the gateway's direct lane reads uncompressed frames itself)
+            async with connect(self._ws_url(url), additional_headers=headers, max_size=2**20,
+                               compression=None) as ws:
                 control = CallControl(ws, self, result, call_sid, twiml_params if params is None else params)
                 self.live[call_sid] = control
                 try:
