@@ -235,7 +235,9 @@ def test_the_pre_gate_never_delays_or_misses_speech_on_the_fixtures(scale: float
     (none, i.e. digital silence, to about -40 dBFS): the Endpointer sees the same events in the same
     order as with ungated inference (no utterance missed, none invented); each starts within one
     chunk (32 ms) and ends within three chunks of the ungated times (skipped chunks leave the
-    recurrent state where it was, so probabilities near a threshold can move by a chunk)."""
+    recurrent state where it was, so probabilities near a threshold can move by a chunk), and a
+    barge-in is never later than one chunk (it may come up to two chunks earlier: the state left
+    from before a long gated stretch can judge a chunk of the utterance voiced a little sooner)."""
     paths = sorted((FIXTURES.parent / "speech").glob("*.ul")) + sorted((FIXTURES.parent / "conversation").glob("*.ul"))
     assert len(paths) >= 15
     skipped = starts = 0
@@ -250,14 +252,18 @@ def test_the_pre_gate_never_delays_or_misses_speech_on_the_fixtures(scale: float
         starts += sum(k == "SpeechStart" for k, _ in ungated)
         for (kind, t_gated), (_, t_ungated) in zip(gated, ungated, strict=True):
             slack = (1 if kind in ("SpeechStart", "BargeIn") else 3) * CHUNK / 8000 + 1e-9
-            assert abs(t_gated - t_ungated) <= slack, (path.name, kind, t_gated, t_ungated)
+            early = (2 if kind == "BargeIn" else 1) * slack
+            assert -early <= t_gated - t_ungated <= slack, (path.name, kind, t_gated, t_ungated)
     assert starts >= len(paths) - 1  # every fixture but the cough is speech
     assert skipped > 0  # the gate did close during the idle lead-ins
 
 
 def test_the_pre_gate_skips_most_of_an_idle_line_and_never_a_loud_one() -> None:
-    _, skipped = _endpoints(_idle_line(20.0, 5, 1.0).astype(np.float32), GateConfig())
-    assert skipped > 0.7 * (20 * 8000 // CHUNK)
+    """A new line's level is learnt from its first quiet chunks: at any idle level the gate closes after
+    about 0.5 s (before, the floor crept up from -70 dBFS for seconds, inferring every chunk meanwhile)."""
+    for scale in (0.5, 1.0, 2.0):
+        _, skipped = _endpoints(_idle_line(20.0, 5, scale).astype(np.float32), GateConfig())
+        assert skipped > (20 * 8000 // CHUNK) - 40, scale  # at most ~1.3 s of 20 inferred
     _, skipped = _endpoints(_idle_line(5.0, 5, 8.0).astype(np.float32), GateConfig())  # about -30 dBFS
     assert skipped == 0
 
