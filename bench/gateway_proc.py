@@ -13,6 +13,7 @@ Two configurations:
 
 ``BENCH_GC_FREEZE=0`` (experiment): without the startup heap freeze ``voicegw serve`` does once startup settled.
 ``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (:mod:`bench.stalls`).
+``VOICEGW_PLAYOUT_LEAD_MS`` / ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE`` pass through (pacing experiments).
 ``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
 direct lane, no hot path: :mod:`gateway.direct_ws`).
 
@@ -110,8 +111,9 @@ _background: set[asyncio.Task[None]] = set()  # keeps the freezing task referenc
 
 def build_production(agents_dir: str, listen: bool) -> Any:
     """The app as ``voicegw serve`` builds it (services built here so --listen off can take listening away)."""
+    playout = {k: v for k, v in os.environ.items() if k.startswith("VOICEGW_PLAYOUT_")}  # pacing experiments
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING", "VOICEGW_AGENTS_DIR": agents_dir,
-                                  "VOICEGW_DRAIN_TIMEOUT_S": "5"})
+                                  "VOICEGW_DRAIN_TIMEOUT_S": "5", **playout})
     holder: dict[str, Services] = {}
 
     async def lifespan_services() -> Services:

@@ -111,7 +111,8 @@ class CallSession:
         self.speaker = Speaker(services.engines, agent.tts, services.metrics, services.breakers)
         self.outbound = Outbound(
             self._write_media, self._write_mark, lead_s=services.settings.playout_lead_s,
-            on_underrun=self.metrics.underruns.inc, on_frame=self.metrics.frame_lateness.observe,
+            per_wake=services.settings.playout_frames_per_write,
+            on_underrun=self.metrics.underruns.inc, on_write=self.metrics.frame_lateness.observe,
         )
         self._ids = itertools.count(1)
         self._speech: asyncio.Queue[_Sentence] = asyncio.Queue()
@@ -153,15 +154,16 @@ class CallSession:
             link.on_audio = self._audio_now
 
     # ---- wire writes ---------------------------------------------------
-    async def _write_media(self, frame: bytes) -> None:
+    async def _write_media(self, frames: list[bytes]) -> None:
         if not self.link.open:
             return  # the carrier stopped the stream: nothing more may be sent
         if self.recorder is not None:
-            # The sender has advanced its horizon past this frame: it starts playing one frame earlier.
-            plays_at = self.outbound.horizon - FRAME_SECONDS - self.stream_t0
-            self._record(self.recorder.add_agent, plays_at, frame)
-        await self.link.send_audio(frame)
-        self.metrics.frames_sent.inc()
+            # The sender has advanced its horizon past these frames: the last starts playing one frame earlier.
+            plays_at = self.outbound.horizon - len(frames) * FRAME_SECONDS - self.stream_t0
+            for k, frame in enumerate(frames):
+                self._record(self.recorder.add_agent, plays_at + k * FRAME_SECONDS, frame)
+        await self.link.send_audio(frames)
+        self.metrics.frames_sent.inc(len(frames))
 
     async def _write_mark(self, name: str) -> None:
         if not self.link.open:

@@ -17,7 +17,7 @@ drops on :meth:`CarrierLink.clear`. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -102,8 +102,9 @@ class CarrierLink(Protocol):
         """The next event; a :class:`HungUp` is the last one (do not call again after it)."""
         ...
 
-    async def send_audio(self, frame: bytes) -> None:
-        """One 20 ms frame of 8 kHz mu-law, to be played after everything sent before it."""
+    async def send_audio(self, frames: Sequence[bytes]) -> None:
+        """20 ms frames of 8 kHz mu-law (160 bytes each), in order, to be played after everything sent before
+        them (the session paces them: usually two at a time, ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE``)."""
         ...
 
     async def send_mark(self, name: str) -> None:

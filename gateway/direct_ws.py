@@ -95,6 +95,14 @@ class DirectWriter:
         self._protocol.transport.write(text_frame(text))
         return True
 
+    def send_texts(self, texts: list[str]) -> bool:
+        """Write these text messages now, in order, with one write; False (nothing written) once closing."""
+        if not self.open:
+            return False
+        if texts:
+            self._protocol.transport.write(b"".join([text_frame(text) for text in texts]))
+        return True
+
 
 class _Handoff:
     """Messages of every attached connection, handed to their sinks from one loop callback, in arrival order.

@@ -2,8 +2,9 @@
 
 Frames (exact 160-byte mu-law) and marks are queued in order. The sender asks
 the pacer how many frames may go now (bounded lead at Twilio, bounded burst
-after a stall), writes them, and sleeps on the monotonic clock until the next
-frame is due or new audio arrives. Marks go out as soon as every frame before
+after a stall, ``per_wake`` frames at a time), hands them to one ``send_media``
+call, and sleeps on the monotonic clock until the next frame is due or new
+audio arrives. Marks go out as soon as every frame before
 them has been written. :meth:`clear` drops everything queued at once; the
 caller sends ``clear`` to Twilio. :meth:`retract` takes back the newest
 queued frames (a sentence restarted by the fallback) and
@@ -47,24 +48,25 @@ RECENT_ITEMS = 200  # written items remembered for hold(): 4 s of frames, far mo
 class Outbound:
     def __init__(
         self,
-        send_media: Callable[[bytes], Awaitable[None]],
+        send_media: Callable[[list[bytes]], Awaitable[None]],
         send_mark: Callable[[str], Awaitable[None]],
         lead_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
-        on_frame: Callable[[float], None] | None = None,
+        on_write: Callable[[float], None] | None = None,
         on_underrun: Callable[[], None] | None = None,
         max_burst: int | None = None,
+        per_wake: int = 1,
     ) -> None:
-        self._send_media = send_media
+        self._send_media = send_media  # the frames of one wake-up, in order
         self._send_mark = send_mark
-        self.pacer = Pacer(lead_s=lead_s, frame_s=FRAME_SECONDS, max_burst=max_burst)
+        self.pacer = Pacer(lead_s=lead_s, frame_s=FRAME_SECONDS, max_burst=max_burst, per_wake=per_wake)
         self.clock = clock
         self._queue: collections.deque[Item] = collections.deque()
         self._wakeup = asyncio.Event()
         self.horizon = 0.0  # when the frame being written (or last written) finishes playing
         self.starvations = 0
         self._in_sentence = False  # frames sent since the last mark
-        self._on_frame = on_frame
+        self._on_write = on_write  # per write: how late its first (most overdue) frame left
         self._on_underrun = on_underrun
         self.paused = False
         self._recent: collections.deque[Item] = collections.deque(maxlen=RECENT_ITEMS)  # written, newest last
@@ -191,19 +193,17 @@ class Outbound:
             if n == 0:
                 await asyncio.sleep(max(0.0, self.pacer.next_send_at() - now))
                 continue
-            # How late the sender woke (stall included); frame k of a burst was due k frames later.
+            # How late the sender woke (stall included): the first frame's lateness, the write's worst.
             late = self.pacer.last_lateness if self._in_sentence and self.pacer.last_lateness is not None else 0.0
+            if self._on_write:
+                self._on_write(late)
             start = self.pacer.horizon - n * FRAME_SECONDS
+            frames: list[bytes] = []
             for k in range(n):
-                if not self._queue or not isinstance(self._queue[0], bytes):
-                    break  # cleared while a previous frame was being written
-                if self.paused:
-                    break  # held while a previous frame was being written
                 frame = self._queue.popleft()
-                assert isinstance(frame, bytes)
+                assert isinstance(frame, bytes)  # _frames_ready counted n frames before any mark
+                frames.append(frame)
                 self._recent.append(frame)
                 self.horizon = start + (k + 1) * FRAME_SECONDS
-                if self._on_frame:
-                    self._on_frame(max(0.0, late - k * FRAME_SECONDS))
-                self._in_sentence = True
-                await self._send_media(frame)
+            self._in_sentence = True
+            await self._send_media(frames)

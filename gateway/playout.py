@@ -7,8 +7,9 @@ sleeps and writes; this file only decides and counts.
 **Pacer.** Twilio plays what we send in order and buffers the rest (up to 10
 minutes). ``horizon`` is the moment Twilio's buffer would run dry if we sent
 nothing more. We keep ``horizon - now`` (the *lead*) at about ``lead_s``: a
-frame may go while the lead is at most ``lead_s``, so the lead never exceeds
-``lead_s + frame_s``. If the sender stalls past the horizon the buffer ran dry
+frame may go while the lead is at most ``lead_s``, and then ``per_wake`` frames go
+together (one write, one wake-up per ``per_wake`` frames), so the lead never exceeds
+``lead_s + per_wake * frame_s``. If the sender stalls past the horizon the buffer ran dry
 mid-utterance: that is an *underrun* (counted, with its gap); the horizon
 restarts at ``now`` and the catch-up is a burst of at most ``max_burst``
 frames, never more than the lead allows. A short lead keeps ``clear`` cheap
@@ -38,13 +39,15 @@ _EPS = 1e-9
 
 class Pacer:
     def __init__(self, lead_s: float = 0.1, frame_s: float = 0.02, max_burst: int | None = None,
-                 underrun_tolerance_s: float = 0.005) -> None:
-        if lead_s < 0 or frame_s <= 0:
-            raise ValueError("lead_s must be >= 0 and frame_s > 0")
+                 underrun_tolerance_s: float = 0.005, per_wake: int = 1) -> None:
+        if lead_s < 0 or frame_s <= 0 or per_wake < 1:
+            raise ValueError("lead_s must be >= 0, frame_s > 0 and per_wake >= 1")
         self.lead_s = lead_s
         self.frame_s = frame_s
+        self.per_wake = per_wake
         # Most frames one `take` may return; default: what the lead holds (a full refill after a stall).
-        self.max_burst = max_burst if max_burst is not None else int(math.floor(lead_s / frame_s + _EPS)) + 1
+        self.max_burst = (max_burst if max_burst is not None
+                          else int(math.floor(lead_s / frame_s + _EPS)) + per_wake)
         if self.max_burst < 1:
             raise ValueError("max_burst must be >= 1")
         self.underrun_tolerance_s = underrun_tolerance_s
@@ -74,7 +77,7 @@ class Pacer:
         room = self.lead_s - (self.horizon - now)
         if room < -_EPS:
             return 0
-        n = min(queued, self.max_burst, int(math.floor(room / self.frame_s + _EPS)) + 1)
+        n = min(queued, self.max_burst, int(math.floor(room / self.frame_s + _EPS)) + self.per_wake)
         if self.streaming:
             self.last_lateness = max(0.0, late)
             self.max_lateness = max(self.max_lateness, self.last_lateness)

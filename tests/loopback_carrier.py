@@ -10,6 +10,7 @@ mark comes back as :class:`MarkHeard` as soon as it is sent (the call core paces
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from gateway.carrier import CallEvent, CarrierError, HungUp, MarkHeard
 
@@ -49,9 +50,9 @@ class LoopbackLink:
     async def receive(self) -> CallEvent:
         return await self._events.get()
 
-    async def send_audio(self, frame: bytes) -> None:
-        assert self._open and len(frame) == 160
-        self.sent.append(("audio", frame))
+    async def send_audio(self, frames: Sequence[bytes]) -> None:
+        assert self._open and frames and all(len(frame) == 160 for frame in frames)
+        self.sent.extend(("audio", frame) for frame in frames)
 
     async def send_mark(self, name: str) -> None:
         assert self._open

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.outbound import Outbound
 
 
@@ -13,8 +15,8 @@ async def test_pause_holds_frames_and_marks_and_resume_loses_nothing() -> None:
 
     progress = asyncio.Event()
 
-    async def media(frame: bytes) -> None:
-        written.append(frame)
+    async def media(frames: list[bytes]) -> None:
+        written.extend(frames)
         progress.set()
 
     async def mark(name: str) -> None:
@@ -67,8 +69,8 @@ async def test_hold_takes_back_what_twilio_has_not_played_and_resume_plays_it_on
     written: list[bytes | str] = []
     progress = asyncio.Event()
 
-    async def media(frame: bytes) -> None:
-        written.append(frame)
+    async def media(frames: list[bytes]) -> None:
+        written.extend(frames)
         progress.set()
 
     async def mark(name: str) -> None:
@@ -108,6 +110,70 @@ async def test_hold_takes_back_what_twilio_has_not_played_and_resume_plays_it_on
         assert played_frames == frames  # nothing lost, nothing repeated
         assert written[-1] == "s2"
         assert ("s1" in written[len(sent):]) == ("s1" in taken_marks)  # a mark taken back is sent again, once
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_two_frames_per_write_go_out_together_in_order() -> None:
+    """per_wake=2: after the first fill, every write carries two frames (one wake-up per 40 ms of audio);
+    a sentence's odd last frame goes alone before its mark; nothing is reordered or lost."""
+    clock = FakeClock()
+    writes: list[list[bytes] | str] = []
+    progress = asyncio.Event()
+
+    async def media(frames: list[bytes]) -> None:
+        writes.append(list(frames))
+        progress.set()
+
+    async def mark(name: str) -> None:
+        writes.append(name)
+        progress.set()
+
+    out = Outbound(media, mark, lead_s=0.1, clock=clock, per_wake=2)
+    frames = [bytes([i]) * 160 for i in range(27)]
+    out.put_frames(frames)
+    out.put_mark("end")
+    task = asyncio.create_task(out.run())
+    try:
+        while "end" not in writes:  # the sender wakes exactly when its next frame is due
+            await asyncio.wait_for(progress.wait(), 10)
+            progress.clear()
+            clock.t = max(clock.t, out.pacer.next_send_at())
+        groups = [w for w in writes if isinstance(w, list)]
+        assert [f for g in groups for f in g] == frames
+        assert len(groups[0]) == 7 and all(len(g) == 2 for g in groups[1:-1]) and len(groups[-1]) in (1, 2)
+        assert writes[-1] == "end"
+        assert out.lead_s == 0.1 and out.pacer.per_wake == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_lateness_is_reported_once_per_write_as_its_first_frames() -> None:
+    """A sender that wakes 30 ms late writes its group at once: one report, 30 ms (the first frame's)."""
+    clock = FakeClock()
+    late: list[float] = []
+    writes: list[list[bytes]] = []
+    wrote = asyncio.Event()
+
+    async def media(frames: list[bytes]) -> None:
+        writes.append(frames)
+        wrote.set()
+
+    async def mark(name: str) -> None:
+        pass
+
+    out = Outbound(media, mark, lead_s=0.1, clock=clock, per_wake=2, on_write=late.append)
+    out.put_frames([bytes([i]) * 160 for i in range(40)])
+    task = asyncio.create_task(out.run())
+    try:
+        await asyncio.wait_for(wrote.wait(), 10)  # the first fill: 7 frames, not late
+        wrote.clear()
+        clock.t = out.pacer.next_send_at() + 0.03
+        await asyncio.wait_for(wrote.wait(), 10)
+        assert [len(w) for w in writes] == [7, 3]  # the lead refilled: the frame 30 ms overdue and two more
+        assert late == [0.0, pytest.approx(0.03)]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -84,24 +84,41 @@ def test_rejects_bad_configuration() -> None:
         Pacer(max_burst=0)
 
 
+def test_two_frames_per_wake_halve_the_wakeups_and_keep_real_time() -> None:
+    """per_wake=2: once the lead allows a frame, two go together; the sender wakes every 40 ms and the
+    lead stays within [lead, lead + two frames]; over time exactly real time is sent."""
+    p = Pacer(lead_s=0.1, per_wake=2)
+    assert p.take(0.0, 100) == 7  # the lead filled (120 ms), plus the second frame of the group
+    t = p.next_send_at()
+    assert t == pytest.approx(0.04)
+    for _ in range(500):
+        t = p.next_send_at()
+        assert p.take(t, 100) == 2
+        assert 0.1 - 1e-9 <= p.buffered(t) <= 0.14 + 1e-9
+    assert p.frames_sent == 7 + 1000 and p.horizon == pytest.approx(t + 0.14)
+    assert p.underruns == 0 and p.max_lateness < 1e-9
+    assert p.take(p.next_send_at(), 1) == 1  # the last frame of a sentence goes alone
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     lead_ms=st.integers(0, 300),
     burst=st.one_of(st.none(), st.integers(1, 20)),
+    per_wake=st.integers(1, 4),
     steps=st.lists(st.tuples(st.floats(0.0, 0.2), st.integers(0, 30)), min_size=1, max_size=200),
 )
-def test_never_exceeds_the_lead_and_never_loses_frames(lead_ms: int, burst: int | None,
+def test_never_exceeds_the_lead_and_never_loses_frames(lead_ms: int, burst: int | None, per_wake: int,
                                                        steps: list[tuple[float, int]]) -> None:
-    """Whatever the wakeup pattern: the lead at Twilio stays <= lead + one frame, bursts are bounded,
-    and the frames sent equal the frames taken."""
-    p = Pacer(lead_s=lead_ms / 1000, max_burst=burst)
+    """Whatever the wakeup pattern: the lead at Twilio stays <= lead + one group of frames, bursts are
+    bounded, and the frames sent equal the frames taken."""
+    p = Pacer(lead_s=lead_ms / 1000, max_burst=burst, per_wake=per_wake)
     now, total = 0.0, 0
     for dt, queued in steps:
         now += dt
         n = p.take(now, queued)
         assert 0 <= n <= min(queued, p.max_burst)
         total += n
-        assert p.buffered(now) <= p.lead_s + F + 1e-9
+        assert p.buffered(now) <= p.lead_s + per_wake * F + 1e-9
         assert all(g > 0 for g in p.underrun_gaps)
     assert p.frames_sent == total
     assert p.underruns == len(p.underrun_gaps)

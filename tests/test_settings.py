@@ -44,6 +44,7 @@ def test_values_are_parsed() -> None:
         ({"VOICEGW_MAX_WS_MESSAGE_BYTES": "5"}, "VOICEGW_MAX_WS_MESSAGE_BYTES=5 is not within 1024–16777216"),
         ({"VOICEGW_DRAIN_TIMEOUT_S": "soon"}, "VOICEGW_DRAIN_TIMEOUT_S='soon' is not a number"),
         ({"VOICEGW_PLAYOUT_LEAD_MS": "5"}, "VOICEGW_PLAYOUT_LEAD_MS=5.0 is not within 20–2000"),
+        ({"VOICEGW_PLAYOUT_FRAMES_PER_WRITE": "0"}, "VOICEGW_PLAYOUT_FRAMES_PER_WRITE=0 is not within 1–10"),
         ({"PUBLIC_URL": "gw.example.com"}, "PUBLIC_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"CHATTTS_DEVICE": "tpu"}, "CHATTTS_DEVICE='tpu' is not one of auto, cuda, cpu"),

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -121,9 +122,10 @@ class ConsoleLink:
                 else:
                     await self.ws.send_text(data)
 
-    async def send_audio(self, frame: bytes) -> None:
+    async def send_audio(self, frames: Sequence[bytes]) -> None:
         if self.open:
-            self.protocol.send_audio(frame)
+            for frame in frames:
+                self.protocol.send_audio(frame)
             await self.flush()
 
     async def send_mark(self, name: str) -> None:

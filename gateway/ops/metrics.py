@@ -41,7 +41,9 @@ class Metrics(TTSMetrics):
             "voicegw_underruns_total", "Times the lead at Twilio ran dry mid-utterance", registry=r
         )
         self.frame_lateness = Histogram(
-            "voicegw_frame_lateness_seconds", "How late a frame left relative to its pacing deadline",
+            "voicegw_frame_lateness_seconds",
+            "How late each write of audio (1 to VOICEGW_PLAYOUT_FRAMES_PER_WRITE frames) left after its first frame's "
+            "pacing deadline",
             buckets=_MS, registry=r,
         )
         self.protocol_errors = Counter(

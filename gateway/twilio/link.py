@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -194,9 +194,8 @@ class TwilioLink:
 
     async def _flush(self) -> None:
         if self._writer is not None:
-            for text in self.protocol.data_to_send():
-                if not self._writer.send_text(text):
-                    self._gone = True  # closing: receive() returns the HungUp
+            if not self._writer.send_texts(self.protocol.data_to_send()):
+                self._gone = True  # closing: receive() returns the HungUp
             return
         try:
             for text in self.protocol.data_to_send():
@@ -204,10 +203,11 @@ class TwilioLink:
         except WebSocketDisconnect:
             self._gone = True  # the caller went away mid-send; receive() returns the HungUp
 
-    async def send_audio(self, frame: bytes) -> None:
+    async def send_audio(self, frames: Sequence[bytes]) -> None:
         if self.open:  # after `stop` nothing more may be sent
-            self.protocol.send_media(frame)
-            await self._flush()
+            for frame in frames:
+                self.protocol.send_media(frame)
+            await self._flush()  # one write for all of them
 
     async def send_mark(self, name: str) -> None:
         if self.open:
