@@ -39,13 +39,13 @@ speech (0 dB SNR), because the floor is learnt from what the VAD calls noise.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from agents.spec import TurnTaking
+from audio.level import power_db
 
 SAMPLE_RATE = 8000
 F32 = npt.NDArray[np.float32]
@@ -137,12 +137,6 @@ class EndpointConfig:
         return max(0.01, self.threshold - 0.15)
 
 
-def _level_db(samples: F32) -> float:
-    """Mean power in dBFS (a float64 dot product: the per-chunk path; ``np.mean(np.square(...))`` took 6x longer)."""
-    x = samples.astype(np.float64)
-    return 10.0 * math.log10(float(x @ x) / max(1, len(x)) + 1e-12)
-
-
 class Endpointer:
     def __init__(self, config: EndpointConfig | None = None) -> None:
         self.config = config or EndpointConfig()
@@ -185,7 +179,7 @@ class Endpointer:
         cfg = self.config
         if self._utt is None or cfg.noise_margin_db is None or not len(pending):
             return self.silence_s
-        if _level_db(pending) >= self.noise_db + self._margin_db():
+        if power_db(pending) >= self.noise_db + self._margin_db():
             return self.silence_s
         return self.silence_s + len(pending) / SAMPLE_RATE
 
@@ -220,26 +214,29 @@ class Endpointer:
         assert cfg.noise_margin_db is not None
         return cfg.noise_margin_db if self._utt is None else max(cfg.noise_margin_db, cfg.end_margin_db)
 
-    def _loud_enough(self, prob: float, chunk: F32) -> bool:
+    def _loud_enough(self, prob: float, chunk: F32, level: float | None) -> bool:
         """Update the noise floor; is this chunk above it by the margin (the end margin inside an utterance)?"""
         cfg = self.config
         if cfg.noise_margin_db is None:
             return True
-        level = _level_db(chunk)
+        if level is None:
+            level = power_db(chunk)
         if prob < cfg.neg_threshold:  # the VAD calls it non-speech: it is what the line sounds like
             rate = 0.1 if level < self.noise_db else 0.05  # about the line's mean level; drops followed faster
             self.noise_db += rate * (level - self.noise_db)
             self.noise_db = min(self.noise_db, -20.0)  # never so high that normal speech is gated out
         return level >= self.noise_db + self._margin_db()
 
-    def feed(self, prob: float, chunk: F32) -> list[EndpointEvent]:
+    def feed(self, prob: float, chunk: F32, level_db: float | None = None) -> list[EndpointEvent]:
+        """The VAD's verdict on the next chunk; ``level_db``: the chunk's level when already measured
+        (:mod:`audio.level`, e.g. by the VAD batcher), else it is measured here."""
         cfg = self.config
         start = self.now
         dur = len(chunk) / SAMPLE_RATE
         self.samples += len(chunk)
         end = self.now
         events: list[EndpointEvent] = []
-        if not self._loud_enough(prob, chunk):
+        if not self._loud_enough(prob, chunk, level_db):
             prob = 0.0  # at the line's own level (or breath, a room tail): not speech, however sure the VAD is
         if self._utt is None:
             if prob < cfg.threshold:

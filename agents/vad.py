@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from audio.codec import ulaw_to_float
+from audio.level import rows_power_db
 
 SAMPLE_RATE = 8000
 CHUNK = 256  # samples per inference at 8 kHz (32 ms)
@@ -153,7 +154,7 @@ class VadStream:
         return self.feed(pcm)
 
 
-VadCallback = Callable[[float, F32], None]
+VadCallback = Callable[[float, F32, float], None]  # probability, chunk, its level (dBFS, audio.level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +250,7 @@ class BatchedVadStream:
             finally:
                 self._waiter = None
 
-    def _collect(self, prob: float, chunk: F32) -> None:
+    def _collect(self, prob: float, chunk: F32, level_db: float) -> None:
         self._results.append((prob, chunk))
 
     def _wake(self) -> None:
@@ -362,7 +363,8 @@ class VadBatcher:
                     del self._ready_streams[stream.slot]
             stacked = np.stack(chunks)
             probs: list[float] = [0.0] * len(streams)
-            infer = self._gate(streams, stacked) if self.gate is not None else list(range(len(streams)))
+            levels = rows_power_db(stacked)  # the gate's, and handed on: the Endpointer need not measure again
+            infer = self._gate(streams, stacked, levels) if self.gate is not None else list(range(len(streams)))
             if infer:
                 idx = np.fromiter((streams[i].slot for i in infer), dtype=np.intp, count=len(infer))
                 windows = self._windows
@@ -384,11 +386,11 @@ class VadBatcher:
                         s = streams[i]
                         s.quiet = s.quiet + 1 if probs[i] < quiet else 0
             done += len(streams)
-            for stream, prob, chunk in zip(streams, probs, chunks, strict=True):
+            for stream, prob, chunk, level in zip(streams, probs, chunks, levels, strict=True):
                 if stream.closed:
                     continue
                 try:
-                    stream.on_result(prob, chunk)
+                    stream.on_result(prob, chunk, level)
                 except Exception:  # one call's bug must not deafen every other call
                     log.exception("VAD result handler failed; that stream is closed")
                     stream.close()  # wakes its wait_answered()
@@ -397,12 +399,10 @@ class VadBatcher:
                     stream._wake()  # all it had is answered
         return done
 
-    def _gate(self, streams: list[BatchedVadStream], stacked: F32) -> list[int]:
+    def _gate(self, streams: list[BatchedVadStream], stacked: F32, levels: list[float]) -> list[int]:
         """The pre-gate: which of these chunks need inference (the others are answered 0 right here)."""
         gate = self.gate
         assert gate is not None
-        energy = np.einsum("ij,ij->i", stacked, stacked, dtype=np.float64) / CHUNK
-        levels = (10.0 * np.log10(energy + 1e-12)).tolist()
         infer: list[int] = []
         for i, (stream, level) in enumerate(zip(streams, levels, strict=True)):
             floor = stream.floor_db

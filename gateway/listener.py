@@ -123,7 +123,7 @@ class PushVadSource(Protocol):
     """A VAD that buffers without waiting and reports each chunk's verdict through ``on_result``, in order
     (:class:`agents.vad.BatchedVadStream`); the listener takes ``on_result`` over."""
 
-    on_result: Callable[[float, F32], None]
+    on_result: Callable[[float, F32, float], None]  # probability, chunk, the chunk's level (dBFS)
 
     def feed(self, samples: F32) -> None: ...
 
@@ -159,7 +159,7 @@ class Listener:
         self._push: PushVadSource | None = vad if isinstance(vad, PushVadSource) else None
         if self._push is not None:
             self._push.on_result = self._verdict
-        self._verdicts: deque[tuple[float, F32]] = deque()
+        self._verdicts: deque[tuple[float, F32, float | None]] = deque()
         self._feeding = False  # an awaited feed() is in progress: it judges the verdicts
         self._owner: asyncio.Task[None] | None = None  # a task judging verdicts (an event came on the hot path)
 
@@ -210,7 +210,7 @@ class Listener:
         push = self._push
         if push is None:
             for prob, chunk in await self.vad.infer(pcm):  # waits for the verdicts (inline: none to wait for)
-                await self._judge(prob, chunk)
+                await self._judge(prob, chunk, None)
             return
         push.feed(pcm)
         await push.wait_answered()  # batched: at most one VAD tick (none when no chunk is complete)
@@ -225,13 +225,13 @@ class Listener:
         if len(unjudged) > 50:  # a VAD that stopped answering (closed) must not grow this: 1 s is plenty
             del unjudged[:-50]
 
-    async def _judge(self, prob: float, chunk: F32) -> None:
-        await self._handle(self._endpoint(prob, chunk))
+    async def _judge(self, prob: float, chunk: F32, level: float | None) -> None:
+        await self._handle(self._endpoint(prob, chunk, level))
 
-    def _endpoint(self, prob: float, chunk: F32) -> list[EndpointEvent]:
+    def _endpoint(self, prob: float, chunk: F32, level: float | None) -> list[EndpointEvent]:
         """The synchronous half of judging a verdict: the endpointer's events for this chunk."""
         self._judged(len(chunk))
-        return self.endpointer.feed(prob, chunk)
+        return self.endpointer.feed(prob, chunk, level)
 
     def _to_handle(self, events: list[EndpointEvent]) -> bool:
         """:meth:`_handle` would do something: events, or a pause with words to decide on."""
@@ -243,9 +243,9 @@ class Listener:
         if self._words is not None and self.endpointer.in_speech:
             await self._evaluate()
 
-    def _verdict(self, prob: float, chunk: F32) -> None:
+    def _verdict(self, prob: float, chunk: F32, level: float) -> None:
         """A chunk's verdict, from the VAD batcher's tick (synchronous: it must not block)."""
-        self._verdicts.append((prob, chunk))
+        self._verdicts.append((prob, chunk, level))
         if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
             return
         while self._verdicts:  # the hot path: judged here, unless there is something to handle

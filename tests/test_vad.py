@@ -11,6 +11,7 @@ import pytest
 from agents.endpointing import EndpointConfig, Endpointer
 from agents.vad import CHUNK, GateConfig, SileroModel, VadBatcher, VadError, model_path, shared_model
 from audio.codec import ulaw2lin
+from audio.level import power_db
 from tests.helpers import ROOT
 from tests.speech_fixtures import FIXTURES, mulaw
 
@@ -86,7 +87,8 @@ class _Collector:
     def __init__(self, out: list[tuple[float, np.ndarray]]) -> None:
         self.out = out
 
-    def append_result(self, prob: float, chunk: np.ndarray) -> None:
+    def append_result(self, prob: float, chunk: np.ndarray, level: float) -> None:
+        assert level == pytest.approx(power_db(chunk), abs=1e-9)  # the level handed on is this chunk's
         self.out.append((prob, chunk))
 
 
@@ -125,17 +127,17 @@ def test_streams_joining_and_leaving_keep_their_own_state() -> None:
     batcher = VadBatcher(shared_model(), capacity=4)
     speech, other = _f32("human"), _f32("hours")
     got_a: list[float] = []
-    a = batcher.stream(lambda p, c: got_a.append(p))
+    a = batcher.stream(lambda p, c, level: got_a.append(p))
     half = (len(speech) // 2) // CHUNK * CHUNK
     a.feed(speech[:half])
     batcher.run_pending()
     # b opens, runs, closes (its slot is then reused by c) while a is mid-utterance
-    b = batcher.stream(lambda p, c: None)
+    b = batcher.stream(lambda p, c, level: None)
     b.feed(other[: 20 * CHUNK])
     batcher.run_pending()
     b.close()
     got_c: list[float] = []
-    c = batcher.stream(lambda p, c_: got_c.append(p))
+    c = batcher.stream(lambda p, c_, level: got_c.append(p))
     assert c.slot == b.slot
     c.feed(other)
     a.feed(speech[half:])
@@ -149,7 +151,7 @@ def test_mulaw_feed_matches_the_decoder() -> None:
     payload = mulaw("hours")
     batcher = VadBatcher(shared_model())
     got: list[float] = []
-    s = batcher.stream(lambda p, c: got.append(p))
+    s = batcher.stream(lambda p, c, level: got.append(p))
     for i in range(0, len(payload), 160):
         s.feed_mulaw(payload[i : i + 160])
     batcher.run_pending()
@@ -160,12 +162,12 @@ def test_a_closed_stream_gets_nothing_and_a_failing_handler_spares_the_others() 
     batcher = VadBatcher(shared_model())
     seen: list[float] = []
 
-    def boom(p: float, c: np.ndarray) -> None:
+    def boom(p: float, c: np.ndarray, level: float) -> None:
         raise RuntimeError("handler bug")
 
     bad = batcher.stream(boom)
-    good = batcher.stream(lambda p, c: seen.append(p))
-    gone = batcher.stream(lambda p, c: seen.append(-1.0))
+    good = batcher.stream(lambda p, c, level: seen.append(p))
+    gone = batcher.stream(lambda p, c, level: seen.append(-1.0))
     sig = _f32("hours")[: 3 * CHUNK]
     for s in (bad, good, gone):
         s.feed(sig)
@@ -175,7 +177,7 @@ def test_a_closed_stream_gets_nothing_and_a_failing_handler_spares_the_others() 
 
 
 def test_wrong_dtype_is_a_clear_error() -> None:
-    s = VadBatcher(shared_model()).stream(lambda p, c: None)
+    s = VadBatcher(shared_model()).stream(lambda p, c, level: None)
     with pytest.raises(TypeError, match="float32"):
         s.feed(np.zeros(256, dtype=np.int16))
 
@@ -188,7 +190,7 @@ async def test_the_batcher_task_infers_within_a_tick() -> None:
     got: list[float] = []
     done = asyncio.Event()
 
-    def on(p: float, c: np.ndarray) -> None:
+    def on(p: float, c: np.ndarray, level: float) -> None:
         got.append(p)
         if len(got) == 2:
             done.set()
@@ -216,8 +218,8 @@ def _endpoints(sig: np.ndarray, gate: GateConfig | None) -> tuple[list[tuple[str
     endpointer = Endpointer(EndpointConfig())
     events: list[tuple[str, float]] = []
 
-    def on(prob: float, chunk: np.ndarray) -> None:
-        for ev in endpointer.feed(prob, chunk):
+    def on(prob: float, chunk: np.ndarray, level: float) -> None:
+        for ev in endpointer.feed(prob, chunk, level):
             events.append((type(ev).__name__, float(getattr(ev, "at", getattr(ev, "ended_at", 0.0)))))
 
     stream = batcher.stream(on)
@@ -277,7 +279,7 @@ async def test_the_loops_shared_batcher_runs_while_streams_are_open() -> None:
     got: list[float] = []
     done = asyncio.Event()
 
-    def on(p: float, c: np.ndarray) -> None:
+    def on(p: float, c: np.ndarray, level: float) -> None:
         got.append(p)
         done.set()
 
