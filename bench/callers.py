@@ -47,6 +47,7 @@ class CallOutcome:
     next_mark_s: float = math.nan  # first mark after the greeting's, seconds after the greeting was heard
     close_s: float = math.nan  # our close frame (or the gateway's) → the gateway closed the TCP connection
     close_aborted: bool = False  # the gateway had not closed it CLOSE_TIMEOUT_S later: we aborted it
+    streamed_s: float = 0.0  # ``start`` sent → the stream's end (ours at call_s, or the agent's hang-up before)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ class Leg(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.closing_at = self.clock()
+            if not math.isnan(self.t0):
+                self.out.streamed_s = self.closing_at - self.t0
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._close_timeout)
 
     def _close_timeout(self) -> None:

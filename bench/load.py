@@ -24,7 +24,9 @@ Last line:
           underruns=<u> rss_per_call_mb=<r> vad_us_per_call_s=<v> stop=<reason>   (one line)
 The figures after the two maxima describe the highest held listening step (media-only if not measured).
 
-Columns besides pass/fail: gateway CPU per call-second (``ms/call·s``) and the calls per core it projects
+Columns besides pass/fail: gateway CPU per call-second (``ms/call·s``: per second of stream the callers actually
+had, from ``start`` to the end of the stream, so calls the agent ends early are not counted at --call-s) and the
+calls per core it projects
 (``proj/core``; independent of other load on the machine, unlike lateness), VAD CPU per call-second, the
 batcher's mean batch and the share of chunks its pre-gate skipped, RSS at ready and per call, time to first
 audio, the driver's CPU and event-loop lag, and the gateway's startup time. ``--profile DIR`` writes a py-spy
@@ -312,6 +314,11 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         print(f"  teardown: closed by the gateway p50 {percentile(closes, 50):.0f} ms, p99 "
               f"{percentile(closes, 99):.0f} ms; not closed within {CLOSE_TIMEOUT_S:g} s (aborted): {aborted}",
               flush=True)
+    streamed = sum(c["streamed_s"] for c in placed)  # the call-seconds the gateway actually carried
+    cut = sum(1 for c in placed if c["streamed_s"] < args.call_s - 1.0)
+    if cut:  # the agent hung up first (the demo agent's goodbye comes 20 s after its last words)
+        print(f"  {cut} calls ended by the agent before --call-s: {streamed / max(1, len(placed)):.1f} s streamed "
+              f"per call on average; CPU per call-second counts what was streamed", flush=True)
     errors = sorted({c["error"] for c in calls if c["error"]})
     if errors:
         print(f"  call errors ({len(calls) - len(placed)}): {'; '.join(errors[:3])}", flush=True)
@@ -326,7 +333,7 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         vad_us_per_call_s=(busy * 1e6 / ((chunks + skipped) * 256 / 8000)) if chunks + skipped else math.nan,
         vad_batch=chunks / runs if runs else math.nan,
         vad_skipped_pct=100 * skipped / (skipped + chunks) if skipped + chunks else math.nan,
-        cpu_ms_per_call_s=1000 * cpu / (n * args.call_s), startup_s=startup_s,
+        cpu_ms_per_call_s=1000 * cpu / (streamed or n * args.call_s), startup_s=startup_s,
     )
 
 
