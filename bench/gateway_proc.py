@@ -12,13 +12,17 @@ Two configurations:
   ChatTTS audio would.
 
 ``BENCH_GC_FREEZE=0`` (experiment): without the startup heap freeze ``voicegw serve`` does once startup settled.
-``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (:mod:`bench.stalls`).
+``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (``BENCH_STALLS_MS``; :mod:`bench.stalls`).
 ``VOICEGW_PLAYOUT_LEAD_MS`` / ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE`` pass through (pacing experiments).
+``BENCH_CPROFILE=FILE`` (experiment): cProfile of the whole run, written when the driver stops the gateway.
+``BENCH_GC_THRESHOLD=N`` (experiment): collector thresholds (N, 50, 100) instead of ``voicegw serve``'s.
 ``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
 direct lane, no hot path: :mod:`gateway.direct_ws`).
 
 One extra route, ``GET /bench/stats``, reports the process's asyncio task count, the event loop
-class, the batched VAD's counters when there is one, and (synthetic voice) per call sid the monotonic
+class, the batched VAD's counters when there is one, (production) the collector's pauses since the last
+report and the objects it tracks (``BENCH_GC_TYPES=1``: the commonest types, and one timed full collection),
+and (synthetic voice) per call sid the monotonic
 time its first sentence's audio was ready (``time.monotonic`` is CLOCK_MONOTONIC, shared by processes
 on one Linux host, so the load driver can subtract its own arrival times).
 """
@@ -109,12 +113,37 @@ def vad_stats(services: Services) -> dict[str, float]:
 _background: set[asyncio.Task[None]] = set()  # keeps the freezing task referenced
 
 
+class GcPauses:
+    """The collector's pauses per generation (count, total and longest ms) since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._by_gen: dict[int, list[float]] = {}
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        entry = self._by_gen.setdefault(info["generation"], [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += ms
+        entry[2] = max(entry[2], ms)
+
+    def take(self) -> dict[int, list[float]]:
+        out, self._by_gen = self._by_gen, {}
+        return out
+
+
+
 def build_production(agents_dir: str, listen: bool) -> Any:
     """The app as ``voicegw serve`` builds it (services built here so --listen off can take listening away)."""
     playout = {k: v for k, v in os.environ.items() if k.startswith("VOICEGW_PLAYOUT_")}  # pacing experiments
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING", "VOICEGW_AGENTS_DIR": agents_dir,
                                   "VOICEGW_DRAIN_TIMEOUT_S": "5", **playout})
     holder: dict[str, Services] = {}
+    pauses = GcPauses()  # reported (and reset) by /bench/stats
 
     async def lifespan_services() -> Services:
         services = await build_services(settings)
@@ -127,11 +156,14 @@ def build_production(agents_dir: str, listen: bool) -> Any:
         if os.environ.get("BENCH_STALLS"):
             from bench import stalls
 
-            stalls.start(asyncio.get_running_loop(), os.environ["BENCH_STALLS"])
+            stalls.start(asyncio.get_running_loop(), os.environ["BENCH_STALLS"],
+                         float(os.environ.get("BENCH_STALLS_MS", "10")) / 1000)
         if os.environ.get("BENCH_GC_FREEZE") != "0":  # as GatewayServer does (0: the experiment without it)
             async def freeze_when_settled() -> None:
                 while not settle_startup(services):  # noqa: ASYNC110 - flags only, as GatewayServer.on_tick
                     await asyncio.sleep(0.1)
+                if os.environ.get("BENCH_GC_THRESHOLD"):  # the experiment's thresholds, not serve's
+                    gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
 
             services.settling = True  # from now, as GatewayServer's first tick does
             _background.add(asyncio.create_task(freeze_when_settled()))
@@ -152,7 +184,16 @@ def build_production(agents_dir: str, listen: bool) -> Any:
         if scope["type"] == "http" and scope["path"] == "/bench/stats":
             services = holder["services"]
             stats = {"tasks": len(asyncio.all_tasks()), "active_calls": services.active_calls,
-                     "loop": type(asyncio.get_running_loop()).__module__, "vad": vad_stats(services)}
+                     "loop": type(asyncio.get_running_loop()).__module__, "vad": vad_stats(services),
+                     "gc_tracked": len(gc.get_objects()), "gc": pauses.take()}
+            if os.environ.get("BENCH_GC_TYPES") == "1":  # experiment: the most common objects a full collection walks
+                kinds: dict[str, int] = {}
+                for obj in gc.get_objects():
+                    kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
+                stats["gc_types"] = sorted(kinds.items(), key=lambda kv: -kv[1])[:25]
+                t0 = time.perf_counter()
+                gc.collect()
+                stats["gc_full_ms"] = (time.perf_counter() - t0) * 1000
             body = json.dumps(stats).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
@@ -227,6 +268,19 @@ def main() -> None:
         options["ws"] = "websockets-sansio"
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
                             access_log=False, **options)
+    if os.environ.get("BENCH_CPROFILE"):  # experiment: a deterministic profile of the whole run (about 2x slower)
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+
+        def dump(*_: Any) -> None:
+            profiler.disable()
+            profiler.dump_stats(os.environ["BENCH_CPROFILE"])
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, dump)
+        profiler.enable()
     uvicorn.Server(config).run()
 
 

@@ -29,7 +29,10 @@ had, from ``start`` to the end of the stream, so calls the agent ends early are 
 calls per core it projects
 (``proj/core``; independent of other load on the machine, unlike lateness), VAD CPU per call-second, the
 batcher's mean batch and the share of chunks its pre-gate skipped, RSS at ready and per call, time to first
-audio, the driver's CPU and event-loop lag, and the gateway's startup time. ``--profile DIR`` writes a py-spy
+audio, the driver's CPU and event-loop lag, and the gateway's startup time. Above each row: the garbage
+collector's pauses during the step (count and longest per generation: a full collection holds the loop, and so
+every call's audio, for as long as it walks the live calls' objects) and how many objects it tracks at the end.
+``--profile DIR`` writes a py-spy
 profile of each step's steady state (``python -m bench.profile_summary FILE`` summarizes it); ``--nice -10``
 raises the gateway's and callers' priority on a machine shared with other work.
 """
@@ -283,7 +286,8 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
         wall = time.monotonic() - t0
         cpu = gw.cpu_s() - cpu0
         after = scrape()
-        vad1 = httpx.get(f"{gw.url}/bench/stats", timeout=60).json()["vad"]
+        stats1 = httpx.get(f"{gw.url}/bench/stats", timeout=60).json()
+        vad1 = stats1["vad"]
         if profiler is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 profiler.wait(30)
@@ -304,6 +308,11 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     runs = vad1.get("runs", 0) - vad0.get("runs", 0)
     busy = vad1.get("busy_s", 0.0) - vad0.get("busy_s", 0.0)
     skipped = vad1.get("skipped", 0) - vad0.get("skipped", 0)
+    pauses = {int(gen): v for gen, v in stats1.get("gc", {}).items()}  # since the step's first stats read
+    if pauses:  # the collector holds the loop: a long pause makes every call's frames late at once
+        print("  gc pauses: " + "; ".join(f"gen {gen} x{int(v[0])} longest {v[2]:.1f} ms"
+                                          for gen, v in sorted(pauses.items()))
+              + f"; {stats1.get('gc_tracked', 0)} objects tracked at the end", flush=True)
     talkers = [c for c in placed if c["talked"]]
     if talkers:  # an answer heard before the idle reprompt could come (8 s after the greeting) = heard and answered
         answered = sum(1 for c in talkers if c["next_mark_s"] < 7.5)

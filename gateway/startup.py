@@ -155,17 +155,30 @@ def startup_settled(services: Services) -> bool:
     return all(task is None or task.done() for task in (services.prerendering, services.chattts_loading))
 
 
+# The collector's thresholds once startup has settled (CPython's default is 700, 10, 10). A full collection walks
+# every object the live calls hold (~330 per listening call): 38-56 ms with the loop held at 300 calls, every
+# call's audio late at once (docs/scaling.md). It comes once per (third threshold) middle collections: 100
+# instead of 10 makes it ten times rarer (at 300 calls every few minutes instead of every ~20 s). The young
+# and middle ones stay as they were: they walk at most ~7,000 objects (a few ms); a higher young threshold was
+# tried and made each middle collection as long as a full one. Cyclic garbage that reached the oldest
+# generation waits longer; everything else is freed by reference counting as before.
+GC_THRESHOLDS = (700, 10, 100)
+
+
 def settle_startup(services: Services) -> bool:
     """One step of the startup heap freeze (call it until it returns True): not ready (``settling``) until
     startup has settled, then freeze once and ready. Objects of a loaded gateway (models, tokenizers, schemas,
     modules: tens of thousands that never die) were walked by every full collection: 68-171 ms with the event
     loop held (docs/scaling.md), longer than the playout lead, so every call speaking then underran. Frozen,
-    a full collection walks only what calls create; the freeze's own collection comes before any call."""
+    a full collection walks only what calls create; the freeze's own collection comes before any call. Then
+    the collector runs less often (:data:`GC_THRESHOLDS`)."""
     services.settling = True
     if not startup_settled(services):
         return False
     gc.collect()
     gc.freeze()
-    log.info("startup settled: %d objects frozen out of garbage collection", gc.get_freeze_count())
+    gc.set_threshold(*GC_THRESHOLDS)
+    log.info("startup settled: %d objects frozen out of garbage collection; collector thresholds %s",
+             gc.get_freeze_count(), "/".join(map(str, gc.get_threshold())))
     services.settling = False
     return True
