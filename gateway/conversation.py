@@ -99,11 +99,11 @@ from gateway.ops.logs import TURN_STAGES, TurnLatency
 from gateway.ops.metrics import Metrics
 from gateway.playout import Ledger, SentenceState
 from gateway.tasks import TaskGroup, cancel_and_wait
+from gateway.ticks import shared_ticker
 from gateway.turn_latency import FirstHeard, LatencyBook
 
 log = logging.getLogger("voicegw.conversation")
 
-TICK_S = 0.1
 PCM_8K = AudioFormat(Encoding.PCM_F32, 8000)
 
 
@@ -198,14 +198,17 @@ class Conversation:
         self._turn_ended: TurnEnd | None = None  # the caller turn the next Respond answers
         self._abandoned: list[LogicEvent] = []  # speculative events abandoned before the brain took them
         self.notes: list[Callable[[CallNote], None]] = []  # what the conversation tells a watcher (the console)
+        self._untick: Callable[[], None] | None = None  # stops this conversation's clock (the shared ticker)
+        self._ticking: asyncio.Task[None] | None = None  # carrying out what the last tick decided
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks.spawn(self._brain(), "conversation-brain")
-        self._tasks.spawn(self._ticker(), "conversation-ticker")
+        self._untick = shared_ticker().add(self._tick)
         self._queue(Respond(CallStarted()))
 
     async def aclose(self) -> None:
+        self._stop_ticking()
         if self.listener is not None:
             await self.listener.aclose()
         await self._tasks.aclose()
@@ -507,10 +510,26 @@ class Conversation:
         log.info("barge-in (%s) during turn %d; caller heard %r", why, self.turn, heard[:80])
 
     # ---- time --------------------------------------------------------------------------------------------------
-    async def _ticker(self) -> None:
-        while not self.policy.ended:
-            await asyncio.sleep(TICK_S)
-            await self._feed(Tick())
+    def _tick(self) -> None:
+        """The conversation's clock (every :data:`gateway.ticks.TICK_S`, from the loop's shared ticker): what
+        the policy decides is carried out in a task, and no tick is judged until the last one's is done."""
+        if self.policy.ended:
+            self._stop_ticking()
+            return
+        if self._ticking is not None and not self._ticking.done():
+            return
+        actions = self.policy.feed(Tick(), self.clock(), self._playback())
+        if actions:
+            self._ticking = self._tasks.spawn(self._do_all(actions), "conversation-tick")
+
+    async def _do_all(self, actions: list[TurnAction]) -> None:
+        for action in actions:
+            await self._do(action)
+
+    def _stop_ticking(self) -> None:
+        if self._untick is not None:
+            self._untick()
+            self._untick = None
 
 
 def make_conversation(call: CallPort, agent: AgentSpec, transcriber: Transcriber | None, vad: SileroModel | None,
