@@ -115,10 +115,10 @@ class _Handoff:
 
     def __init__(self, budget_s: float = HANDOFF_BUDGET_S) -> None:
         self.budget_s = budget_s
-        self.items: collections.deque[tuple[_Inbox, dict[str, Any]]] = collections.deque()
+        self.items: collections.deque[tuple[_Inbox, dict[str, Any] | str]] = collections.deque()
         self.scheduled = False
 
-    def put(self, inbox: _Inbox, item: dict[str, Any]) -> None:
+    def put(self, inbox: _Inbox, item: dict[str, Any] | str) -> None:
         self.items.append((inbox, item))
         if not self.scheduled:
             self.scheduled = True
@@ -155,9 +155,14 @@ class _Inbox(asyncio.Queue[Any]):
         else:
             handoff.put(self, item)
 
-    def deliver(self, item: dict[str, Any]) -> None:
+    def deliver(self, item: dict[str, Any] | str) -> None:
         sink = self.sink
         assert sink is not None
+        if type(item) is str:  # a text message the lane read itself
+            if not self.closed:
+                sink.on_message(item)
+            return
+        assert isinstance(item, dict)
         if item["type"] == "websocket.receive":
             if not self.closed:
                 text = item.get("text")
@@ -224,6 +229,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         at = 0
         max_size = self.conn.max_size
         inbox = self.queue
+        assert isinstance(inbox, _Inbox)
+        handoff = inbox.handoff
+        assert handoff is not None  # the lane reads frames only once a sink is attached
         while n - at >= 2:
             first, second = data[at], data[at + 1]
             length = second & 0x7F
@@ -252,7 +260,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 except UnicodeDecodeError:
                     pass  # websockets' way closes with 1007
             if text is not None:
-                inbox.put_nowait({"type": "websocket.receive", "text": text})
+                handoff.put(inbox, text)  # (a bare str: what deliver() hands to the sink as is)
             else:
                 super().data_received(data[at:end])  # one whole frame, read and answered the standard way
                 if not self._open():

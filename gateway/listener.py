@@ -245,10 +245,15 @@ class Listener:
 
     def _verdict(self, prob: float, chunk: F32, level: float) -> None:
         """A chunk's verdict, from the VAD batcher's tick (synchronous: it must not block)."""
+        if not (self._feeding or self._owner is not None or self._verdicts):  # the hot path, nothing queued
+            events = self._endpoint(prob, chunk, level)
+            if self._to_handle(events):
+                self._owner = self._spawn(self._own(events))
+            return
         self._verdicts.append((prob, chunk, level))
         if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
             return
-        while self._verdicts:  # the hot path: judged here, unless there is something to handle
+        while self._verdicts:  # judged here, in order, unless there is something to handle
             events = self._endpoint(*self._verdicts.popleft())
             if self._to_handle(events):
                 self._owner = self._spawn(self._own(events))
