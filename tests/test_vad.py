@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -201,6 +202,56 @@ async def test_the_batcher_task_infers_within_a_tick() -> None:
     await asyncio.wait_for(done.wait(), 10)
     assert batcher.runs == 1 and batcher.chunks == 2
     task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _append_prob(out: list[float], p: float, c: np.ndarray, level: float) -> None:
+    out.append(p)
+
+
+@pytest.mark.parametrize("budget_s", [0.0, 60.0])
+async def test_the_batcher_task_hands_answers_over_in_slices_with_the_loop_free_between(budget_s: float) -> None:
+    """Every answer arrives, in order per stream and equal to run_pending's; with no budget left after each 16
+    streams, other tasks run between the slices; with a large one, a tick's answers come in one go."""
+    import asyncio
+
+    n, depth = 64, 3
+    sig = _f32("hours")[: depth * CHUNK]
+    reference = VadBatcher(shared_model())
+    expected: dict[int, list[float]] = {k: [] for k in range(n)}
+    for k in range(n):
+        reference.stream(functools.partial(_append_prob, expected[k])).feed(sig[: (1 + k % depth) * CHUNK])
+    reference.run_pending()
+
+    batcher = VadBatcher(shared_model(), tick_s=0.01, delivery_budget_s=budget_s)
+    got: dict[int, list[float]] = {k: [] for k in range(n)}
+    rounds = [0]  # how many times another task ran
+    seen_at: list[int] = []  # rounds at each answer
+    done = asyncio.Event()
+    total = sum(len(v) for v in expected.values())
+
+    def on(k: int, p: float, c: np.ndarray, level: float) -> None:
+        got[k].append(p)
+        seen_at.append(rounds[0])
+        if len(seen_at) == total:
+            done.set()
+
+    async def other() -> None:
+        while not done.is_set():
+            rounds[0] += 1
+            await asyncio.sleep(0)
+
+    for k in range(n):
+        batcher.stream(functools.partial(on, k)).feed(sig[: (1 + k % depth) * CHUNK])
+    task = asyncio.create_task(batcher.run())
+    spinner = asyncio.create_task(other())
+    await asyncio.wait_for(done.wait(), 10)
+    assert got == expected
+    first_depth = seen_at[:n]  # the first chunk of every stream: one batch, handed over in 4 slices of 16 or at once
+    assert len(set(first_depth)) == (4 if budget_s == 0.0 else 1)
+    task.cancel()
+    await spinner
     with pytest.raises(asyncio.CancelledError):
         await task
 
