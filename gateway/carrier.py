@@ -104,7 +104,7 @@ class CarrierLink(Protocol):
 
     async def send_audio(self, frames: Sequence[bytes]) -> None:
         """20 ms frames of 8 kHz mu-law (160 bytes each), in order, to be played after everything sent before
-        them (the session paces them: usually three at a time, ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE``)."""
+        them (the session paces them: usually five at a time, ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE``)."""
         ...
 
     async def send_mark(self, name: str) -> None:

@@ -153,7 +153,7 @@ class Settings:
     #: Lead of audio kept buffered at Twilio ahead of playout, seconds.
     playout_lead_s: float = 0.1
     #: Frames (20 ms each) written together once the lead allows: one wake-up and one write per group.
-    playout_frames_per_write: int = 3
+    playout_frames_per_write: int = 5
     max_ws_message_bytes: int = 65536
     drain_timeout_s: float = 600.0
     #: While draining, new calls are redirected here (TwiML <Redirect>) instead of hearing "please call back".
@@ -246,7 +246,7 @@ class Settings:
             stt_device=stt_device,  # type: ignore[arg-type]
             api_key=_get(env, "VOICEGW_API_KEY"),
             playout_lead_s=_float(env, "VOICEGW_PLAYOUT_LEAD_MS", 100.0, 20.0, 2000.0) / 1000.0,
-            playout_frames_per_write=_int(env, "VOICEGW_PLAYOUT_FRAMES_PER_WRITE", 3, 1, 10),
+            playout_frames_per_write=_int(env, "VOICEGW_PLAYOUT_FRAMES_PER_WRITE", 5, 1, 10),
             max_ws_message_bytes=_int(env, "VOICEGW_MAX_WS_MESSAGE_BYTES", 65536, 1024, 16 * 1024 * 1024),
             drain_timeout_s=_float(env, "VOICEGW_DRAIN_TIMEOUT_S", 600.0, 0.0, 86400.0),
             drain_redirect_url=_url(env, "VOICEGW_DRAIN_REDIRECT_URL", ("https", "http")),

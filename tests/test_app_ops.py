@@ -106,7 +106,7 @@ async def test_metrics_need_the_key_and_count_a_call(agents_dir: Path) -> None:
     frames = len(result.audio) // 160
     assert value(text, "voicegw_frames_sent_total") == frames
     writes = value(text, "voicegw_frame_lateness_seconds_count")  # one per write: the first fills the lead
-    per = Settings().playout_frames_per_write  # the default (3)
+    per = Settings().playout_frames_per_write  # the default (5)
     first = 5 + per  # the first write fills the 100 ms lead and one group beyond it
     assert per > 1 and (frames - first) / per + 1 <= writes <= (frames - first) / per + 2  # then a group at a time
     # (a late wake-up sends a bigger group, so fewer writes; never more than one write per group)
