@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -128,6 +129,20 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
             return prev_bound + (bound - prev_bound) * (rank - prev_count) / max(count - prev_count, 1e-9)
         prev_bound, prev_count = bound, count
     return prev_bound
+
+
+SPEED_PROBE = ("import time\nt = time.perf_counter()\nfor _ in range(30):\n    sum(range(1_000_000))\n"
+               "print(time.perf_counter() - t)")
+
+
+def speed_probe_ms(core: int | None) -> float:
+    """How long a fixed Python loop takes on ``core`` now (ms): a VM's speed can swing by half between runs (another
+    tenant), more than some changes measured with it, so each step says what the machine was doing."""
+    cmd = [sys.executable, "-c", SPEED_PROBE]
+    if core is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(core), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    return float(out.strip()) * 1000
 
 
 def percentile(values: list[float], q: float) -> float:

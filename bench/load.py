@@ -31,7 +31,9 @@ calls per core it projects
 batcher's mean batch and the share of chunks its pre-gate skipped, RSS at ready and per call, time to first
 audio, the driver's CPU and event-loop lag, and the gateway's startup time. Above each row: the garbage
 collector's pauses during the step (count and longest per generation: a full collection holds the loop, and so
-every call's audio, for as long as it walks the live calls' objects) and how many objects it tracks at the end.
+every call's audio, for as long as it walks the live calls' objects) and how many objects it tracks at the end;
+before each step, how long a fixed Python loop took on the gateway's core (``machine:``): the speed of a shared VM
+swings between runs, and a slow moment fails a step the same code holds on a quiet one.
 ``--profile DIR`` writes a py-spy
 profile of each step's steady state (``python -m bench.profile_summary FILE`` summarizes it); ``--nice -10``
 raises the gateway's and callers' priority on a machine shared with other work.
@@ -62,7 +64,7 @@ import yaml
 
 from audio.codec import lin2ulaw, ulaw2lin
 from bench.callers import CLOSE_TIMEOUT_S, Script, Ticker, one_call
-from bench.common import ROOT, Gateway, bucket_quantile, counter, histogram, percentile
+from bench.common import ROOT, Gateway, bucket_quantile, counter, histogram, percentile, speed_probe_ms
 from gateway.serve import free_port
 
 DEFAULT_STEPS = "100,200,300,400,500,600,800"
@@ -244,6 +246,7 @@ class Step:
 
 def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Sequence[int | None],
              args: argparse.Namespace, listen: bool, step_no: int) -> Step:
+    print(f"  machine: a fixed Python loop on the gateway's core took {speed_probe_ms(gw_core):.0f} ms", flush=True)
     with production_gateway(agents_dir, gw_core, listen, args.nice) as (gw, startup_s):
         def scrape() -> str:
             return httpx.get(f"{gw.url}/metrics", timeout=60).text
