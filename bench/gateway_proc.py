@@ -15,7 +15,8 @@ Two configurations:
 ``BENCH_STALLS=FILE`` (experiment): what holds the event loop for over 10 ms (``BENCH_STALLS_MS``; :mod:`bench.stalls`).
 ``VOICEGW_PLAYOUT_LEAD_MS`` / ``VOICEGW_PLAYOUT_FRAMES_PER_WRITE`` pass through (pacing experiments).
 ``BENCH_CPROFILE=FILE`` (experiment): cProfile of the whole run, written when the driver stops the gateway.
-``BENCH_GC_THRESHOLD=N`` (experiment): collector thresholds (N, 50, 100) instead of ``voicegw serve``'s.
+``BENCH_GC_THRESHOLD=N`` or ``=a,b,c`` (experiment): collector thresholds (N, 50, 100) or (a, b, c) instead of
+``voicegw serve``'s.
 ``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
 direct lane, no hot path: :mod:`gateway.direct_ws`).
 
@@ -113,6 +114,12 @@ def vad_stats(services: Services) -> dict[str, float]:
 _background: set[asyncio.Task[None]] = set()  # keeps the freezing task referenced
 
 
+def experiment_thresholds(value: str) -> tuple[int, int, int]:
+    """``BENCH_GC_THRESHOLD``: ``N`` (the young threshold, then 50 and 100) or all three, ``a,b,c``."""
+    parts = [int(p) for p in value.split(",")]
+    return (parts[0], 50, 100) if len(parts) == 1 else (parts[0], parts[1], parts[2])
+
+
 class GcPauses:
     """The collector's pauses per generation (count, total and longest ms) since the last :meth:`take`."""
 
@@ -163,7 +170,7 @@ def build_production(agents_dir: str, listen: bool) -> Any:
                 while not settle_startup(services):  # noqa: ASYNC110 - flags only, as GatewayServer.on_tick
                     await asyncio.sleep(0.1)
                 if os.environ.get("BENCH_GC_THRESHOLD"):  # the experiment's thresholds, not serve's
-                    gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
+                    gc.set_threshold(*experiment_thresholds(os.environ["BENCH_GC_THRESHOLD"]))
 
             services.settling = True  # from now, as GatewayServer's first tick does
             _background.add(asyncio.create_task(freeze_when_settled()))
@@ -261,7 +268,7 @@ def main() -> None:
     logs.configure("WARNING")
     if os.environ.get("BENCH_GC_THRESHOLD"):  # experiment: e.g. 50000 (CPython's default gen0 threshold is 700)
         gc.freeze()
-        gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 50, 100)
+        gc.set_threshold(*experiment_thresholds(os.environ["BENCH_GC_THRESHOLD"]))
     app = build_production(args.agents_dir, args.listen == "on") if args.agents_dir else build(args.speech_s)[0]
     if not args.agents_dir and os.environ.get("BENCH_GC_FREEZE") != "0" and not os.environ.get("BENCH_GC_THRESHOLD"):
         # the collector as serve leaves it once startup settled
