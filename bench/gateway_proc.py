@@ -52,7 +52,7 @@ from gateway.ops.drain import Drain
 from gateway.serve import uvicorn_options
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.startup import GC_THRESHOLDS, build_services, settle_startup
+from gateway.startup import build_services, settle_collector, settle_startup
 from tts.base import SynthesisRequest
 
 RATE = 24000
@@ -271,10 +271,7 @@ def main() -> None:
         gc.set_threshold(*experiment_thresholds(os.environ["BENCH_GC_THRESHOLD"]))
     app = build_production(args.agents_dir, args.listen == "on") if args.agents_dir else build(args.speech_s)[0]
     if not args.agents_dir and os.environ.get("BENCH_GC_FREEZE") != "0" and not os.environ.get("BENCH_GC_THRESHOLD"):
-        # the collector as serve leaves it once startup settled
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        settle_collector()  # the collector as serve leaves it once startup settled
     options = uvicorn_options(Settings())
     if os.environ.get("BENCH_WS") == "asgi":  # experiment: uvicorn's plain protocol (every message through ASGI)
         options["ws"] = "websockets-sansio"

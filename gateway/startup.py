@@ -165,6 +165,13 @@ def startup_settled(services: Services) -> bool:
 GC_THRESHOLDS = (700, 10, 100)
 
 
+def settle_collector() -> None:
+    """Freeze what is alive now out of the collector (after one collection) and set :data:`GC_THRESHOLDS`."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def settle_startup(services: Services) -> bool:
     """One step of the startup heap freeze (call it until it returns True): not ready (``settling``) until
     startup has settled, then freeze once and ready. Objects of a loaded gateway (models, tokenizers, schemas,
@@ -175,9 +182,7 @@ def settle_startup(services: Services) -> bool:
     services.settling = True
     if not startup_settled(services):
         return False
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    settle_collector()
     log.info("startup settled: %d objects frozen out of garbage collection; collector thresholds %s",
              gc.get_freeze_count(), "/".join(map(str, gc.get_threshold())))
     services.settling = False
