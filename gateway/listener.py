@@ -246,18 +246,22 @@ class Listener:
     def _verdict(self, prob: float, chunk: F32, level: float) -> None:
         """A chunk's verdict, from the VAD batcher's tick (synchronous: it must not block)."""
         if not (self._feeding or self._owner is not None or self._verdicts):  # the hot path, nothing queued
-            events = self._endpoint(prob, chunk, level)
-            if self._to_handle(events):
-                self._owner = self._spawn(self._own(events))
+            self._judge_now(prob, chunk, level)
             return
         self._verdicts.append((prob, chunk, level))
         if self._feeding or self._owner is not None:  # whoever is judging takes it, in order
             return
         while self._verdicts:  # judged here, in order, unless there is something to handle
-            events = self._endpoint(*self._verdicts.popleft())
-            if self._to_handle(events):
-                self._owner = self._spawn(self._own(events))
+            if self._judge_now(*self._verdicts.popleft()):
                 return
+
+    def _judge_now(self, prob: float, chunk: F32, level: float | None) -> bool:
+        """Judge a verdict synchronously; True when it brought something to handle (a task now owns judging)."""
+        events = self._endpoint(prob, chunk, level)
+        if not self._to_handle(events):
+            return False
+        self._owner = self._spawn(self._own(events))
+        return True
 
     async def _own(self, events: list[EndpointEvent]) -> None:
         """Handle what a hot-path verdict brought, then every verdict that came meanwhile."""
