@@ -229,8 +229,7 @@ class Conversation:
 
     async def _feed(self, event: TurnEvent, playback: Playback | None = None) -> None:
         """Give the turn-taking policy one event and carry out what it decides, in order."""
-        for action in self.policy.feed(event, self.clock(), playback or self._playback()):
-            await self._do(action)
+        await self._do_all(self.policy.feed(event, self.clock(), playback or self._playback()))
 
     async def _do(self, action: TurnAction) -> None:
         if isinstance(action, Interrupt):
