@@ -46,6 +46,44 @@ async def test_memory_heartbeat_refreshes_only_live_calls_and_never_revives() ->
     assert await lim.acquire("demo", "CA-next", 2)
 
 
+async def test_memory_expiry_after_refresh_and_across_agents() -> None:
+    """Expired slots are dropped lazily (only once the earliest expiry has passed): a refreshed slot outlives
+    its first expiry, one not refreshed does not, and one heartbeat serves several agents."""
+    now = [0.0]
+    lim = MemoryLimiter(ttl_s=10, clock=lambda: now[0])
+    assert await lim.acquire("demo", "CA-a", 5)
+    now[0] = 4.0
+    assert await lim.acquire("demo", "CA-b", 5)
+    assert await lim.acquire("sales", "CA-c", 5)
+    now[0] = 8.0
+    await lim.heartbeat([("demo", "CA-a"), ("sales", "CA-c")])  # both until 18; CA-b still until 14
+    now[0] = 12.0  # past CA-a's first expiry (10): refreshed, it stays
+    assert await lim.active("demo") == 2
+    now[0] = 14.5  # CA-b was never refreshed
+    assert await lim.active("demo") == 1
+    assert await lim.active("sales") == 1
+    await lim.release("demo", "CA-a")
+    assert await lim.active("demo") == 0
+    now[0] = 18.0  # CA-c's expiry: a slot expires at its expiry, as in Redis (score <= now is dropped)
+    assert await lim.active("sales") == 0
+    assert await lim.acquire("sales", "CA-d", 1)
+
+
+async def test_memory_heartbeat_of_many_calls_keeps_every_slot() -> None:
+    now = [0.0]
+    lim = MemoryLimiter(ttl_s=30, clock=lambda: now[0])
+    calls = [("demo", f"CA{i}") for i in range(2000)]
+    for agent, sid in calls:
+        assert await lim.acquire(agent, sid, 2000)
+    assert not await lim.acquire("demo", "CA-extra", 2000)
+    for t in (10.0, 20.0, 30.0, 40.0):  # every slot's first expiry (30) passes between heartbeats
+        now[0] = t
+        await lim.heartbeat(calls)
+    assert await lim.active("demo") == 2000
+    now[0] = 70.5
+    assert await lim.active("demo") == 0
+
+
 async def test_redis_heartbeat_refreshes_only_live_calls(redis_server: RedisServer) -> None:
     lim = RedisLimiter.from_url(redis_server.url, ttl_s=0.6)
     try:
