@@ -17,6 +17,7 @@ Two configurations:
 ``BENCH_CPROFILE=FILE`` (experiment): cProfile of the whole run, written when the driver stops the gateway.
 ``BENCH_GC_THRESHOLD=N`` or ``=a,b,c`` (experiment): collector thresholds (N, 50, 100) or (a, b, c) instead of
 ``voicegw serve``'s.
+``BENCH_GC_LOG=1`` (experiment): every collector pause over 4 ms on stderr, with what it walked (:class:`GcPauses`).
 ``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
 direct lane, no hot path: :mod:`gateway.direct_ws`).
 
@@ -32,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import os
+import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -121,27 +124,50 @@ def experiment_thresholds(value: str) -> tuple[int, int, int]:
 
 
 class GcPauses:
-    """The collector's pauses per generation (count, total and longest ms) since the last :meth:`take`."""
+    """The collector's pauses per generation (count, total and longest ms) since the last :meth:`take`.
 
-    def __init__(self) -> None:
+    ``log_over_ms`` (``BENCH_GC_LOG=1``: 4 ms; an experiment, it costs a pass over the young generations per
+    collection): each longer pause goes to stderr with the sizes of the generations it walked, and the first
+    young or middle collection over 20,000 objects also with their commonest types and examples — what stays
+    alive in the young generations (found so: a backlog of handoff tuples, :mod:`gateway.direct_ws`)."""
+
+    def __init__(self, log_over_ms: float | None = None) -> None:
         self._started = 0.0
         self._by_gen: dict[int, list[float]] = {}
+        self._log_over_ms = log_over_ms
+        self._sizes: list[int] = []
+        self._described = False
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if self._log_over_ms is not None:
+                self._look(info["generation"])
             self._started = time.perf_counter()
             return
         ms = (time.perf_counter() - self._started) * 1000
+        if self._log_over_ms is not None and ms > self._log_over_ms:
+            print(f"gc pause: generation {info['generation']}, {ms:.1f} ms, {info['collected']} collected, "
+                  f"generation sizes {self._sizes}", file=sys.stderr, flush=True)
         entry = self._by_gen.setdefault(info["generation"], [0, 0.0, 0.0])
         entry[0] += 1
         entry[1] += ms
         entry[2] = max(entry[2], ms)
 
+    def _look(self, generation: int) -> None:
+        self._sizes = [len(gc.get_objects(k)) for k in range(generation + 1)]
+        if generation == 2 or self._described or max(self._sizes) <= 20_000:
+            return
+        self._described = True
+        objects = gc.get_objects(max(range(generation + 1), key=lambda k: self._sizes[k]))
+        kinds = collections.Counter(type(o).__name__ for o in objects)
+        commonest = kinds.most_common(1)[0][0]
+        examples = [repr(o)[:160] for o in objects if type(o).__name__ == commonest][:3]
+        print(f"gc young generation: {kinds.most_common(12)}; e.g. {examples}", file=sys.stderr, flush=True)
+
     def take(self) -> dict[int, list[float]]:
         out, self._by_gen = self._by_gen, {}
         return out
-
 
 
 def build_production(agents_dir: str, listen: bool) -> Any:
@@ -150,7 +176,7 @@ def build_production(agents_dir: str, listen: bool) -> Any:
     settings = Settings.from_env({"VOICEGW_LOG_LEVEL": "WARNING", "VOICEGW_AGENTS_DIR": agents_dir,
                                   "VOICEGW_DRAIN_TIMEOUT_S": "5", **playout})
     holder: dict[str, Services] = {}
-    pauses = GcPauses()  # reported (and reset) by /bench/stats
+    pauses = GcPauses(4.0 if os.environ.get("BENCH_GC_LOG") == "1" else None)  # reported by /bench/stats
 
     async def lifespan_services() -> Services:
         services = await build_services(settings)

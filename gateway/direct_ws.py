@@ -111,15 +111,19 @@ class _Handoff:
     One callback per loop iteration serves every connection (no task per message). It stops after
     ``budget_s`` and goes on from the next callback, behind whatever the iteration already scheduled (the
     paced senders woken by their timers): on a loaded core, inbound work waits a little rather than delaying
-    the audio going out."""
+    the audio going out. The queue holds the inbox of each waiting message (the message waits in its inbox):
+    nothing is allocated per message, and a backlog does not fill the collector's young generation (a queue
+    of ``(inbox, text)`` tuples did: 29,000 of them in a burst at 800 calls, walked by every young collection).
+    """
 
     def __init__(self, budget_s: float = HANDOFF_BUDGET_S) -> None:
         self.budget_s = budget_s
-        self.items: collections.deque[tuple[_Inbox, dict[str, Any] | str]] = collections.deque()
+        self.items: collections.deque[_Inbox] = collections.deque()  # one entry per waiting message
         self.scheduled = False
 
-    def put(self, inbox: _Inbox, item: dict[str, Any] | str) -> None:
-        self.items.append((inbox, item))
+    def put(self, inbox: _Inbox) -> None:
+        """``inbox`` has one more message waiting (already in ``inbox.waiting``)."""
+        self.items.append(inbox)
         if not self.scheduled:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self.run)
@@ -128,8 +132,7 @@ class _Handoff:
         items = self.items
         deadline = time.perf_counter() + self.budget_s
         for _ in range(len(items)):
-            inbox, item = items.popleft()
-            inbox.deliver(item)
+            items.popleft().deliver_next()
             if time.perf_counter() > deadline:
                 break
         if items:
@@ -148,12 +151,20 @@ class _Inbox(asyncio.Queue[Any]):
     closed = False
     handoff: _Handoff | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: collections.deque[dict[str, Any] | str] = collections.deque()  # for the handoff, in order
+
     def put_nowait(self, item: Any) -> None:
         handoff = self.handoff
         if handoff is None:
             super().put_nowait(item)
         else:
-            handoff.put(self, item)
+            self.waiting.append(item)
+            handoff.put(self)
+
+    def deliver_next(self) -> None:
+        self.deliver(self.waiting.popleft())
 
     def deliver(self, item: dict[str, Any] | str) -> None:
         sink = self.sink
@@ -260,7 +271,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 except UnicodeDecodeError:
                     pass  # websockets' way closes with 1007
             if text is not None:
-                handoff.put(inbox, text)  # (a bare str: what deliver() hands to the sink as is)
+                inbox.waiting.append(text)  # (a bare str: what deliver() hands to the sink as is)
+                handoff.put(inbox)
             else:
                 super().data_received(data[at:end])  # one whole frame, read and answered the standard way
                 if not self._open():
