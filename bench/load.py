@@ -272,14 +272,18 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=results[-1],
                                           env={**os.environ, "PYTHONPATH": str(ROOT)}))
         profiler = None
-        # Profile the steady state: from the moment every call has heard its greeting to the end of the calls.
-        prof_at = t0 + args.stagger + 8.0
-        prof_s = int(args.call_s - args.stagger - 8.0)
+        # Profile the steady state: from the moment every call has heard its greeting to the end of the calls;
+        # or the arrival: from the first call to the last greeting's end.
+        if args.profile_phase == "arrival":
+            prof_at, prof_s = t0, int(args.stagger + 8.0)
+        else:
+            prof_at, prof_s = t0 + args.stagger + 8.0, int(args.call_s - args.stagger - 8.0)
         peak = gw.rss_mb()
         while any(p.poll() is None for p in procs):
             peak = max(peak, gw.rss_mb())
             if args.profile and profiler is None and time.monotonic() >= prof_at and prof_s >= 2:
-                prof_out = Path(args.profile) / f"{'listen' if listen else 'media'}-{n}.txt"
+                phase = "-arrival" if args.profile_phase == "arrival" else ""
+                prof_out = Path(args.profile) / f"{'listen' if listen else 'media'}-{n}{phase}.txt"
                 prof_out.parent.mkdir(parents=True, exist_ok=True)
                 profiler = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(gw.proc.pid),
@@ -402,6 +406,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop ramping after this long")
     parser.add_argument("--workers", type=int, help="caller processes (default: one per core but the gateway's)")
     parser.add_argument("--profile", help="directory: py-spy raw profile of the gateway during each step")
+    parser.add_argument("--profile-phase", choices=["steady", "arrival"], default="steady",
+                        help="what --profile records: after every greeting (default), or the arrival and greetings")
     parser.add_argument("--nice", type=int, default=0,
                         help="priority change for the gateway and callers (e.g. -10 on a machine shared with others)")
     args = parser.parse_args()
