@@ -18,6 +18,8 @@ Two configurations:
 ``BENCH_GC_THRESHOLD=N`` or ``=a,b,c`` (experiment): collector thresholds (N, 50, 100) or (a, b, c) instead of
 ``voicegw serve``'s.
 ``BENCH_GC_LOG=1`` (experiment): every collector pause over 4 ms on stderr, with what it walked (:class:`GcPauses`).
+``BENCH_LOOP=asyncio`` / ``BENCH_HTTP=h11`` (experiments): uvicorn's other event loop / HTTP parser instead of
+uvloop / httptools (what ``voicegw serve`` gets with ``uvicorn[standard]``).
 ``BENCH_WS=asgi`` (experiment): uvicorn's plain WebSocket protocol, every message through ASGI's queue (no
 direct lane, no hot path: :mod:`gateway.direct_ws`).
 
@@ -301,6 +303,10 @@ def main() -> None:
     options = uvicorn_options(Settings())
     if os.environ.get("BENCH_WS") == "asgi":  # experiment: uvicorn's plain protocol (every message through ASGI)
         options["ws"] = "websockets-sansio"
+    if os.environ.get("BENCH_LOOP"):  # experiment: asyncio (the standard library's loop) instead of uvloop
+        options["loop"] = os.environ["BENCH_LOOP"]
+    if os.environ.get("BENCH_HTTP"):  # experiment: h11 instead of httptools (webhooks, WebSocket handshakes)
+        options["http"] = os.environ["BENCH_HTTP"]
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on",
                             access_log=False, **options)
     if os.environ.get("BENCH_CPROFILE"):  # experiment: a deterministic profile of the whole run (about 2x slower)

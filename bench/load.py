@@ -319,7 +319,8 @@ def run_step(agents_dir: Path, to: str, n: int, gw_core: int | None, workers: Se
     if pauses:  # the collector holds the loop: a long pause makes every call's frames late at once
         print("  gc pauses: " + "; ".join(f"gen {gen} x{int(v[0])} longest {v[2]:.1f} ms"
                                           for gen, v in sorted(pauses.items()))
-              + f"; {stats1.get('gc_tracked', 0)} objects tracked at the end", flush=True)
+              + f"; {stats1.get('gc_tracked', 0)} objects tracked at the end; event loop {stats1.get('loop')}",
+              flush=True)
     talkers = [c for c in placed if c["talked"]]
     if talkers:  # an answer heard before the idle reprompt could come (8 s after the greeting) = heard and answered
         answered = sum(1 for c in talkers if c["next_mark_s"] < 7.5)
