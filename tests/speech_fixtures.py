@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audio.codec import ulaw_to_float
-from audio.level import rows_power_db
-
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "speech"
 
 
@@ -18,16 +15,6 @@ def transcripts() -> dict[str, str]:
 
 def mulaw(name: str) -> bytes:
     return (FIXTURES / f"{name}.ul").read_bytes()
-
-
-def speech_end_s(audio: bytes, floor_db: float = -45.0) -> float:
-    """Where the last 20 ms frame above ``floor_db`` ends in 8 kHz mu-law ``audio`` (seconds from its start).
-    The fixtures' trailing silence is not one exact length: hours.ul's speech ends 1.19 s before its end."""
-    samples = ulaw_to_float(audio)
-    frames = len(samples) // 160
-    levels = rows_power_db(samples[: frames * 160].reshape(frames, 160))
-    loud = [i for i, db in enumerate(levels) if db > floor_db]
-    return (loud[-1] + 1) * 0.02 if loud else 0.0
 
 
 CONVERSATION = Path(__file__).resolve().parent / "fixtures" / "conversation"

@@ -14,11 +14,12 @@ import pytest
 
 from agents.chunker import SentenceChunker
 from agents.spec import TurnTaking
+from bench.conversation import speech_bounds
 from bench.wer import wer
 from gateway.twilio.emulator import CallControl, CallResult, TwilioEmulator
 from tests.fake_llm import FakeLLM, FakeReply, run_fake_llm
 from tests.helpers import run_gateway, transcribe, wait_until
-from tests.speech_fixtures import conversation_mulaw, mulaw, speech_end_s, transcripts
+from tests.speech_fixtures import conversation_mulaw, mulaw, transcripts
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +113,7 @@ async def test_caller_asks_and_scripted_agent_answers(agents_dir: Path) -> None:
         offset = len(c.result.audio)
         speech = mulaw("hours")
         c.speak(speech)
-        heard["speech_end"] = now(c) + speech_end_s(speech)
+        heard["speech_end"] = now(c) + speech_bounds(speech)[1]  # (its trailing silence is not exactly 1 s)
         await turn_heard(c, 2, sentences=sentence_count("We are open from nine to five, Monday to Friday."))
         heard["reply"] = bytes(c.result.audio[offset:])
 
