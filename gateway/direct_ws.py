@@ -240,9 +240,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         at = 0
         max_size = self.conn.max_size
         inbox = self.queue
-        assert isinstance(inbox, _Inbox)
-        handoff = inbox.handoff
-        assert handoff is not None  # the lane reads frames only once a sink is attached
+        assert isinstance(inbox, _Inbox) and inbox.handoff is not None  # (frames are read here once attached)
         while n - at >= 2:
             first, second = data[at], data[at + 1]
             length = second & 0x7F
@@ -271,8 +269,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 except UnicodeDecodeError:
                     pass  # websockets' way closes with 1007
             if text is not None:
-                inbox.waiting.append(text)  # (a bare str: what deliver() hands to the sink as is)
-                handoff.put(inbox)
+                inbox.put_nowait(text)  # (a bare str: what deliver() hands to the sink as is)
             else:
                 super().data_received(data[at:end])  # one whole frame, read and answered the standard way
                 if not self._open():
