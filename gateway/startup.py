@@ -159,8 +159,9 @@ def startup_settled(services: Services) -> bool:
 # every object the live calls hold (~330 per listening call): 38-56 ms with the loop held at 300 calls, every
 # call's audio late at once (docs/scaling.md). It comes once per (third threshold) middle collections: 100
 # instead of 10 makes it ten times rarer (at 300 calls every few minutes instead of every ~20 s). The young
-# and middle ones stay as they were: they walk at most ~7,000 objects (mostly a few ms, up to ~16 ms measured at
-# 500 calls); a higher young threshold was tried and made each middle collection as long as a full one. Cyclic
+# and middle ones stay as they were: they walk what survived since the last one (a few ms; the 15-37 ms once
+# measured were a queue allocating per waiting message, since fixed in gateway/direct_ws.py); a higher young
+# threshold was tried and made each middle collection as long as a full one. Cyclic
 # garbage that reached the oldest generation waits longer; everything else is freed by reference counting.
 GC_THRESHOLDS = (700, 10, 100)
 
